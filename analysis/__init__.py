@@ -1,0 +1,1 @@
+"""Figures and reports for the gradient-variance theory and the policy comparisons (built on `cures`)."""

@@ -1,0 +1,53 @@
+"""Pickle-free, versioned, atomically written array files (.npz) for posterior and policy state."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_save_npz(path, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
+    """Write `arrays` plus a JSON `meta` record to `path` atomically (temp file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if "__meta__" in arrays:
+        raise ValueError("'__meta__' is a reserved array name")
+    payload = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    payload["__meta__"] = np.array(json.dumps(meta, sort_keys=True))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_npz(path, expected_format: str, supported_versions: tuple[int, ...]) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read a file written by `atomic_save_npz`; check its format name and version. Never unpickles."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable .npz state file ({exc})") from None
+    if "__meta__" not in arrays:
+        raise ValueError(f"{path} has no metadata record; not a cures state file")
+    meta = json.loads(str(arrays.pop("__meta__")))
+    if meta.get("format") != expected_format:
+        raise ValueError(f"{path} holds {meta.get('format')!r}, expected {expected_format!r}")
+    if meta.get("version") not in supported_versions:
+        raise ValueError(
+            f"{path} has format version {meta.get('version')}; this cures reads {list(supported_versions)}"
+        )
+    return meta, arrays

@@ -1,0 +1,348 @@
+"""The uniform Python interface to the compiled policies: validated parameters, explicit state, plan/observe.
+
+    policy = make_policy("cures", batch_size=64, budget=512)
+    state = policy.init(n_prompts=10_000, seed=0)
+    while True:                                   # one training step
+        plan = policy.plan(state)                 # generate these ...
+        successes = run_rollouts(plan)            # ... (caller: n_rollouts[i] rollouts of prompt_ids[i])
+        if policy.observe(state, successes):      # ... tell me the rewards, then I decide
+            break
+    batch = policy.training_batch(state)          # which generated groups to train on
+
+`plan` and `observe` update `state` in place (use `state.copy()` to branch) and run the same compiled functions
+(`cures.policies.dispatch`) that the simulator calls inside its own compiled loop.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cures._io import atomic_save_npz, load_npz
+from cures.policies import kernels as K
+from cures.policies.dispatch import observe_round, plan_round
+from cures.policies.spec import PolicySpec, get_spec
+from cures.posterior import BetaPosterior, successes_from_rewards
+
+STATE_FORMAT = "cures.PolicyState"
+STATE_VERSION = 1
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plans, batches and state
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One generation round: give `n_rollouts[i]` rollouts to prompt `prompt_ids[i]` (slot i)."""
+
+    step: int
+    round: int
+    purpose: str  # "train": candidates for training; "screen": pre-rollouts that only inform the policy
+    prompt_ids: np.ndarray
+    n_rollouts: np.ndarray
+
+    @property
+    def total(self) -> int:
+        return int(self.n_rollouts.sum())
+
+    def rollout_prompt_ids(self) -> np.ndarray:
+        """The prompt of every rollout, slots in order, each repeated n times."""
+        return np.repeat(self.prompt_ids, self.n_rollouts)
+
+    def rollout_slots(self) -> np.ndarray:
+        """The slot (position in the plan) of every rollout: the key of its advantage group."""
+        return np.repeat(np.arange(self.prompt_ids.size), self.n_rollouts)
+
+
+@dataclass(frozen=True)
+class TrainingBatch:
+    """Every slot generated in the finished step, and the training group of each (-1: not trained)."""
+
+    prompt_ids: np.ndarray
+    n_rollouts: np.ndarray
+    successes: np.ndarray
+    group: np.ndarray
+    round: np.ndarray
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.group.max()) + 1 if self.group.size else 0
+
+    @property
+    def rollouts_generated(self) -> int:
+        return int(self.n_rollouts.sum())
+
+    @property
+    def rollouts_trained(self) -> int:
+        return int(self.n_rollouts[self.group >= 0].sum())
+
+
+@dataclass
+class PolicyState:
+    """Everything a policy remembers: kernel parameters, arrays, the current step's slots and its RNG."""
+
+    policy: str
+    params: dict
+    kernel: K.Params
+    arrays: K.State
+    step: K.StepBuffer
+    rng: np.random.Generator
+
+    @property
+    def n_prompts(self) -> int:
+        return self.arrays.alpha.shape[0]
+
+    @property
+    def steps_done(self) -> int:
+        return int(self.arrays.ireg[K.STEP])
+
+    @property
+    def rollouts_total(self) -> int:
+        """Every rollout planned so far, screening and refills included."""
+        return int(self.arrays.ireg[K.ROLLOUTS])
+
+    @property
+    def awaiting_observation(self) -> bool:
+        return bool(self.step.reg[K.AWAITING])
+
+    def posterior(self) -> BetaPosterior:
+        """A copy of the pass-rate posterior as a `BetaPosterior`."""
+        post = BetaPosterior(self.n_prompts, prior=(self.kernel.prior_alpha, self.kernel.prior_beta),
+                             decay=self.kernel.decay)
+        for name in ("alpha", "beta", "alpha0", "beta0"):
+            getattr(post, name)[:] = getattr(self.arrays, name)
+        return post
+
+    def posterior_mean(self) -> np.ndarray:
+        return self.posterior().mean()
+
+    def copy(self) -> PolicyState:
+        return PolicyState(
+            self.policy, copy.deepcopy(self.params), self.kernel,
+            K.State(*(a.copy() for a in self.arrays)), K.StepBuffer(*(a.copy() for a in self.step)),
+            copy.deepcopy(self.rng),
+        )
+
+    def save(self, path) -> Path:
+        """Write the whole state to one versioned .npz file (no pickle), atomically."""
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.params.items()}
+        meta = {
+            "format": STATE_FORMAT, "version": STATE_VERSION, "policy": self.policy, "params": params,
+            "kernel": self.kernel._asdict(), "rng": _rng_state(self.rng),
+        }
+        arrays = {f"state.{k}": v for k, v in self.arrays._asdict().items()}
+        arrays.update({f"step.{k}": v for k, v in self.step._asdict().items()})
+        return atomic_save_npz(path, meta, arrays)
+
+    @classmethod
+    def load(cls, path) -> PolicyState:
+        meta, arrays = load_npz(path, STATE_FORMAT, (STATE_VERSION,))
+        spec = get_spec(meta["policy"])
+        params = {k: (tuple(v) if isinstance(spec.defaults().get(k), tuple) else v) for k, v in meta["params"].items()}
+        return cls(
+            policy=meta["policy"], params=params, kernel=K.Params(**meta["kernel"]),
+            arrays=K.State(**{f: arrays[f"state.{f}"] for f in K.State._fields}),
+            step=K.StepBuffer(**{f: arrays[f"step.{f}"] for f in K.StepBuffer._fields}),
+            rng=_rng_from_state(meta["rng"]),
+        )
+
+
+def _rng_state(rng: np.random.Generator) -> dict:
+    state = rng.bit_generator.state
+    return {"bit_generator": state["bit_generator"], "state": {k: int(v) for k, v in state["state"].items()},
+            "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
+
+
+def _rng_from_state(state: dict) -> np.random.Generator:
+    if state["bit_generator"] != "PCG64":
+        raise ValueError(f"unsupported bit generator {state['bit_generator']!r} in state file")
+    bg = np.random.PCG64()
+    bg.state = state
+    return np.random.Generator(bg)
+
+
+def make_policy(name: str, **params) -> Policy:
+    """Build a policy by name; unknown names, unknown parameters or bad values raise ValueError."""
+    spec = get_spec(name)
+    allowed = {p.name: p for p in spec.params}
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"policy {name!r} has no parameter {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}"
+        )
+    values = {}
+    for p in spec.params:
+        try:
+            values[p.name] = p.check(p.name, params.get(p.name, p.default))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return Policy(spec, values)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The policy object
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Policy:
+    """A validated policy configuration. Create with `make_policy`; all mutable state lives in `PolicyState`."""
+
+    def __init__(self, spec: PolicySpec, params: dict):
+        self.spec = spec
+        self.params = params
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"make_policy({self.name!r}, {args})"
+
+    # -- construction ----------------------------------------------------------------------------------------
+    def kernel_params(self, n_prompts: int) -> K.Params:
+        """The compiled kernels' parameters for a dataset of `n_prompts` prompts (checked against it)."""
+        v = dict(self.params)
+        if "batch_size" in v and v.get("budget", 0) is None:
+            v["budget"] = 8 * v["batch_size"]
+        if self.spec.check is not None:
+            try:
+                self.spec.check(v, n_prompts)
+            except ValueError as exc:
+                raise ValueError(f"{self.name}: {exc}") from None
+        fields = dict(self.spec.fixed, kind=self.spec.kind)
+        for param in self.spec.params:
+            key, val = param.field or param.name, v[param.name]
+            if key == "prior":
+                fields["prior_alpha"], fields["prior_beta"] = val
+            elif key == "n_max":
+                fields["n_max"] = 0 if val is None else val
+            elif key == "sigma":
+                fields["sigma_source"] = K.SIGMA_PRE_ROLLOUT if val == "pre-rollout" else K.SIGMA_POSTERIOR
+            elif key in K.Params._fields:
+                fields[key] = val
+            else:
+                raise AssertionError(f"parameter {key!r} of {self.name} has no kernel field")
+        if fields.get("subsets", 1) == 0:  # auto: subsets of about M x m prompts (method.md, Sec. 6.1)
+            fields["subsets"] = max(1, round(n_prompts / (fields["steps_per_subset"] * fields["batch_size"])))
+        fields["subsets"] = min(fields.get("subsets", 1), n_prompts)
+        return K.Params(**fields)
+
+    def init(self, n_prompts: int, seed: int = 0, posterior: BetaPosterior | None = None) -> PolicyState:
+        """Fresh state for `n_prompts` prompts; `posterior` optionally supplies starting counts (e.g. offline)."""
+        if isinstance(n_prompts, bool) or int(n_prompts) != n_prompts or n_prompts < 1:
+            raise ValueError(f"n_prompts must be an integer >= 1; got {n_prompts!r}")
+        n_prompts = int(n_prompts)
+        P = self.kernel_params(n_prompts)
+        rng = np.random.default_rng(seed)
+        if posterior is not None and posterior.n_prompts != n_prompts:
+            raise ValueError(f"posterior covers {posterior.n_prompts} prompts, not {n_prompts}")
+        alpha0 = np.full(n_prompts, P.prior_alpha) if posterior is None else posterior.alpha0.copy()
+        beta0 = np.full(n_prompts, P.prior_beta) if posterior is None else posterior.beta0.copy()
+        tree_leaves = 1 << max(0, (n_prompts - 1).bit_length())
+        uses_tree = self.spec.kind == K.CURES and P.sampling == K.SAMPLE_RHO
+        ireg = np.zeros(K.N_IREG, np.int64)
+        ireg[K.SUBSET] = -1
+        ireg[K.N_SUBSETS] = P.subsets
+        ireg[K.LEAVES] = tree_leaves
+        arrays = K.State(
+            alpha=alpha0.copy() if posterior is None else posterior.alpha.copy(),
+            beta=beta0.copy() if posterior is None else posterior.beta.copy(),
+            alpha0=alpha0, beta0=beta0,
+            sigma=np.zeros(n_prompts), weight=np.ones(n_prompts), n_static=np.zeros(n_prompts, np.int64),
+            order=rng.permutation(n_prompts).astype(np.int64), queue=np.zeros(n_prompts, np.int64),
+            tree=np.zeros(2 * tree_leaves if uses_tree else 0), ireg=ireg, freg=np.zeros(8),
+        )
+        cap = self._capacity(P, n_prompts)
+        step = K.StepBuffer(
+            prompt=np.zeros(cap, np.int64), n=np.zeros(cap, np.int64), succ=np.zeros(cap),
+            score=np.full((cap, 3), np.nan), group=np.full(cap, -1, np.int64), round=np.zeros(cap, np.int64),
+            reg=np.zeros(K.N_BREG, np.int64),
+        )
+        step.reg[K.DONE] = 1
+        return PolicyState(self.name, dict(self.params), P, arrays, step, rng)
+
+    @staticmethod
+    def _capacity(P: K.Params, n_prompts: int) -> int:
+        """Slots one step can hold: a screening round over the largest subset plus one training round."""
+        largest_subset = -(-n_prompts // P.subsets)
+        screens = P.n_pre > 0 or P.kind == K.CURES_RELEASED
+        return P.batch_size + (largest_subset if screens else 0)
+
+    # -- the step loop ---------------------------------------------------------------------------------------
+    def _check_state(self, state: PolicyState) -> None:
+        if state.policy != self.name or state.params != self.params:
+            raise ValueError(f"this state belongs to {state.policy!r} with other parameters, not to {self!r}")
+
+    def plan(self, state: PolicyState) -> Plan:
+        """The next round to generate (the first round of a new step once the previous step is done)."""
+        self._check_state(state)
+        if state.awaiting_observation:
+            raise ValueError("the last plan has not been observed yet; call observe() first")
+        plan_round(state.kernel, state.arrays, state.step, state.rng)
+        lo, hi = state.step.reg[K.ROUND_START], state.step.reg[K.N_SLOTS]
+        return Plan(
+            step=state.steps_done, round=int(state.step.reg[K.N_ROUNDS]) - 1,
+            purpose="screen" if state.step.reg[K.PURPOSE] == K.SCREEN else "train",
+            prompt_ids=state.step.prompt[lo:hi].copy(), n_rollouts=state.step.n[lo:hi].copy(),
+        )
+
+    def observe(self, state: PolicyState, successes=None, *, rewards=None, threshold: float = 0.5,
+                score_stats=None) -> bool:
+        """Report the last plan's outcome; returns True when the training step is complete.
+
+        Give either `successes` (one count per slot) or `rewards` (one per rollout, slots in plan order; a reward
+        above `threshold` is a success). `score_stats` (slots x 3: E1||s||^2, E0||s||^2, ||E1 s - E0 s||^2)
+        optionally feeds Eq. 21 with measured score norms.
+        """
+        self._check_state(state)
+        if not state.awaiting_observation:
+            raise ValueError("nothing to observe: call plan() first")
+        B = state.step
+        lo, hi = int(B.reg[K.ROUND_START]), int(B.reg[K.N_SLOTS])
+        n = B.n[lo:hi]
+        if (successes is None) == (rewards is None):
+            raise ValueError("give exactly one of successes (per slot) or rewards (per rollout)")
+        if rewards is not None:
+            r = np.asarray(rewards, dtype=np.float64).reshape(-1)
+            if r.size != n.sum():
+                raise ValueError(f"rewards has {r.size} entries; the plan has {int(n.sum())} rollouts")
+            flags = successes_from_rewards(r, threshold)
+            s = np.add.reduceat(flags, np.concatenate(([0], np.cumsum(n)[:-1]))) if n.size else flags
+        else:
+            s = np.asarray(successes, dtype=np.float64).reshape(-1)
+            if s.size != n.size:
+                raise ValueError(f"successes has {s.size} entries; the plan has {n.size} slots")
+            if np.isnan(s).any() or (s < 0).any() or (s > n).any():
+                raise ValueError("successes must lie in [0, n_rollouts] for every slot")
+        if score_stats is not None:
+            st = np.asarray(score_stats, dtype=np.float64)
+            if st.shape != (n.size, 3):
+                raise ValueError(f"score_stats must have shape ({n.size}, 3); got {st.shape}")
+            if (st[np.isfinite(st)] < 0).any():
+                raise ValueError("score_stats must be >= 0 (NaN for unknown)")
+            B.score[lo:hi] = st
+        B.succ[lo:hi] = s
+        return bool(observe_round(state.kernel, state.arrays, B, state.rng))
+
+    def training_batch(self, state: PolicyState) -> TrainingBatch:
+        """The finished step's slots and their training groups."""
+        self._check_state(state)
+        B = state.step
+        if not B.reg[K.DONE] or state.steps_done == 0:
+            raise ValueError("the step is not finished: keep calling plan() and observe()")
+        k = int(B.reg[K.N_SLOTS])
+        return TrainingBatch(B.prompt[:k].copy(), B.n[:k].copy(), B.succ[:k].copy(), B.group[:k].copy(),
+                             B.round[:k].copy())
+
+    def run_step(self, state: PolicyState, outcome: Callable[[Plan], np.ndarray]) -> TrainingBatch:
+        """One whole training step: plan and observe rounds until done; `outcome(plan)` returns per-slot successes."""
+        while True:
+            plan = self.plan(state)
+            if self.observe(state, outcome(plan)):
+                return self.training_batch(state)

@@ -1,0 +1,220 @@
+"""The CurES family: Algorithm 1 of arXiv 2510.01037 with its ablations (`cures`, `cures-paper`, `cures-sampling`,
+`cures-allocation`).
+
+Per subset D_t (Algorithm 1, lines 1-8): optionally reset the Beta counts, optionally draw N' pre-rollouts per prompt
+to initialise them (Eq. 22) and the per-prompt sigma_i (Eq. 21), and build rho* (Eq. 14). Per step (lines 10-16):
+draw m prompts from rho* with replacement (or uniformly), give them n_i rollouts by Eq. 20 in integers under the
+budget N (or N/m each), and update the posterior and rho* from the successes (Eq. 23-24). Every draw is its own
+training group, so a prompt drawn twice forms two groups.
+"""
+
+import numpy as np
+from numba import njit
+
+from cures.policies.kernels import (
+    ALLOC_FIXED,
+    ALLOC_SIGMA,
+    CURES,
+    NEED_SUBSET,
+    PHASE,
+    PURPOSE,
+    SAMPLE_RHO,
+    SAMPLE_UNIFORM,
+    SCREEN,
+    SIGMA_PRE_ROLLOUT,
+    SUBSET,
+    SUBSET_STEP,
+    TRAIN,
+    add_slot,
+    allocate_or_uniform,
+    begin_round,
+    draw_uniform,
+    end_plan,
+    enter_next_subset,
+    fill_rho_tree,
+    finish_step,
+    rho_weight,
+    round_slots,
+    sigma_from_counts,
+    subset_bounds,
+    train_on_round,
+    tree_draw,
+    tree_set,
+    update_posterior_from_round,
+)
+from cures.policies.spec import Param, PolicySpec, boolean, choice, common_params, integer, real, register
+from cures.posterior import posterior_mean
+
+
+@njit(cache=True)
+def _start_estimates(P, S, lo, hi):
+    """Lines 6-8: rho* over D_t from the current counts (sigma_i is set by the pre-rollout round, if any)."""
+    if P.sampling == SAMPLE_RHO:
+        fill_rho_tree(P, S, lo, hi)
+
+
+@njit(cache=True)
+def plan(P, S, B, rng):
+    if S.ireg[PHASE] == NEED_SUBSET:
+        lo, hi = enter_next_subset(P, S, rng)
+        if P.n_pre > 0:  # lines 3-5: N' pre-rollouts for every prompt of D_t, counted, not trained
+            begin_round(B, SCREEN)
+            for x in S.order[lo:hi]:
+                add_slot(B, x, P.n_pre)
+            end_plan(S, B)
+            return
+        for x in S.order[lo:hi]:
+            S.sigma[x] = sigma_from_counts(posterior_mean(S.alpha, S.beta, x), np.full(3, np.nan))
+        _start_estimates(P, S, lo, hi)
+
+    begin_round(B, TRAIN)
+    m = P.batch_size
+    batch = np.empty(m, np.int64)
+    if P.sampling == SAMPLE_RHO:  # line 11: x_i ~ rho*, i.i.d. with replacement
+        for i in range(m):
+            batch[i] = tree_draw(S.tree, rng)
+    else:
+        draw_uniform(S, m, rng, batch)
+
+    n = np.empty(m, np.int64)
+    if P.allocation == ALLOC_SIGMA:  # line 12: n_i = N sigma_i / sum_j sigma_j (Eq. 20), exact integers
+        w = np.empty(m)
+        for i in range(m):
+            x = batch[i]
+            if P.sigma_source == SIGMA_PRE_ROLLOUT:
+                w[i] = S.sigma[x]
+            else:
+                p = posterior_mean(S.alpha, S.beta, x)
+                w[i] = np.sqrt(p * (1.0 - p))  # Eq. 21 with equal score norms, refreshed from p_hat
+        allocate_or_uniform(w, P.budget, P.n_min, P.n_max, n)
+    else:
+        n[:] = P.budget // m
+    for i in range(m):
+        add_slot(B, batch[i], n[i])
+    end_plan(S, B)
+
+
+@njit(cache=True)
+def observe(P, S, B, rng):
+    lo, hi = round_slots(B)
+    update_posterior_from_round(P, S, B)  # Eq. 22 (pre-rollouts) or Eq. 23-24 (line 14)
+    if B.reg[PURPOSE] == SCREEN:
+        for j in range(lo, hi):  # line 8: sigma_i from the pre-rollouts
+            x = B.prompt[j]
+            S.sigma[x] = sigma_from_counts(posterior_mean(S.alpha, S.beta, x), B.score[j])
+        t_lo, t_hi = subset_bounds(S, S.ireg[SUBSET])
+        _start_estimates(P, S, t_lo, t_hi)
+        return False
+    if P.sampling == SAMPLE_RHO:  # line 15: recompute rho* where the posterior moved
+        for j in range(lo, hi):
+            x = B.prompt[j]
+            tree_set(S.tree, x, rho_weight(P, S, x))
+    train_on_round(B)
+    finish_step(S, B)
+    if P.steps_per_subset > 0 and S.ireg[SUBSET_STEP] >= P.steps_per_subset:
+        S.ireg[PHASE] = NEED_SUBSET
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The four named policies
+# --------------------------------------------------------------------------------------------------------------------
+
+TAU_DOC = (
+    "Eq. 14 temperature; the paper reports none. Default 0.1: the most and least informative prompts differ by "
+    "exp(0.5/0.1) = 148x in probability, so prompts believed solved or hopeless are drawn ~100x less often, while "
+    "every prompt keeps a positive probability and an unseen prompt (p_hat = 1/2 under Beta(1,1)) is drawn first"
+)
+
+
+def _check_family(v, n_prompts):
+    m, budget, n_min, n_max = v["batch_size"], v["budget"], v.get("n_min", 2), v.get("n_max")
+    if budget < m * n_min:
+        raise ValueError(f"budget {budget} is below batch_size x n_min = {m * n_min}")
+    if n_max is not None and (n_max < n_min or budget > m * n_max):
+        raise ValueError(f"n_max {n_max} must be >= n_min {n_min} and allow the budget: batch_size x n_max >= "
+                         f"{budget}")
+    subsets, steps = v.get("subsets", 1), v.get("steps_per_subset", 0)
+    if subsets > 1 and steps < 1:
+        raise ValueError(f"subsets={subsets} needs steps_per_subset >= 1")
+    if v.get("sigma") == "pre-rollout" and v.get("n_pre", 0) < 1:
+        raise ValueError("sigma='pre-rollout' needs n_pre >= 1")
+
+
+def _check_fixed_n(v, n_prompts):
+    _check_family(v, n_prompts)
+    if v["budget"] % v["batch_size"]:
+        raise ValueError(f"budget {v['budget']} must be a multiple of batch_size {v['batch_size']} (fixed n)")
+
+
+def _check_uniform(v, n_prompts):
+    _check_family(v, n_prompts)
+    if n_prompts < v["batch_size"]:
+        raise ValueError(f"batch_size {v['batch_size']} exceeds n_prompts {n_prompts} (uniform batches hold "
+                         "distinct prompts)")
+
+
+_TAU = Param("tau", 0.1, TAU_DOC, real(1e-3))
+_SCHEDULE = (
+    Param("n_pre", 0, "N': pre-rollouts per prompt when a subset starts (counted; 0: none)", integer(0)),
+    Param("subsets", 1, "T: disjoint random subsets trained in turn (Algorithm 1)", integer(1)),
+    Param("steps_per_subset", 0, "M: steps per subset (0: stay on one subset)", integer(0)),
+    Param("reset", True, "reset the posterior of a subset when it starts", boolean()),
+    Param("sigma", "posterior", "sigma_i from the current posterior each step, or fixed from the pre-rollouts",
+          choice("posterior", "pre-rollout")),
+)
+
+register(PolicySpec(
+    name="cures",
+    kind=CURES,
+    summary="CurES: rho* sampling (Eq. 14) from the live Beta posterior and sigma-proportional rollouts (Eq. 20).",
+    params=(*common_params(), _TAU, *_SCHEDULE),
+    fixed={"sampling": SAMPLE_RHO, "allocation": ALLOC_SIGMA},
+    check=_check_family,
+    doc=__doc__ + """
+Defaults: one global tau = 0.1 (see `tau`), no pre-rollouts (the Beta(1,1) prior makes unseen prompts the most
+attractive, so exploration needs no screening budget), sigma_i = sqrt(p_hat(1-p_hat)) refreshed from the posterior
+every step (Eq. 21 with equal score norms; fresher than the paper's once-per-iteration sigma), the whole dataset as
+one subset, no forgetting (the paper has none; set `decay` < 1 for long runs with fast drift).
+""",
+))
+
+register(PolicySpec(
+    name="cures-paper",
+    kind=CURES,
+    summary="CurES Algorithm 1 as written: T subsets x M=10 steps, N'=4 pre-rollouts, reset, sigma from pre-rollouts.",
+    params=(
+        *common_params(), _TAU,
+        Param("n_pre", 4, "N': pre-rollouts per prompt when a subset starts", integer(1)),
+        Param("subsets", 15, "T: disjoint random subsets trained in turn", integer(1)),
+        Param("steps_per_subset", 10, "M: training steps per subset", integer(1)),
+    ),
+    fixed={"sampling": SAMPLE_RHO, "allocation": ALLOC_SIGMA, "sigma_source": SIGMA_PRE_ROLLOUT, "reset": True},
+    check=_check_family,
+    doc=__doc__ + """
+Algorithm 1 of the paper: per subset, reset, N' = 4 pre-rollouts, p_hat and rho* from the counts (Beta(1,1) prior
+as in the reference code; the paper's literal alpha0 = s, beta0 = N' - s is the improper prior (0, 0), which
+gives p_hat in {0, 1} and is not offered), sigma_i fixed for the subset (line 8), M = 10 steps, budget 8 x batch
+by default. The paper does not say how Eq. 20 is rounded; here it is the exact integer optimum with n_min = 2.
+""",
+))
+
+register(PolicySpec(
+    name="cures-sampling",
+    kind=CURES,
+    summary="Ablation: CurES's rho* prompt sampling (Eq. 14) with a fixed n = budget / batch_size.",
+    params=(*(p for p in common_params() if p.name not in ("n_min", "n_max")), _TAU),
+    fixed={"sampling": SAMPLE_RHO, "allocation": ALLOC_FIXED},
+    check=_check_fixed_n,
+    doc=__doc__ + "\nSampling only: prompts from rho* as in `cures`, every prompt gets N/m rollouts.\n",
+))
+
+register(PolicySpec(
+    name="cures-allocation",
+    kind=CURES,
+    summary="Ablation: uniform epoch-shuffled prompts with CurES's sigma allocation (Eq. 20).",
+    params=common_params(),
+    fixed={"sampling": SAMPLE_UNIFORM, "allocation": ALLOC_SIGMA},
+    check=_check_uniform,
+    doc=__doc__ + "\nAllocation only: prompts as in `grpo`, rollouts n_i by Eq. 20 from the live posterior.\n",
+))

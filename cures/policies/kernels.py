@@ -1,0 +1,290 @@
+"""Array layouts and shared Numba building blocks of every policy.
+
+A policy is two compiled functions over the same four arguments:
+
+    plan(P, S, B, rng)      write the next generation round into B (which prompts, how many rollouts each)
+    observe(P, S, B, rng)   read the successes of that round from B, update S, return True when the step is done
+
+P (`Params`) holds the parameters, S (`State`) the persistent state, B (`StepBuffer`) the slots generated during
+the current training step, and rng is a `numpy.random.Generator`. One slot is one (prompt, n rollouts) pair of a
+round; a prompt drawn twice gets two slots. When a step is done, `B.group[j]` says which training group slot j
+belongs to (-1: generated but not trained, e.g. screening rollouts or a filtered group). Callers fill `B.succ`
+(and optionally `B.score`) for the slots `B.reg[ROUND_START]:B.reg[N_SLOTS]` between plan and observe.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from cures.posterior import posterior_mean, update_counts
+from cures.theory import allocate_into, sampling_weight_nb, sigma2_nb
+
+# Policy kinds (dispatch codes for compiled callers).
+GRPO, CURES, CURES_RELEASED = 0, 1, 2
+# Switch values inside Params.
+SAMPLE_UNIFORM, SAMPLE_RHO = 0, 1
+ALLOC_FIXED, ALLOC_SIGMA = 0, 1
+SIGMA_POSTERIOR, SIGMA_PRE_ROLLOUT = 0, 1
+# Round purposes.
+TRAIN, SCREEN = 0, 1
+# State registers (S.ireg).
+STEP, SUBSET, SUBSET_STEP, CURSOR, QUEUE_LEN, PHASE, EPOCH, ROLLOUTS, N_SUBSETS, LEAVES = range(10)
+N_IREG = 16
+NEED_SUBSET, TRAINING = 0, 1  # values of S.ireg[PHASE]
+# Step-buffer registers (B.reg).
+N_SLOTS, ROUND_START, N_ROUNDS, DONE, N_GROUPS, PURPOSE, AWAITING = range(7)
+N_BREG = 8
+
+
+class Params(NamedTuple):
+    """Every kernel parameter of every policy (a policy reads the fields it documents)."""
+
+    kind: int = GRPO
+    batch_size: int = 64  # m: prompts per training step
+    budget: int = 512  # N: rollouts per training step
+    n_min: int = 2  # smallest group a prompt with positive weight gets
+    n_max: int = 0  # largest group (0: no limit)
+    prior_alpha: float = 1.0
+    prior_beta: float = 1.0
+    decay: float = 1.0  # posterior forgetting factor
+    tau: float = 0.1  # Eq. 14 temperature
+    sampling: int = SAMPLE_RHO
+    allocation: int = ALLOC_SIGMA
+    sigma_source: int = SIGMA_POSTERIOR
+    n_pre: int = 0  # N': pre-rollouts per prompt at the start of each subset (0: none)
+    subsets: int = 1  # T: disjoint subsets trained in turn
+    steps_per_subset: int = 0  # M (0: never leave the subset)
+    reset: bool = True  # reset the posterior when a subset starts
+    replacement: bool = True
+    shards: int = 8
+    budget_coef: int = 8
+    rollout_multiplier: int = 1
+    temperature_scale: float = 100.0
+    align_to: int = 1
+
+
+class State(NamedTuple):
+    """Persistent policy state; arrays a policy does not use have length 0."""
+
+    alpha: np.ndarray  # float64[N] Beta counts
+    beta: np.ndarray
+    alpha0: np.ndarray  # float64[N] prior counts (reset and forgetting target)
+    beta0: np.ndarray
+    sigma: np.ndarray  # float64[N] allocation weight fixed for the current subset
+    weight: np.ndarray  # float64[N] sampling weight fixed for the current subset
+    n_static: np.ndarray  # int64[N] rollouts fixed for the current subset
+    order: np.ndarray  # int64[N] random permutation; subset t is order[bounds(t)]
+    queue: np.ndarray  # int64[N] shuffled prompts of the current subset (uniform sampling)
+    tree: np.ndarray  # float64[2 L] sum tree of sampling weights, leaves at L..2L-1
+    ireg: np.ndarray  # int64[N_IREG] counters
+    freg: np.ndarray  # float64[8] scalar state
+
+
+class StepBuffer(NamedTuple):
+    """The slots generated during one training step (all rounds)."""
+
+    prompt: np.ndarray  # int64[cap]
+    n: np.ndarray  # int64[cap]
+    succ: np.ndarray  # float64[cap] successes, filled by the caller
+    score: np.ndarray  # float64[cap, 3] optional E1||s||^2, E0||s||^2, ||E1 s - E0 s||^2 (NaN: unknown)
+    group: np.ndarray  # int64[cap] training group of the slot, -1 if not trained
+    round: np.ndarray  # int64[cap] round of the slot within the step
+    reg: np.ndarray  # int64[N_BREG]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Step buffer
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def begin_round(B, purpose):
+    """Open a new round; a finished step is cleared first."""
+    if B.reg[DONE] == 1:
+        B.reg[N_SLOTS] = 0
+        B.reg[N_ROUNDS] = 0
+        B.reg[DONE] = 0
+        B.reg[N_GROUPS] = 0
+    B.reg[ROUND_START] = B.reg[N_SLOTS]
+    B.reg[PURPOSE] = purpose
+
+
+@njit(cache=True)
+def add_slot(B, prompt, n):
+    """Append (prompt, n) to the open round; n <= 0 adds nothing."""
+    if n <= 0:
+        return
+    j = B.reg[N_SLOTS]
+    B.prompt[j] = prompt
+    B.n[j] = n
+    B.succ[j] = 0.0
+    B.score[j, :] = np.nan
+    B.group[j] = -1
+    B.round[j] = B.reg[N_ROUNDS]
+    B.reg[N_SLOTS] = j + 1
+
+
+@njit(cache=True)
+def end_plan(S, B):
+    """Close planning of the open round and count its rollouts."""
+    B.reg[N_ROUNDS] += 1
+    B.reg[AWAITING] = 1
+    for j in range(B.reg[ROUND_START], B.reg[N_SLOTS]):
+        S.ireg[ROLLOUTS] += B.n[j]
+
+
+@njit(cache=True)
+def round_slots(B):
+    return B.reg[ROUND_START], B.reg[N_SLOTS]
+
+
+@njit(cache=True)
+def train_on_round(B):
+    """Make every slot of the last round its own training group."""
+    lo, hi = round_slots(B)
+    g = B.reg[N_GROUPS]
+    for j in range(lo, hi):
+        B.group[j] = g
+        g += 1
+    B.reg[N_GROUPS] = g
+
+
+@njit(cache=True)
+def finish_step(S, B):
+    B.reg[DONE] = 1
+    S.ireg[STEP] += 1
+    S.ireg[SUBSET_STEP] += 1
+
+
+@njit(cache=True)
+def update_posterior_from_round(P, S, B):
+    """Eq. 23-24 for every slot of the last round (successes out of n)."""
+    lo, hi = round_slots(B)
+    update_counts(S.alpha, S.beta, S.alpha0, S.beta0, B.prompt[lo:hi], B.succ[lo:hi],
+                  B.n[lo:hi].astype(np.float64), P.decay)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Subsets (Algorithm 1, line 1) and uniform epoch-wise sampling
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def subset_bounds(S, t):
+    """Subset t of T covers order[lo:hi]; sizes differ by at most one."""
+    n = S.order.shape[0]
+    T = S.ireg[N_SUBSETS]
+    return (t * n) // T, ((t + 1) * n) // T
+
+
+@njit(cache=True)
+def enter_next_subset(P, S, rng):
+    """Move to the next subset (cycling), optionally reset its posterior, and refill the uniform queue."""
+    t = (S.ireg[SUBSET] + 1) % S.ireg[N_SUBSETS]
+    S.ireg[SUBSET] = t
+    S.ireg[SUBSET_STEP] = 0
+    lo, hi = subset_bounds(S, t)
+    if P.reset:
+        for x in S.order[lo:hi]:
+            S.alpha[x] = S.alpha0[x]
+            S.beta[x] = S.beta0[x]
+    S.ireg[QUEUE_LEN] = hi - lo
+    S.queue[: hi - lo] = S.order[lo:hi]
+    S.ireg[CURSOR] = hi - lo  # forces a shuffle at the first uniform draw
+    S.ireg[PHASE] = TRAINING
+    return lo, hi
+
+
+@njit(cache=True)
+def draw_uniform(S, m, rng, out):
+    """m distinct prompts from the current subset, epoch-wise shuffled like TRL's RepeatSampler.
+
+    Each pass is one random permutation cut into chunks of m; an incomplete last chunk is dropped.
+    """
+    L = S.ireg[QUEUE_LEN]
+    if S.ireg[CURSOR] + m > L:
+        rng.shuffle(S.queue[:L])
+        S.ireg[CURSOR] = 0
+        S.ireg[EPOCH] += 1
+    c = S.ireg[CURSOR]
+    out[:m] = S.queue[c : c + m]
+    S.ireg[CURSOR] = c + m
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sum tree over sampling weights: O(log N) update and draw
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def tree_set(tree, x, w):
+    """Set prompt x's weight and recompute its ancestors from their children (no drift)."""
+    i = tree.shape[0] // 2 + x
+    tree[i] = w
+    i //= 2
+    while i >= 1:
+        tree[i] = tree[2 * i] + tree[2 * i + 1]
+        i //= 2
+
+
+@njit(cache=True)
+def tree_rebuild(tree):
+    L = tree.shape[0] // 2
+    for i in range(L - 1, 0, -1):
+        tree[i] = tree[2 * i] + tree[2 * i + 1]
+
+
+@njit(cache=True)
+def tree_draw(tree, rng):
+    """One prompt with probability proportional to its weight (tree[1] must be > 0)."""
+    L = tree.shape[0] // 2
+    u = rng.random() * tree[1]
+    i = 1
+    while i < L:
+        left = tree[2 * i]
+        if u < left or tree[2 * i + 1] <= 0.0:
+            i = 2 * i
+        else:
+            u -= left
+            i = 2 * i + 1
+    return i - L
+
+
+@njit(cache=True)
+def rho_weight(P, S, x):
+    """Eq. 14 weight of prompt x from its posterior mean."""
+    return sampling_weight_nb(posterior_mean(S.alpha, S.beta, x), P.tau)
+
+
+@njit(cache=True)
+def fill_rho_tree(P, S, lo, hi):
+    """Weights of the prompts order[lo:hi] by Eq. 14; every other prompt gets weight 0."""
+    L = S.tree.shape[0] // 2
+    S.tree[:] = 0.0
+    for x in S.order[lo:hi]:
+        S.tree[L + x] = rho_weight(P, S, x)
+    tree_rebuild(S.tree)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Allocation helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def sigma_from_counts(p, score):
+    """Eq. 21 at pass rate p, with measured score statistics when given (finite) and unit norms otherwise."""
+    if np.isfinite(score[0]) and np.isfinite(score[1]) and np.isfinite(score[2]):
+        return np.sqrt(sigma2_nb(p, score[0], score[1], score[2]))
+    return np.sqrt(sigma2_nb(p, 1.0, 1.0, 0.0))
+
+
+@njit(cache=True)
+def allocate_or_uniform(weights, budget, n_min, n_max, out):
+    """Eq. 20 in integers (`allocate_into`); all-zero weights fall back to equal weights (method.md, Sec. 3)."""
+    if weights.max() <= 0.0:
+        weights = np.ones_like(weights)
+    return allocate_into(weights, budget, n_min, n_max, out)

@@ -1,0 +1,254 @@
+"""Closed forms of the CurES paper (arXiv 2510.01037, equation numbers of v1) and exact integer allocation.
+
+Every formula is written once, as a Numba scalar kernel (`*_nb`) or Numba ufunc that compiled policy code calls
+inside its loops; the public functions validate their input and apply the same kernels to NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import numpy as np
+from numba import njit, vectorize
+
+__all__ = [
+    "allocate_rollouts",
+    "grpo_expected_gradient_scale",
+    "optimization_potential",
+    "rollout_sigma",
+    "sampling_distribution",
+    "zero_variance_prob",
+]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scalar kernels (usable inside Numba code)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@vectorize(["float64(float64)"], cache=True)
+def potential_score(p):
+    """sqrt(p(1-p)): the per-prompt optimisation potential of Eq. 11 without the sqrt(2 delta) factor."""
+    return math.sqrt(max(p * (1.0 - p), 0.0))
+
+
+@vectorize(["float64(float64, float64)"], cache=True)
+def sampling_weight_nb(p, tau):
+    """Unnormalised rho* weight of Eq. 14, exp((sqrt(p(1-p)) - 1/2) / tau), in (0, 1].
+
+    The constant offset 1/2 (the largest possible score) cancels in the normalisation and keeps the exponent <= 0,
+    so the weight never overflows; it underflows only for tau below ~1e-3.
+    """
+    return math.exp((math.sqrt(max(p * (1.0 - p), 0.0)) - 0.5) / tau)
+
+
+@vectorize(["float64(float64, float64, float64, float64)"], cache=True)
+def sigma2_nb(p, g2_correct, g2_wrong, gap2):
+    """Eq. 21: sigma^2 = p(1-p)^2 E1||s||^2 + p^2(1-p) E0||s||^2 - p^2(1-p)^2 ||E1 s - E0 s||^2, clipped at 0."""
+    q = 1.0 - p
+    v = p * q * q * g2_correct + p * p * q * g2_wrong - p * p * q * q * gap2
+    return v if v > 0.0 else 0.0
+
+
+@vectorize(["float64(float64, float64)"], cache=True)
+def zero_variance_prob_nb(p, n):
+    """P(all n rollouts agree) = p^n + (1-p)^n (method.md, identity 8.1)."""
+    return p**n + (1.0 - p) ** n
+
+
+@njit(cache=True)
+def _binom_logpmf(k, n, logp, log1mp):
+    return math.lgamma(n + 1.0) - math.lgamma(k + 1.0) - math.lgamma(n - k + 1.0) + k * logp + (n - k) * log1mp
+
+
+@vectorize(["float64(float64, int64, boolean)"], cache=True)
+def grpo_scale_nb(p, n, std_normalised):
+    """E_k[c(k)] for k ~ Binomial(n, p); see `grpo_expected_gradient_scale` for c(k) and its derivation."""
+    if n < 2 or p <= 0.0 or p >= 1.0:
+        return 0.0
+    logp = math.log(p)
+    log1mp = math.log1p(-p)
+    total = 0.0
+    for k in range(1, n):  # k = 0 and k = n are the zero-variance groups: c = 0
+        if std_normalised:
+            c = math.sqrt(k * (n - k) * (n - 1.0) / (n * n * float(n)))
+        else:
+            c = k * (n - k) / (n * float(n))
+        total += c * math.exp(_binom_logpmf(k, n, logp, log1mp))
+    return total
+
+
+@njit(cache=True)
+def allocate_into(weights, budget, n_min, n_max, out):
+    """Exact integer minimiser of sum(w_i^2 / n_i) with sum(n) = budget, written into `out`.
+
+    Zero weights get n = 0; positive weights get n_min <= n <= n_max (n_max <= 0: no upper bound). Greedy marginal
+    allocation: start every positive weight at n_min and give each further rollout to the prompt whose objective
+    falls most, w^2/n - w^2/(n+1) = w^2/(n(n+1)); for a separable convex objective this is optimal. Ties go to the
+    lower index. Returns the number of rollouts placed (less than `budget` only when the clamps make it infeasible).
+    """
+    heap = [(0.0, 0)]
+    heap.pop()
+    placed = 0
+    for i in range(weights.shape[0]):
+        if weights[i] > 0.0:
+            out[i] = n_min
+            placed += n_min
+            if n_max <= 0 or n_min < n_max:
+                w2 = weights[i] * weights[i]
+                heap.append((-w2 / (n_min * (n_min + 1.0)), i))
+        else:
+            out[i] = 0
+    heapq.heapify(heap)
+    while placed < budget and len(heap) > 0:
+        _, i = heapq.heappop(heap)
+        out[i] += 1
+        placed += 1
+        n = out[i]
+        if n_max <= 0 or n < n_max:
+            w2 = weights[i] * weights[i]
+            heapq.heappush(heap, (-w2 / (n * (n + 1.0)), i))
+    return placed
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _pass_rates(p, name: str = "p") -> np.ndarray:
+    arr = np.asarray(p, dtype=np.float64)
+    if np.isnan(arr).any():
+        raise ValueError(f"{name} contains NaN")
+    if ((arr < 0.0) | (arr > 1.0)).any():
+        raise ValueError(f"{name} must lie in [0, 1]; got values in [{arr.min():g}, {arr.max():g}]")
+    return arr
+
+
+def _positive(x, name: str) -> float:
+    x = float(x)
+    if not x > 0.0:  # also rejects NaN
+        raise ValueError(f"{name} must be > 0; got {x}")
+    return x
+
+
+def _scalar_or_array(x):
+    return x.item() if isinstance(x, np.ndarray) and x.ndim == 0 else x
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------------------------------------------
+
+
+def sampling_distribution(p, tau: float) -> np.ndarray:
+    """Eq. 14: rho*(x) = exp(sqrt(p(1-p))/tau) / sum_x' exp(sqrt(p'(1-p'))/tau).
+
+    `p` is a 1-D array of pass rates in [0, 1]; `tau` > 0 (np.inf gives the uniform distribution). Computed as a
+    max-shifted softmax, so it is stable for any tau. Raises ValueError for tau <= 0 or NaN, and for NaN or
+    out-of-range pass rates.
+    """
+    arr = _pass_rates(p)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"p must be a non-empty 1-D array; got shape {arr.shape}")
+    tau = _positive(tau, "tau")
+    score = potential_score(arr)
+    z = (score - score.max()) / tau
+    w = np.exp(z)
+    return w / w.sum()
+
+
+def rollout_sigma(p, g2_correct=1.0, g2_wrong=1.0, gap2=0.0):
+    """Eq. 21: the per-prompt gradient standard deviation sigma (not sigma^2).
+
+    sigma^2 = p(1-p)^2 g2_correct + p^2(1-p) g2_wrong - p^2(1-p)^2 gap2, clipped at 0, where g2_correct and
+    g2_wrong are E||s||^2 over correct and wrong responses and gap2 = ||E1[s] - E0[s]||^2. With the defaults
+    (equal unit norms, no mean gap) sigma = sqrt(p(1-p)). Arguments broadcast.
+    """
+    arr = _pass_rates(p)
+    g2c = np.asarray(g2_correct, dtype=np.float64)
+    g2w = np.asarray(g2_wrong, dtype=np.float64)
+    gap = np.asarray(gap2, dtype=np.float64)
+    for name, v in (("g2_correct", g2c), ("g2_wrong", g2w), ("gap2", gap)):
+        if np.isnan(v).any() or (v < 0).any():
+            raise ValueError(f"{name} must be finite and >= 0")
+    return _scalar_or_array(np.sqrt(sigma2_nb(arr, g2c, g2w, gap)))
+
+
+def zero_variance_prob(p, n):
+    """p^n + (1-p)^n: the probability that all n rollouts of a prompt get the same reward (zero GRPO signal)."""
+    arr = _pass_rates(p)
+    n_arr = np.asarray(n)
+    if not np.issubdtype(n_arr.dtype, np.integer) or (n_arr < 1).any():
+        raise ValueError("n must be an integer >= 1")
+    return _scalar_or_array(zero_variance_prob_nb(arr, n_arr.astype(np.float64)))
+
+
+def optimization_potential(p, delta: float):
+    """Eq. 11: sqrt(2 delta p(1-p)), the bound on one trust-region step's loss decrease for a prompt."""
+    arr = _pass_rates(p)
+    delta = _positive(delta, "delta")
+    return _scalar_or_array(math.sqrt(2.0 * delta) * potential_score(arr))
+
+
+def grpo_expected_gradient_scale(p, n, std_normalised: bool = True):
+    """Expected GRPO update of one prompt with n rollouts, as a multiple of (E1[s] - E0[s]).
+
+    Derivation. Let k ~ Binomial(n, p) rollouts be correct, with scores s_j whose conditional means are
+    mu1 (correct) and mu0 (wrong). GRPO's advantages are A = (1 - k/n)/sd on correct and -(k/n)/sd on wrong
+    rollouts, sd = sqrt(k(n-k)/(n(n-1))) the unbiased group std (std_normalised=False: sd = 1, Dr. GRPO). Given k,
+    the expected per-prompt update (1/n) sum_j A_j s_j is
+
+        (1/n) [k (1-k/n) mu1 - (n-k)(k/n) mu0] / sd = (k(n-k)/n^2) / sd * (mu1 - mu0),
+
+    i.e. c(k) (mu1 - mu0) with c(k) = sqrt(k(n-k)(n-1)/n^3) (or k(n-k)/n^2 without the std). A zero-variance group
+    (k = 0 or k = n) has A = 0, so c = 0 there and those groups are included with weight p^n + (1-p)^n. The result is
+    E[c(k)] = sum_k Binom(k; n, p) c(k). Without the std it equals p(1-p)(n-1)/n exactly; with it, it tends to
+    sqrt(p(1-p)) (the potential of Eq. 11) as n grows and falls below it for small n. Since the true gradient is
+    grad p = p(1-p)(mu1 - mu0), E[update] = E[c(k)] / (p(1-p)) * grad p.
+    """
+    arr = _pass_rates(p)
+    n_arr = np.asarray(n)
+    if not np.issubdtype(n_arr.dtype, np.integer) or (n_arr < 1).any():
+        raise ValueError("n must be an integer >= 1")
+    return _scalar_or_array(grpo_scale_nb(arr, n_arr.astype(np.int64), bool(std_normalised)))
+
+
+def feasible_budget_range(weights, n_min: int, n_max: int | None) -> tuple[int, int | float]:
+    """The budgets `allocate_rollouts` accepts: (k n_min, k n_max) for k positive weights (inf without n_max)."""
+    k = int(np.count_nonzero(np.asarray(weights) > 0))
+    if k == 0:
+        return 0, 0
+    return k * n_min, (math.inf if n_max is None else k * n_max)
+
+
+def allocate_rollouts(weights, budget: int, n_min: int = 2, n_max: int | None = None) -> np.ndarray:
+    """Eq. 18-20 in integers: n minimising sum(w_i^2 / n_i) subject to sum(n) == budget exactly.
+
+    Weight 0 gets n = 0; a positive weight gets n_min <= n <= n_max. The continuous optimum is Neyman's
+    n_i = budget w_i / sum(w) (Eq. 20); this returns the exact integer optimum by greedy marginal allocation (see
+    `allocate_into`). Raises ValueError when no integer vector satisfies the budget and the clamps, naming the
+    feasible range, and for negative or NaN weights.
+    """
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    if w.ndim != 1:
+        raise ValueError(f"weights must be 1-D; got shape {w.shape}")
+    if np.isnan(w).any() or np.isinf(w).any() or (w < 0).any():
+        raise ValueError("weights must be finite and >= 0")
+    if int(budget) != budget or budget < 0:
+        raise ValueError(f"budget must be an integer >= 0; got {budget}")
+    if int(n_min) != n_min or n_min < 1:
+        raise ValueError(f"n_min must be an integer >= 1; got {n_min}")
+    if n_max is not None and (int(n_max) != n_max or n_max < n_min):
+        raise ValueError(f"n_max must be an integer >= n_min ({n_min}); got {n_max}")
+    lo, hi = feasible_budget_range(w, n_min, n_max)
+    if not lo <= budget <= hi:
+        k = int(np.count_nonzero(w > 0))
+        raise ValueError(
+            f"budget {budget} is infeasible for {k} prompts with positive weight "
+            f"(n_min={n_min}, n_max={n_max}): the feasible range is [{lo}, {hi}]"
+        )
+    out = np.zeros(w.shape[0], dtype=np.int64)
+    allocate_into(w, int(budget), int(n_min), -1 if n_max is None else int(n_max), out)
+    return out
