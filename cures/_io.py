@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +38,12 @@ def load_npz(path, expected_format: str, supported_versions: tuple[int, ...]) ->
     if not path.is_file():
         raise ValueError(f"no such file: {path}")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        with data:
             arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise ValueError(f"{path} is not a readable .npz state file ({exc})") from None
     if "__meta__" not in arrays:
         raise ValueError(f"{path} has no metadata record; not a cures state file")

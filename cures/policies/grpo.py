@@ -60,7 +60,8 @@ SPEC = register(PolicySpec(
     summary="Uniform GRPO: epoch-shuffled prompts, fixed n = budget / batch_size rollouts each.",
     params=(
         Param("batch_size", 64, "prompts per training step m", integer(1)),
-        Param("budget", None, "rollouts per training step N (default 8 x batch_size)", integer(2, optional=True)),
+        Param("budget", None, "rollouts per training step N (default 8 x batch_size)", integer(2, optional=True),
+              display="8*batch_size"),
         Param("prior", (1.0, 1.0), "Beta prior of the reported pass-rate estimates", prior_pair()),
     ),
     loss_weighting="per-rollout",

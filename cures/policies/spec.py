@@ -88,13 +88,14 @@ class Param:
     help: str
     check: Check
     field: str | None = None
+    display: str | None = None  # how listings show the default, when not its value
 
 
 def common_params(budget_help: str = "rollouts per training step N (default 8 x batch_size)") -> tuple[Param, ...]:
     """Parameters every budgeted policy shares: batch size, budget, group clamps and the Beta posterior."""
     return (
         Param("batch_size", 64, "prompts drawn per training step m", integer(1)),
-        Param("budget", None, budget_help, integer(1, optional=True)),
+        Param("budget", None, budget_help, integer(1, optional=True), display="8*batch_size"),
         Param("n_min", 2, "fewest rollouts of a prompt that gets any (a group of 1 has no advantage)", integer(1)),
         Param("n_max", None, "most rollouts of one prompt (None: no limit)", integer(1, optional=True)),
         Param("prior", (1.0, 1.0), "Beta prior (alpha0, beta0) of every pass rate", prior_pair()),

@@ -1,0 +1,5 @@
+"""`python -m cures` runs the command line."""
+
+from cures.cli import app
+
+app(prog_name="cures")
