@@ -5,6 +5,10 @@ The core of the toolkit: the Beta pass-rate posterior (`cures.posterior`), the c
 (`cures.policies`). Nothing here imports the simulator, the analysis code or the training backends.
 """
 
+from cures._numba_cache import invalidate_stale_kernels
+
 __version__ = "0.1.0"
+
+invalidate_stale_kernels()
 
 __all__ = ["__version__"]

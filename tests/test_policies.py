@@ -120,7 +120,7 @@ def test_rewards_and_successes_are_equivalent(name):
     np.testing.assert_array_equal(a.arrays.alpha, b.arrays.alpha)
 
 
-@njit(cache=True)
+@njit  # not cached: the cache would not notice changes of the policy kernels it calls
 def _compiled_driver(P, S, B, rng, p, steps):
     """A compiled caller in the style of the simulator: deterministic outcomes floor(n p)."""
     for _ in range(steps):
@@ -355,3 +355,42 @@ def test_misuse_of_the_step_protocol_is_a_value_error():
     with pytest.raises(ValueError, match="belongs to"):
         make_policy("cures", batch_size=8).plan(state)
     assert policy.observe(state, np.zeros(4))
+
+
+def test_initial_counts_are_used_and_kept():
+    from cures.posterior import BetaPosterior
+
+    post = BetaPosterior(50)
+    post.update(np.arange(50), np.r_[np.zeros(25), np.full(25, 20)], np.full(50, 20))  # half hopeless, half solved
+    post.update([7], [10], [10])
+    post.beta[7] = 10 + 1  # prompt 7: p_hat = 1/2 exactly, the most informative
+    policy = make_policy("cures", batch_size=64, budget=512, tau=0.05)
+    state = policy.init(50, seed=0, posterior=post)
+    plan = policy.plan(state)
+    share = sampling_distribution(post.mean(), 0.05)[7]  # 0.87: rho* puts most of its mass on prompt 7
+    assert abs(np.mean(plan.prompt_ids == 7) - share) < 0.1
+    with pytest.raises(ValueError, match="covers 50 prompts"):
+        policy.init(40, posterior=post)
+
+
+def test_same_plans_whatever_the_thread_count(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np; from cures.policies import make_policy\n"
+        "out = []\n"
+        "for name in ['cures', 'cures-paper', 'cures-released', 'grpo']:\n"
+        "    pol = make_policy(name, batch_size=16); st = pol.init(300, seed=4); rng = np.random.default_rng(0)\n"
+        "    for _ in range(8):\n"
+        "        b = pol.run_step(st, lambda plan: rng.binomial(plan.n_rollouts, 0.4))\n"
+        "        out.append(np.r_[b.prompt_ids, b.n_rollouts])\n"
+        "print(np.concatenate(out).tobytes().hex())\n"
+    )
+    outputs = set()
+    for threads in ("1", "2"):
+        env = {"PATH": "/usr/bin:/bin", "NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode == 0, res.stderr
+        outputs.add(res.stdout)
+    assert len(outputs) == 1

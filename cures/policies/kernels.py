@@ -182,12 +182,13 @@ def subset_bounds(S, t):
 
 @njit(cache=True)
 def enter_next_subset(P, S, rng):
-    """Move to the next subset (cycling), optionally reset its posterior, and refill the uniform queue."""
+    """Move to the next subset (cycling), optionally reset its posterior to the prior, refill the uniform queue."""
+    first = S.ireg[SUBSET] < 0
     t = (S.ireg[SUBSET] + 1) % S.ireg[N_SUBSETS]
     S.ireg[SUBSET] = t
     S.ireg[SUBSET_STEP] = 0
     lo, hi = subset_bounds(S, t)
-    if P.reset:
+    if P.reset and not first:  # the first subset keeps any counts the state was initialised with
         for x in S.order[lo:hi]:
             S.alpha[x] = S.alpha0[x]
             S.beta[x] = S.beta0[x]
