@@ -12,7 +12,9 @@ from cures.policies.core import PolicyState
 from cures.policies.dispatch import observe_round, plan_round
 from cures.theory import allocate_rollouts, sampling_distribution
 
-ALL = ["cures", "cures-allocation", "cures-paper", "cures-released", "cures-sampling", "grpo"]
+ALL = ["cures", "cures-allocation", "cures-paper", "cures-released", "cures-sampling", "dapo", "greso", "grpo", "gvm",
+       "knapsack", "mopps", "speed"]
+FIXED_BUDGET = {"cures", "cures-allocation", "cures-paper", "cures-sampling", "grpo", "knapsack", "mopps"}
 N_PROMPTS = 300
 
 
@@ -34,6 +36,8 @@ def small(name, **kw):
     defaults = {"batch_size": 16}
     if name == "cures-paper":
         defaults["subsets"] = 5
+    if name == "mopps":
+        defaults["ts_ratio"] = 4
     return make_policy(name, **{**defaults, **kw})
 
 
@@ -53,22 +57,31 @@ def test_plans_respect_the_budget_and_count_every_rollout(name):
     policy = small(name)
     state = policy.init(N_PROMPTS, seed=1)
     outcome = binomial_outcome(p_true())
+    P = policy.kernel_params(N_PROMPTS)
+    budget = P.n * P.batch_size if name == "mopps" else P.budget
+    cap = {"dapo": P.max_gen_batches * P.gen_batch_size * P.n, "greso": P.max_gen_batches * N_PROMPTS * P.n,
+           "speed": P.max_gen_batches * (P.gen_batch_size * P.n_pre + P.batch_size * P.n_continue)}
     counted = 0
     for _ in range(25):
+        step_total = 0
         while True:
             plan = policy.plan(state)
             assert plan.prompt_ids.shape == plan.n_rollouts.shape
             assert np.all(plan.n_rollouts >= 1)
             assert np.all((plan.prompt_ids >= 0) & (plan.prompt_ids < N_PROMPTS))
             counted += plan.total
-            if plan.purpose == "train" and name != "cures-released":
-                budget = policy.kernel_params(N_PROMPTS).budget
+            step_total += plan.total
+            if plan.purpose == "train" and name in FIXED_BUDGET:
                 assert plan.total == budget and plan.prompt_ids.size == 16
                 assert plan.n_rollouts.min() >= 2
             if policy.observe(state, outcome(plan)):
                 break
+        assert step_total <= cap.get(name, np.inf)
         batch = policy.training_batch(state)
-        assert np.all(batch.group[batch.round == batch.round.max()] >= 0)  # the last round trains
+        if name in FIXED_BUDGET:
+            assert np.all(batch.group[batch.round == batch.round.max()] >= 0)  # the last round trains
+        assert 0 < batch.n_groups <= 16
+        np.testing.assert_array_equal(np.unique(batch.group[batch.group >= 0]), np.arange(batch.n_groups))
     assert state.rollouts_total == counted
     assert state.steps_done == 25
 
@@ -105,7 +118,7 @@ def test_saved_state_resumes_with_the_same_plans(name, tmp_path):
     np.testing.assert_array_equal(state.arrays.alpha, resumed.arrays.alpha)
 
 
-@pytest.mark.parametrize("name", ["cures", "cures-paper", "cures-released", "grpo"])
+@pytest.mark.parametrize("name", ["cures", "cures-paper", "cures-released", "grpo", "speed", "greso"])
 def test_rewards_and_successes_are_equivalent(name):
     policy = small(name)
     a, b = policy.init(N_PROMPTS, seed=0), policy.init(N_PROMPTS, seed=0)
@@ -380,7 +393,7 @@ def test_same_plans_whatever_the_thread_count(tmp_path):
     script = (
         "import numpy as np; from cures.policies import make_policy\n"
         "out = []\n"
-        "for name in ['cures', 'cures-paper', 'cures-released', 'grpo']:\n"
+        "for name in ['cures', 'cures-paper', 'cures-released', 'grpo', 'greso', 'mopps']:\n"
         "    pol = make_policy(name, batch_size=16); st = pol.init(300, seed=4); rng = np.random.default_rng(0)\n"
         "    for _ in range(8):\n"
         "        b = pol.run_step(st, lambda plan: rng.binomial(plan.n_rollouts, 0.4))\n"

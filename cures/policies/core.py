@@ -210,14 +210,17 @@ class Policy:
         v = dict(self.params)
         if "batch_size" in v and v.get("budget", 0) is None:
             v["budget"] = 8 * v["batch_size"]
+        if self.spec.resolve is not None:
+            v = self.spec.resolve(v)
         if self.spec.check is not None:
             try:
                 self.spec.check(v, n_prompts)
             except ValueError as exc:
                 raise ValueError(f"{self.name}: {exc}") from None
         fields = dict(self.spec.fixed, kind=self.spec.kind)
-        for param in self.spec.params:
-            key, val = param.field or param.name, v[param.name]
+        field_of = {p.name: p.field or p.name for p in self.spec.params}
+        for name, val in v.items():
+            key = field_of.get(name, name)
             if key == "prior":
                 fields["prior_alpha"], fields["prior_beta"] = val
             elif key == "n_max":
@@ -227,7 +230,7 @@ class Policy:
             elif key in K.Params._fields:
                 fields[key] = val
             else:
-                raise AssertionError(f"parameter {key!r} of {self.name} has no kernel field")
+                raise AssertionError(f"parameter {name!r} of {self.name} has no kernel field")
         if fields.get("subsets", 1) == 0:  # auto: subsets of about M x m prompts (method.md, Sec. 6.1)
             fields["subsets"] = max(1, round(n_prompts / (fields["steps_per_subset"] * fields["batch_size"])))
         fields["subsets"] = min(fields.get("subsets", 1), n_prompts)
@@ -256,9 +259,13 @@ class Policy:
             alpha0=alpha0, beta0=beta0,
             sigma=np.zeros(n_prompts), weight=np.ones(n_prompts), n_static=np.zeros(n_prompts, np.int64),
             order=rng.permutation(n_prompts).astype(np.int64), queue=np.zeros(n_prompts, np.int64),
-            tree=np.zeros(2 * tree_leaves if uses_tree else 0), ireg=ireg, freg=np.zeros(8),
+            tree=np.zeros(2 * tree_leaves if uses_tree else 0),
+            streak=np.zeros((n_prompts if self.spec.per_prompt_history else 0, 2), np.int64),
+            last=np.zeros((n_prompts if self.spec.per_prompt_history else 0, 2)),
+            ireg=ireg, freg=np.zeros(K.N_FREG),
         )
-        cap = self._capacity(P, n_prompts)
+        arrays.freg[K.Q_EASY] = arrays.freg[K.Q_HARD] = P.q_init
+        cap = (self.spec.capacity or self._capacity)(P, n_prompts)
         step = K.StepBuffer(
             prompt=np.zeros(cap, np.int64), n=np.zeros(cap, np.int64), succ=np.zeros(cap),
             score=np.full((cap, 3), np.nan), group=np.full(cap, -1, np.int64), round=np.zeros(cap, np.int64),

@@ -23,7 +23,7 @@ from cures.posterior import posterior_mean, update_counts
 from cures.theory import allocate_into, sampling_weight_nb, sigma2_nb
 
 # Policy kinds (dispatch codes for compiled callers).
-GRPO, CURES, CURES_RELEASED = 0, 1, 2
+GRPO, CURES, CURES_RELEASED, DAPO, GVM, SPEED, MOPPS, GRESO, KNAPSACK = range(9)
 # Switch values inside Params.
 SAMPLE_UNIFORM, SAMPLE_RHO = 0, 1
 ALLOC_FIXED, ALLOC_SIGMA = 0, 1
@@ -32,11 +32,17 @@ SIGMA_POSTERIOR, SIGMA_PRE_ROLLOUT = 0, 1
 TRAIN, SCREEN = 0, 1
 # State registers (S.ireg).
 STEP, SUBSET, SUBSET_STEP, CURSOR, QUEUE_LEN, PHASE, EPOCH, ROLLOUTS, N_SUBSETS, LEAVES = range(10)
+SHORT_STEPS, SHORT_GROUPS = 10, 11  # steps that trained fewer groups than asked, and the groups missing
 N_IREG = 16
+# Float registers (S.freg).
+Q_EASY, Q_HARD, ZERO_VAR = 0, 1, 2
+N_FREG = 8
 NEED_SUBSET, TRAINING = 0, 1  # values of S.ireg[PHASE]
 # Step-buffer registers (B.reg).
 N_SLOTS, ROUND_START, N_ROUNDS, DONE, N_GROUPS, PURPOSE, AWAITING = range(7)
-N_BREG = 8
+ZV_EASY, ZV_HARD, GEN_GROUPS = 7, 8, 9  # this step's all-correct, all-wrong and generated groups
+NEXT, SCREENS = 10, 11  # what a multi-round policy does next (policy-defined code), screening rounds so far
+N_BREG = 12
 
 
 class Params(NamedTuple):
@@ -64,6 +70,25 @@ class Params(NamedTuple):
     rollout_multiplier: int = 1
     temperature_scale: float = 100.0
     align_to: int = 1
+    # peers
+    n: int = 8  # fixed rollouts per prompt
+    gen_batch_size: int = 192  # prompts per generation round (DAPO, SPEED)
+    max_gen_batches: int = 10  # generation rounds per step before training on what there is
+    gvm_a: float = 1e-3
+    gvm_b: float = 2.0
+    avg_rollouts: int = 8  # GVM: mean stage-2 rollouts per prompt of a subset
+    n_continue: int = 20  # SPEED: rollouts added to a screened-mixed prompt
+    ts_ratio: int = 16  # MoPPS: candidates per selected prompt
+    target: float = 0.5  # MoPPS target success rate; GRESO target zero-variance ratio
+    q_init: float = 0.5  # GRESO
+    q_step: float = 0.01
+    q_min: float = 0.05
+    q_max: float = 0.95
+    easy_threshold: float = 0.98
+    hard_threshold: float = 0.11
+    min_keep: float = 0.01
+    gen_growth: float = 1.25
+    min_observations: int = 8  # Knapsack: fewer observed rollouts -> default n
 
 
 class State(NamedTuple):
@@ -79,8 +104,10 @@ class State(NamedTuple):
     order: np.ndarray  # int64[N] random permutation; subset t is order[bounds(t)]
     queue: np.ndarray  # int64[N] shuffled prompts of the current subset (uniform sampling)
     tree: np.ndarray  # float64[2 L] sum tree of sampling weights, leaves at L..2L-1
+    streak: np.ndarray  # int64[N, 2] consecutive all-correct / all-wrong observations (GRESO)
+    last: np.ndarray  # float64[N, 2] successes and rollouts of the prompt's last observation (Knapsack)
     ireg: np.ndarray  # int64[N_IREG] counters
-    freg: np.ndarray  # float64[8] scalar state
+    freg: np.ndarray  # float64[N_FREG] scalar state
 
 
 class StepBuffer(NamedTuple):
@@ -104,10 +131,7 @@ class StepBuffer(NamedTuple):
 def begin_round(B, purpose):
     """Open a new round; a finished step is cleared first."""
     if B.reg[DONE] == 1:
-        B.reg[N_SLOTS] = 0
-        B.reg[N_ROUNDS] = 0
-        B.reg[DONE] = 0
-        B.reg[N_GROUPS] = 0
+        B.reg[:] = 0
     B.reg[ROUND_START] = B.reg[N_SLOTS]
     B.reg[PURPOSE] = purpose
 
@@ -157,6 +181,38 @@ def finish_step(S, B):
     B.reg[DONE] = 1
     S.ireg[STEP] += 1
     S.ireg[SUBSET_STEP] += 1
+
+
+@njit(cache=True)
+def record_shortfall(P, S, B):
+    """Count a step that ends with fewer training groups than `batch_size` (DAPO-style caps)."""
+    missing = P.batch_size - B.reg[N_GROUPS]
+    if missing > 0:
+        S.ireg[SHORT_STEPS] += 1
+        S.ireg[SHORT_GROUPS] += missing
+
+
+@njit(cache=True)
+def is_mixed(B, j):
+    """The slot's rewards are not all equal: its group has a non-zero GRPO advantage."""
+    return 0.0 < B.succ[j] < B.n[j]
+
+
+@njit(cache=True)
+def keep_mixed_groups(P, B):
+    """DAPO's filter on the last round: mixed slots become training groups, in generation order, until the step
+    holds `batch_size` groups; all-equal and surplus slots stay untrained. Also counts the zero-variance groups."""
+    lo, hi = round_slots(B)
+    for j in range(lo, hi):
+        B.reg[GEN_GROUPS] += 1
+        if is_mixed(B, j):
+            if B.reg[N_GROUPS] < P.batch_size:
+                B.group[j] = B.reg[N_GROUPS]
+                B.reg[N_GROUPS] += 1
+        elif B.succ[j] > 0:
+            B.reg[ZV_EASY] += 1
+        else:
+            B.reg[ZV_HARD] += 1
 
 
 @njit(cache=True)
@@ -281,6 +337,23 @@ def sigma_from_counts(p, score):
     if np.isfinite(score[0]) and np.isfinite(score[1]) and np.isfinite(score[2]):
         return np.sqrt(sigma2_nb(p, score[0], score[1], score[2]))
     return np.sqrt(sigma2_nb(p, 1.0, 1.0, 0.0))
+
+
+@njit(cache=True)
+def largest_remainder(weights, total, out):
+    """Integers proportional to `weights` summing exactly to `total` (floors, then +1 by largest remainder);
+    all-zero weights give zeros."""
+    wsum = weights.sum()
+    out[:] = 0
+    if wsum <= 0.0:
+        return
+    exact = total * weights / wsum
+    for i in range(weights.shape[0]):
+        out[i] = int(np.floor(exact[i]))
+    rest = total - out.sum()
+    order = np.argsort(-(exact - out), kind="mergesort")
+    for r in range(rest):
+        out[order[r]] += 1
 
 
 @njit(cache=True)

@@ -115,6 +115,9 @@ class PolicySpec:
     fixed: dict = dataclasses.field(default_factory=dict)
     loss_weighting: str = "per-prompt"  # "per-prompt" (paper Eq. 16) or "per-rollout" (token-mean)
     check: Callable[[dict, int], None] | None = None  # checks that need n_prompts
+    capacity: Callable[[Any, int], int] | None = None  # slots one step can hold (default: see Policy._capacity)
+    per_prompt_history: bool = False  # allocate State.streak / State.last
+    resolve: Callable[[dict], dict] | None = None  # fills defaults that depend on other parameters
     doc: str = ""
 
     def defaults(self) -> dict:

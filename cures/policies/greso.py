@@ -1,0 +1,135 @@
+"""`greso`: GRESO (arXiv 2506.02177), skip prompts that stayed zero-variance in their recent observations.
+
+Per prompt, c_e counts its consecutive most recent observations with mean reward >= 0.98 (all correct) and c_h
+those with mean <= 0.11 (all wrong). A candidate is skipped, before any rollout, with probability
+
+    1 - max(q_easy^c_e, 0.01)   if c_e > 0,        1 - max(q_hard^c_h, 0.01)   if c_h > 0,
+
+and survivors go through DAPO-style dynamic sampling (n rollouts, keep mixed groups, refill until `batch_size`).
+Self-tuning after each step: q_easy moves -0.01 when the step's all-correct share of generated groups is above
+target/3 and +0.01 otherwise; q_hard likewise against 2 target/3 for the all-wrong share (target 0.25), both kept in
+[0.05, 0.95]. A refill round asks for remaining / (1 - z) x 1.25 surviving prompts, z the last zero-variance ratio.
+Source: Infini-AI-Lab/GRESO verl/trainer/ttis/presampling_selector.py. Candidates come from an epoch-wise shuffled
+pass; a skipped candidate is spent for that pass. A round examines at most one pass of candidates.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from cures.policies.kernels import (
+    GEN_GROUPS,
+    GRESO,
+    N_GROUPS,
+    N_ROUNDS,
+    NEED_SUBSET,
+    PHASE,
+    Q_EASY,
+    Q_HARD,
+    QUEUE_LEN,
+    TRAIN,
+    ZERO_VAR,
+    ZV_EASY,
+    ZV_HARD,
+    add_slot,
+    begin_round,
+    draw_uniform,
+    end_plan,
+    enter_next_subset,
+    finish_step,
+    keep_mixed_groups,
+    record_shortfall,
+    round_slots,
+    update_posterior_from_round,
+)
+from cures.policies.spec import Param, PolicySpec, integer, prior_pair, real, register
+
+EASY, HARD = 0, 1  # columns of State.streak
+
+
+@njit(cache=True)
+def skip_probability(P, S, x):
+    """1 - max(q^c, min_keep) for the prompt's current easy or hard streak c (0 when it has none)."""
+    c_e, c_h = S.streak[x, EASY], S.streak[x, HARD]
+    if c_e > 0:
+        return 1.0 - max(S.freg[Q_EASY] ** c_e, P.min_keep)
+    if c_h > 0:
+        return 1.0 - max(S.freg[Q_HARD] ** c_h, P.min_keep)
+    return 0.0
+
+
+@njit(cache=True)
+def plan(P, S, B, rng):
+    if S.ireg[PHASE] == NEED_SUBSET:
+        enter_next_subset(P, S, rng)
+    begin_round(B, TRAIN)
+    remaining = P.batch_size - B.reg[N_GROUPS]
+    z = min(S.freg[ZERO_VAR], 0.95)
+    wanted = max(1, min(int(math.ceil(remaining / (1.0 - z) * P.gen_growth)), P.gen_batch_size))
+    one = np.empty(1, np.int64)
+    examined = 0
+    added = 0
+    while added < wanted and examined < S.ireg[QUEUE_LEN]:  # at most one pass (QUEUE_LEN) of candidates
+        draw_uniform(S, 1, rng, one)
+        examined += 1
+        if rng.random() >= skip_probability(P, S, one[0]):
+            add_slot(B, one[0], P.n)
+            added += 1
+    end_plan(S, B)
+
+
+@njit(cache=True)
+def observe(P, S, B, rng):
+    lo, hi = round_slots(B)
+    update_posterior_from_round(P, S, B)
+    for j in range(lo, hi):
+        x, mean = B.prompt[j], B.succ[j] / B.n[j]
+        if mean >= P.easy_threshold:
+            S.streak[x, EASY] += 1
+            S.streak[x, HARD] = 0
+        elif mean <= P.hard_threshold:
+            S.streak[x, HARD] += 1
+            S.streak[x, EASY] = 0
+        else:
+            S.streak[x, EASY] = 0
+            S.streak[x, HARD] = 0
+    keep_mixed_groups(P, B)
+    generated = max(B.reg[GEN_GROUPS], 1)
+    S.freg[ZERO_VAR] = (B.reg[ZV_EASY] + B.reg[ZV_HARD]) / generated
+    if B.reg[N_GROUPS] < P.batch_size and B.reg[N_ROUNDS] < P.max_gen_batches:
+        return False
+    # self-tuning toward the target zero-variance ratio
+    step_q = P.q_step if B.reg[ZV_EASY] / generated <= P.target / 3.0 else -P.q_step
+    S.freg[Q_EASY] = min(max(S.freg[Q_EASY] + step_q, P.q_min), P.q_max)
+    step_q = P.q_step if B.reg[ZV_HARD] / generated <= 2.0 * P.target / 3.0 else -P.q_step
+    S.freg[Q_HARD] = min(max(S.freg[Q_HARD] + step_q, P.q_min), P.q_max)
+    record_shortfall(P, S, B)
+    finish_step(S, B)
+    return True
+
+
+def _resolve(v):
+    v["gen_batch_size"] = 25 * v["batch_size"]  # cap on one round's prompts (remaining / 0.05 x 1.25)
+    return v
+
+
+SPEC = register(PolicySpec(
+    name="greso",
+    kind=GRESO,
+    summary="GRESO: skip prompts with all-correct/all-wrong streaks (self-tuned), then DAPO-style refills.",
+    params=(
+        Param("batch_size", 64, "mixed groups to train per step", integer(1)),
+        Param("n", 8, "rollouts per prompt", integer(2)),
+        Param("target", 0.25, "target zero-variance ratio", real(0.0, 1.0)),
+        Param("q_init", 0.5, "initial keep base q_easy = q_hard", real(0.0, 1.0)),
+        Param("q_step", 0.01, "self-tuning step of q", real(0.0, 1.0)),
+        Param("max_gen_batches", 10, "generation rounds per step before training on what there is", integer(1)),
+        Param("prior", (1.0, 1.0), "Beta prior of the reported pass-rate estimates", prior_pair()),
+    ),
+    loss_weighting="per-rollout",
+    resolve=_resolve,
+    per_prompt_history=True,
+    capacity=lambda P, n_prompts: min(P.gen_batch_size, n_prompts) * P.max_gen_batches,
+    doc=__doc__,
+))

@@ -1,0 +1,110 @@
+"""`gvm`: GVM allocation (arXiv 2505.02391), rollouts tilted toward hard prompts; the paper's allocation baseline.
+
+Per iteration over a subset D_t (RLHFlow/GVM em/stage_2_calc_sample_size.py, em/run_em.sh): N' = 8 stage-1
+samples per prompt give p_i = s_i / N' and G_i (the mean score norm of accepted responses; 1 when no norms are
+reported, else sqrt(E1||s||^2) from the score statistics); then
+
+    n_i ∝ G_i / sqrt(p_i + a / p_i^(b - 1)),   a = 1e-3, b = 2,   n_i = 0 if p_i = 0 or G_i = 0,
+
+rounded to integers that sum exactly to `avg_rollouts` x |D_t| (largest remainder). The weight peaks at
+p = sqrt(a) ~ 0.032 and decreases above it; all-correct prompts still get rollouts (useful for RAFT, zero
+advantage under GRPO). The M steps of the iteration take prompts from an ordinary shuffled pass over D_t, each with
+its fixed n_i (prompts with n_i = 0 are skipped), so a step's rollout count varies around m x avg_rollouts.
+"""
+
+import numpy as np
+from numba import njit
+
+from cures.policies.kernels import (
+    GVM,
+    NEED_SUBSET,
+    PHASE,
+    PURPOSE,
+    SCREEN,
+    SUBSET_STEP,
+    TRAIN,
+    add_slot,
+    begin_round,
+    draw_uniform,
+    end_plan,
+    enter_next_subset,
+    finish_step,
+    largest_remainder,
+    round_slots,
+    train_on_round,
+    update_posterior_from_round,
+)
+from cures.policies.spec import Param, PolicySpec, integer, real, register
+
+
+@njit(cache=True)
+def gvm_weight(p, g, a, b):
+    """G / sqrt(p + a / p^(b-1)); 0 for p = 0 or G = 0."""
+    if p <= 0.0 or g <= 0.0:
+        return 0.0
+    return g / np.sqrt(p + a / p ** (b - 1.0))
+
+
+@njit(cache=True)
+def plan(P, S, B, rng):
+    if S.ireg[PHASE] == NEED_SUBSET:  # stage 1: pre-sample the new subset
+        lo, hi = enter_next_subset(P, S, rng)
+        begin_round(B, SCREEN)
+        for x in S.order[lo:hi]:
+            add_slot(B, x, P.n_pre)
+        end_plan(S, B)
+        return
+    begin_round(B, TRAIN)
+    batch = np.empty(P.batch_size, np.int64)
+    draw_uniform(S, P.batch_size, rng, batch)
+    for x in batch:
+        add_slot(B, x, S.n_static[x])
+    end_plan(S, B)
+
+
+@njit(cache=True)
+def observe(P, S, B, rng):
+    lo, hi = round_slots(B)
+    update_posterior_from_round(P, S, B)
+    if B.reg[PURPOSE] == SCREEN:  # stage 2: sample sizes for the whole subset
+        w = np.empty(hi - lo)
+        for j in range(lo, hi):
+            g = np.sqrt(B.score[j, 0]) if np.isfinite(B.score[j, 0]) else 1.0
+            w[j - lo] = gvm_weight(B.succ[j] / B.n[j], g, P.gvm_a, P.gvm_b)
+        n = np.empty(hi - lo, np.int64)
+        largest_remainder(w, P.avg_rollouts * (hi - lo), n)
+        for j in range(lo, hi):
+            S.n_static[B.prompt[j]] = n[j - lo]
+        return False
+    train_on_round(B)
+    finish_step(S, B)
+    if S.ireg[SUBSET_STEP] >= P.steps_per_subset:
+        S.ireg[PHASE] = NEED_SUBSET
+    return True
+
+
+def _check(v, n_prompts):
+    subset = n_prompts // max(v["subsets"], 1) if v["subsets"] else v["steps_per_subset"] * v["batch_size"]
+    if min(subset, n_prompts) < v["batch_size"]:
+        raise ValueError(f"subsets of about {min(subset, n_prompts)} prompts are smaller than batch_size "
+                         f"{v['batch_size']}")
+
+
+SPEC = register(PolicySpec(
+    name="gvm",
+    kind=GVM,
+    summary="GVM: per-subset pre-sample, n_i ∝ G_i / sqrt(p_i + a/p_i^(b-1)) (decreasing in p), uniform prompts.",
+    params=(
+        Param("batch_size", 64, "prompts per training step m", integer(1)),
+        Param("n_pre", 8, "stage-1 samples per prompt of a subset", integer(1)),
+        Param("avg_rollouts", 8, "mean stage-2 rollouts per prompt (the subset's total / |D_t|)", integer(1)),
+        Param("a", 1e-3, "weight parameter a", real(0.0, lo_open=True), field="gvm_a"),
+        Param("b", 2.0, "weight parameter b", real(), field="gvm_b"),
+        Param("subsets", 0, "disjoint subsets (0: auto, about steps_per_subset x batch_size prompts each)", integer(0)),
+        Param("steps_per_subset", 10, "steps per EM iteration", integer(1)),
+    ),
+    fixed={"reset": True},
+    loss_weighting="per-rollout",
+    check=_check,
+    doc=__doc__,
+))

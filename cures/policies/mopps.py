@@ -1,0 +1,76 @@
+"""`mopps`: MoPPS (arXiv 2507.04632), a Beta-Bernoulli bandit with Thompson sampling toward p = 0.5, fixed n.
+
+Each step draws a candidate pool of ts_ratio x m prompts (epoch-wise shuffled), samples gamma_i ~ Beta(alpha_i,
+beta_i) for each candidate, keeps the m with the smallest (gamma_i - target)^2 (the `topk` mode of thu-rllab/MoPPS
+recipe/ours/mopps.py, PosteriorSampler) and gives each n rollouts. The update with discount lambda (`decay`) is
+alpha <- lambda alpha + (1 - lambda) alpha0 + s, beta likewise with failures (Eq. 23-24 with forgetting). Defaults
+are the paper's math settings: ts_ratio 16, lambda 1 (no forgetting), n 8. The pool is capped at the dataset size.
+"""
+
+import numpy as np
+from numba import njit
+
+from cures.policies.kernels import (
+    MOPPS,
+    NEED_SUBSET,
+    PHASE,
+    TRAIN,
+    add_slot,
+    begin_round,
+    draw_uniform,
+    end_plan,
+    enter_next_subset,
+    finish_step,
+    train_on_round,
+    update_posterior_from_round,
+)
+from cures.policies.spec import Param, PolicySpec, integer, prior_pair, real, register
+
+
+@njit(cache=True)
+def plan(P, S, B, rng):
+    if S.ireg[PHASE] == NEED_SUBSET:
+        enter_next_subset(P, S, rng)
+    begin_round(B, TRAIN)
+    pool = np.empty(min(P.ts_ratio * P.batch_size, S.order.shape[0]), np.int64)
+    draw_uniform(S, pool.shape[0], rng, pool)
+    distance = np.empty(pool.shape[0])
+    for i in range(pool.shape[0]):
+        x = pool[i]
+        gamma = rng.beta(max(S.alpha[x], 1e-12), max(S.beta[x], 1e-12))  # Thompson draw
+        distance[i] = (gamma - P.target) ** 2
+    for i in np.argsort(distance, kind="mergesort")[: P.batch_size]:
+        add_slot(B, pool[i], P.n)
+    end_plan(S, B)
+
+
+@njit(cache=True)
+def observe(P, S, B, rng):
+    update_posterior_from_round(P, S, B)
+    train_on_round(B)
+    finish_step(S, B)
+    return True
+
+
+def _check(v, n_prompts):
+    if n_prompts < v["batch_size"]:
+        raise ValueError(f"batch_size {v['batch_size']} exceeds n_prompts {n_prompts}")
+
+
+SPEC = register(PolicySpec(
+    name="mopps",
+    kind=MOPPS,
+    summary="MoPPS: Thompson-sample each candidate's Beta posterior, keep the m nearest the target rate, fixed n.",
+    params=(
+        Param("batch_size", 64, "prompts per training step m", integer(1)),
+        Param("n", 8, "rollouts per prompt", integer(2)),
+        Param("ts_ratio", 16, "candidate pool = ts_ratio x batch_size (16 math, 8 Countdown/Geo3k)", integer(1)),
+        Param("target", 0.5, "target success rate", real(0.0, 1.0)),
+        Param("decay", 1.0, "discount lambda (1: no forgetting, the math setting; 0.5 elsewhere)", real(0.0, 1.0)),
+        Param("prior", (1.0, 1.0), "Beta prior (alpha0, beta0)", prior_pair()),
+    ),
+    loss_weighting="per-rollout",
+    check=_check,
+    capacity=lambda P, n_prompts: P.batch_size,
+    doc=__doc__,
+))
