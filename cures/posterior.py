@@ -20,32 +20,28 @@ VERSION = 1
 
 
 @njit(cache=True)
-def update_counts(alpha, beta, alpha0, beta0, ids, successes, trials, decay):
+def update_counts(alpha, beta, alpha0, beta0, ids, successes, trials, decay, mark):
     """Eq. 23-24 with forgetting: per distinct id, alpha <- decay*alpha + (1-decay)*alpha0 + S (beta with F).
 
     S and F are the summed successes and failures of every entry of `ids` equal to that id, so repeated ids in one
-    call are merged and decayed once. With decay = 1 this is the plain conjugate update.
+    call are merged and decayed once. With decay = 1 this is the plain conjugate update. `mark` is a zeroed uint8
+    scratch array over all prompts (left zeroed).
     """
-    if ids.shape[0] == 0:
-        return
-    order = np.argsort(ids, kind="mergesort")
-    j = 0
-    while j < order.shape[0]:
-        x = ids[order[j]]
-        s = 0.0
-        n = 0.0
-        while j < order.shape[0] and ids[order[j]] == x:
-            s += successes[order[j]]
-            n += trials[order[j]]
-            j += 1
-        if decay != 1.0:
-            alpha[x] = decay * alpha[x] + (1.0 - decay) * alpha0[x]
-            beta[x] = decay * beta[x] + (1.0 - decay) * beta0[x]
-        alpha[x] += s
-        beta[x] += n - s
+    if decay != 1.0:
+        for x in ids:  # forget once per distinct id, before any new evidence
+            if mark[x] == 0:
+                mark[x] = 1
+                alpha[x] = decay * alpha[x] + (1.0 - decay) * alpha0[x]
+                beta[x] = decay * beta[x] + (1.0 - decay) * beta0[x]
+        for x in ids:
+            mark[x] = 0
+    for j in range(ids.shape[0]):
+        x = ids[j]
+        alpha[x] += successes[j]
+        beta[x] += trials[j] - successes[j]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def posterior_mean(alpha, beta, x):
     """alpha / (alpha + beta); 1/2 when both counts are 0 (the improper Beta(0, 0) before any data)."""
     t = alpha[x] + beta[x]
@@ -128,7 +124,8 @@ class BetaPosterior:
             raise ValueError("successes and trials must be >= 0")
         if (s > n).any():
             raise ValueError("successes must not exceed trials")
-        update_counts(self.alpha, self.beta, self.alpha0, self.beta0, ids, s, n, self.decay)
+        mark = np.zeros(self.n_prompts, np.uint8)
+        update_counts(self.alpha, self.beta, self.alpha0, self.beta0, ids, s, n, self.decay, mark)
         return self
 
     def update_from_rewards(self, ids, rewards, threshold: float = 0.5) -> BetaPosterior:

@@ -6,7 +6,6 @@ inside its loops; the public functions validate their input and apply the same k
 
 from __future__ import annotations
 
-import heapq
 import math
 
 import numpy as np
@@ -79,6 +78,27 @@ def grpo_scale_nb(p, n, std_normalised):
     return total
 
 
+@njit(cache=True, inline="always")
+def _before(gain, idx, a, b):
+    """Heap order: larger marginal gain first, lower index on ties."""
+    return gain[a] > gain[b] or (gain[a] == gain[b] and idx[a] < idx[b])
+
+
+@njit(cache=True)
+def _sift_down(gain, idx, size, pos):
+    while True:
+        best, left = pos, 2 * pos + 1
+        if left < size and _before(gain, idx, left, best):
+            best = left
+        if left + 1 < size and _before(gain, idx, left + 1, best):
+            best = left + 1
+        if best == pos:
+            return
+        gain[pos], gain[best] = gain[best], gain[pos]
+        idx[pos], idx[best] = idx[best], idx[pos]
+        pos = best
+
+
 @njit(cache=True)
 def allocate_into(weights, budget, n_min, n_max, out):
     """Exact integer minimiser of sum(w_i^2 / n_i) with sum(n) = budget, written into `out`.
@@ -86,29 +106,36 @@ def allocate_into(weights, budget, n_min, n_max, out):
     Zero weights get n = 0; positive weights get n_min <= n <= n_max (n_max <= 0: no upper bound). Greedy marginal
     allocation: start every positive weight at n_min and give each further rollout to the prompt whose objective
     falls most, w^2/n - w^2/(n+1) = w^2/(n(n+1)); for a separable convex objective this is optimal. Ties go to the
-    lower index. Returns the number of rollouts placed (less than `budget` only when the clamps make it infeasible).
+    lower index. A binary max-heap of the marginal gains makes it O(budget log m). Returns the number of rollouts
+    placed (less than `budget` only when the clamps make it infeasible).
     """
-    heap = [(0.0, 0)]
-    heap.pop()
+    m = weights.shape[0]
+    gain = np.empty(m)
+    idx = np.empty(m, np.int64)
+    size = 0
     placed = 0
-    for i in range(weights.shape[0]):
+    for i in range(m):
+        out[i] = 0
         if weights[i] > 0.0:
             out[i] = n_min
             placed += n_min
             if n_max <= 0 or n_min < n_max:
-                w2 = weights[i] * weights[i]
-                heap.append((-w2 / (n_min * (n_min + 1.0)), i))
-        else:
-            out[i] = 0
-    heapq.heapify(heap)
-    while placed < budget and len(heap) > 0:
-        _, i = heapq.heappop(heap)
+                gain[size] = weights[i] * weights[i] / (n_min * (n_min + 1.0))
+                idx[size] = i
+                size += 1
+    for pos in range(size // 2 - 1, -1, -1):
+        _sift_down(gain, idx, size, pos)
+    while placed < budget and size > 0:
+        i = idx[0]
         out[i] += 1
         placed += 1
         n = out[i]
         if n_max <= 0 or n < n_max:
-            w2 = weights[i] * weights[i]
-            heapq.heappush(heap, (-w2 / (n * (n + 1.0)), i))
+            gain[0] = weights[i] * weights[i] / (n * (n + 1.0))  # the same prompt's next marginal gain
+        else:
+            size -= 1
+            gain[0], idx[0] = gain[size], idx[size]
+        _sift_down(gain, idx, size, 0)
     return placed
 
 

@@ -3,7 +3,7 @@ defining behaviour of each policy."""
 
 import numpy as np
 import pytest
-from numba import njit
+from numba import literally, njit
 from scipy import stats
 
 from cures.policies import available, get_spec, make_policy
@@ -133,15 +133,17 @@ def test_rewards_and_successes_are_equivalent(name):
     np.testing.assert_array_equal(a.arrays.alpha, b.arrays.alpha)
 
 
-@njit  # not cached: the cache would not notice changes of the policy kernels it calls
-def _compiled_driver(P, S, B, rng, p, steps):
-    """A compiled caller in the style of the simulator: deterministic outcomes floor(n p)."""
+@njit
+def _compiled_driver(kind, P, S, B, rng, p, steps):
+    """A compiled caller in the style of the simulator: deterministic outcomes floor(n p). It makes `kind` a
+    compile-time constant, as dispatch requires, so it is specialised per policy."""
+    literally(kind)
     for _ in range(steps):
         while True:
-            plan_round(P, S, B, rng)
+            plan_round(kind, P, S, B, rng)
             for j in range(B.reg[K.ROUND_START], B.reg[K.N_SLOTS]):
                 B.succ[j] = np.floor(B.n[j] * p[B.prompt[j]])
-            if observe_round(P, S, B, rng):
+            if observe_round(kind, P, S, B, rng):
                 break
 
 
@@ -151,7 +153,7 @@ def test_compiled_callers_run_the_same_policy_code(name):
     p = p_true()
     py_state, nb_state = policy.init(N_PROMPTS, seed=9), policy.init(N_PROMPTS, seed=9)
     run(policy, py_state, 15, lambda plan: np.floor(plan.n_rollouts * p[plan.prompt_ids]))
-    _compiled_driver(nb_state.kernel, nb_state.arrays, nb_state.step, nb_state.rng, p, 15)
+    _compiled_driver(nb_state.kernel.kind, nb_state.kernel, nb_state.arrays, nb_state.step, nb_state.rng, p, 15)
     for field in K.State._fields:
         np.testing.assert_array_equal(getattr(py_state.arrays, field), getattr(nb_state.arrays, field))
     np.testing.assert_array_equal(py_state.step.prompt, nb_state.step.prompt)

@@ -262,6 +262,7 @@ class Policy:
             tree=np.zeros(2 * tree_leaves if uses_tree else 0),
             streak=np.zeros((n_prompts if self.spec.per_prompt_history else 0, 2), np.int64),
             last=np.zeros((n_prompts if self.spec.per_prompt_history else 0, 2)),
+            mark=np.zeros(n_prompts, np.uint8),
             ireg=ireg, freg=np.zeros(K.N_FREG),
         )
         arrays.freg[K.Q_EASY] = arrays.freg[K.Q_HARD] = P.q_init
@@ -291,7 +292,7 @@ class Policy:
         self._check_state(state)
         if state.awaiting_observation:
             raise ValueError("the last plan has not been observed yet; call observe() first")
-        plan_round(state.kernel, state.arrays, state.step, state.rng)
+        plan_round(state.kernel.kind, state.kernel, state.arrays, state.step, state.rng)
         lo, hi = state.step.reg[K.ROUND_START], state.step.reg[K.N_SLOTS]
         return Plan(
             step=state.steps_done, round=int(state.step.reg[K.N_ROUNDS]) - 1,
@@ -335,7 +336,7 @@ class Policy:
                 raise ValueError("score_stats must be >= 0 (NaN for unknown)")
             B.score[lo:hi] = st
         B.succ[lo:hi] = s
-        return bool(observe_round(state.kernel, state.arrays, B, state.rng))
+        return bool(observe_round(state.kernel.kind, state.kernel, state.arrays, B, state.rng))
 
     def training_batch(self, state: PolicyState) -> TrainingBatch:
         """The finished step's slots and their training groups."""

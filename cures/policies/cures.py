@@ -64,7 +64,7 @@ def plan(P, S, B, rng):
             end_plan(S, B)
             return
         for x in S.order[lo:hi]:
-            S.sigma[x] = sigma_from_counts(posterior_mean(S.alpha, S.beta, x), np.full(3, np.nan))
+            S.sigma[x] = sigma_from_counts(posterior_mean(S.alpha, S.beta, x), np.nan, np.nan, np.nan)
         _start_estimates(P, S, lo, hi)
 
     begin_round(B, TRAIN)
@@ -101,7 +101,8 @@ def observe(P, S, B, rng):
     if B.reg[PURPOSE] == SCREEN:
         for j in range(lo, hi):  # line 8: sigma_i from the pre-rollouts
             x = B.prompt[j]
-            S.sigma[x] = sigma_from_counts(posterior_mean(S.alpha, S.beta, x), B.score[j])
+            S.sigma[x] = sigma_from_counts(posterior_mean(S.alpha, S.beta, x), B.score[j, 0], B.score[j, 1],
+                                           B.score[j, 2])
         t_lo, t_hi = subset_bounds(S, S.ireg[SUBSET])
         _start_estimates(P, S, t_lo, t_hi)
         return False

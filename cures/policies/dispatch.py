@@ -1,62 +1,63 @@
 """Compiled entry points that run any policy by its kind code.
 
 Both callers go through these two functions: the simulator's compiled loop calls them directly, and
-`cures.policies.Policy.plan/observe` call them from Python. A new policy adds one branch to each.
+`cures.policies.Policy.plan/observe` call them from Python. `kind` is compiled as a constant (`numba.literally`),
+so each policy gets its own specialisation and compiling one policy never compiles the others; a compiled caller
+takes `kind` as its own argument and calls `numba.literally(kind)` too.
 """
 
-from numba import njit
+from numba import literally, njit, types
+from numba.extending import overload
 
 from cures.policies import cures, dapo, greso, grpo, gvm, knapsack, mopps, released, speed
 from cures.policies.kernels import AWAITING, CURES, CURES_RELEASED, DAPO, GRESO, GRPO, GVM, KNAPSACK, MOPPS, SPEED
 
+MODULES = {GRPO: grpo, CURES: cures, CURES_RELEASED: released, DAPO: dapo, GVM: gvm, SPEED: speed, MOPPS: mopps,
+           GRESO: greso, KNAPSACK: knapsack}
+
+
+def _policy_plan(kind, P, S, B, rng):  # typed by the overload below
+    raise NotImplementedError
+
+
+def _policy_observe(kind, P, S, B, rng):
+    raise NotImplementedError
+
+
+@overload(_policy_plan, prefer_literal=True)
+def _select_plan(kind, P, S, B, rng):
+    if not isinstance(kind, types.IntegerLiteral):
+        return None
+    plan = MODULES[kind.literal_value].plan
+
+    def impl(kind, P, S, B, rng):
+        plan(P, S, B, rng)
+
+    return impl
+
+
+@overload(_policy_observe, prefer_literal=True)
+def _select_observe(kind, P, S, B, rng):
+    if not isinstance(kind, types.IntegerLiteral):
+        return None
+    observe = MODULES[kind.literal_value].observe
+
+    def impl(kind, P, S, B, rng):
+        return observe(P, S, B, rng)
+
+    return impl
+
 
 @njit(cache=True)
-def plan_round(P, S, B, rng):
-    """Write the next generation round of the current step into B."""
-    k = P.kind
-    if k == GRPO:
-        grpo.plan(P, S, B, rng)
-    elif k == CURES:
-        cures.plan(P, S, B, rng)
-    elif k == CURES_RELEASED:
-        released.plan(P, S, B, rng)
-    elif k == DAPO:
-        dapo.plan(P, S, B, rng)
-    elif k == GVM:
-        gvm.plan(P, S, B, rng)
-    elif k == SPEED:
-        speed.plan(P, S, B, rng)
-    elif k == MOPPS:
-        mopps.plan(P, S, B, rng)
-    elif k == GRESO:
-        greso.plan(P, S, B, rng)
-    elif k == KNAPSACK:
-        knapsack.plan(P, S, B, rng)
-    else:
-        raise ValueError("unknown policy kind")
+def plan_round(kind, P, S, B, rng):
+    """Write the next generation round of the current step into B (`kind` must equal P.kind)."""
+    literally(kind)
+    _policy_plan(kind, P, S, B, rng)
 
 
 @njit(cache=True)
-def observe_round(P, S, B, rng):
+def observe_round(kind, P, S, B, rng):
     """Consume the successes of the last round; True when the training step is complete."""
+    literally(kind)
     B.reg[AWAITING] = 0
-    k = P.kind
-    if k == GRPO:
-        return grpo.observe(P, S, B, rng)
-    elif k == CURES:
-        return cures.observe(P, S, B, rng)
-    elif k == CURES_RELEASED:
-        return released.observe(P, S, B, rng)
-    elif k == DAPO:
-        return dapo.observe(P, S, B, rng)
-    elif k == GVM:
-        return gvm.observe(P, S, B, rng)
-    elif k == SPEED:
-        return speed.observe(P, S, B, rng)
-    elif k == MOPPS:
-        return mopps.observe(P, S, B, rng)
-    elif k == GRESO:
-        return greso.observe(P, S, B, rng)
-    elif k == KNAPSACK:
-        return knapsack.observe(P, S, B, rng)
-    raise ValueError("unknown policy kind")
+    return _policy_observe(kind, P, S, B, rng)

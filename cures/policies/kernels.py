@@ -106,6 +106,7 @@ class State(NamedTuple):
     tree: np.ndarray  # float64[2 L] sum tree of sampling weights, leaves at L..2L-1
     streak: np.ndarray  # int64[N, 2] consecutive all-correct / all-wrong observations (GRESO)
     last: np.ndarray  # float64[N, 2] successes and rollouts of the prompt's last observation (Knapsack)
+    mark: np.ndarray  # uint8[N] scratch, zero between calls
     ireg: np.ndarray  # int64[N_IREG] counters
     freg: np.ndarray  # float64[N_FREG] scalar state
 
@@ -127,7 +128,7 @@ class StepBuffer(NamedTuple):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def begin_round(B, purpose):
     """Open a new round; a finished step is cleared first."""
     if B.reg[DONE] == 1:
@@ -136,22 +137,25 @@ def begin_round(B, purpose):
     B.reg[PURPOSE] = purpose
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def add_slot(B, prompt, n):
     """Append (prompt, n) to the open round; n <= 0 adds nothing."""
     if n <= 0:
         return
     j = B.reg[N_SLOTS]
+    if j >= B.prompt.shape[0]:
+        raise IndexError("step buffer full: the policy planned more slots than its capacity")
     B.prompt[j] = prompt
     B.n[j] = n
     B.succ[j] = 0.0
-    B.score[j, :] = np.nan
+    for c in range(3):
+        B.score[j, c] = np.nan
     B.group[j] = -1
     B.round[j] = B.reg[N_ROUNDS]
     B.reg[N_SLOTS] = j + 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def end_plan(S, B):
     """Close planning of the open round and count its rollouts."""
     B.reg[N_ROUNDS] += 1
@@ -160,12 +164,12 @@ def end_plan(S, B):
         S.ireg[ROLLOUTS] += B.n[j]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def round_slots(B):
     return B.reg[ROUND_START], B.reg[N_SLOTS]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def train_on_round(B):
     """Make every slot of the last round its own training group."""
     lo, hi = round_slots(B)
@@ -176,14 +180,14 @@ def train_on_round(B):
     B.reg[N_GROUPS] = g
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def finish_step(S, B):
     B.reg[DONE] = 1
     S.ireg[STEP] += 1
     S.ireg[SUBSET_STEP] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def record_shortfall(P, S, B):
     """Count a step that ends with fewer training groups than `batch_size` (DAPO-style caps)."""
     missing = P.batch_size - B.reg[N_GROUPS]
@@ -192,7 +196,7 @@ def record_shortfall(P, S, B):
         S.ireg[SHORT_GROUPS] += missing
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def is_mixed(B, j):
     """The slot's rewards are not all equal: its group has a non-zero GRPO advantage."""
     return 0.0 < B.succ[j] < B.n[j]
@@ -215,12 +219,12 @@ def keep_mixed_groups(P, B):
             B.reg[ZV_HARD] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def update_posterior_from_round(P, S, B):
     """Eq. 23-24 for every slot of the last round (successes out of n)."""
     lo, hi = round_slots(B)
     update_counts(S.alpha, S.beta, S.alpha0, S.beta0, B.prompt[lo:hi], B.succ[lo:hi],
-                  B.n[lo:hi].astype(np.float64), P.decay)
+                  B.n[lo:hi].astype(np.float64), P.decay, S.mark)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -228,7 +232,7 @@ def update_posterior_from_round(P, S, B):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def subset_bounds(S, t):
     """Subset t of T covers order[lo:hi]; sizes differ by at most one."""
     n = S.order.shape[0]
@@ -249,10 +253,19 @@ def enter_next_subset(P, S, rng):
             S.alpha[x] = S.alpha0[x]
             S.beta[x] = S.beta0[x]
     S.ireg[QUEUE_LEN] = hi - lo
-    S.queue[: hi - lo] = S.order[lo:hi]
+    for i in range(hi - lo):  # element loops here and below: cheaper to compile than slice assignment
+        S.queue[i] = S.order[lo + i]
     S.ireg[CURSOR] = hi - lo  # forces a shuffle at the first uniform draw
     S.ireg[PHASE] = TRAINING
     return lo, hi
+
+
+@njit(cache=True)
+def shuffle(a, rng):
+    """Fisher-Yates shuffle in place (cheaper to compile than Generator.shuffle)."""
+    for i in range(a.shape[0] - 1, 0, -1):
+        j = int(rng.random() * (i + 1))
+        a[i], a[j] = a[j], a[i]
 
 
 @njit(cache=True)
@@ -263,11 +276,12 @@ def draw_uniform(S, m, rng, out):
     """
     L = S.ireg[QUEUE_LEN]
     if S.ireg[CURSOR] + m > L:
-        rng.shuffle(S.queue[:L])
+        shuffle(S.queue[:L], rng)
         S.ireg[CURSOR] = 0
         S.ireg[EPOCH] += 1
     c = S.ireg[CURSOR]
-    out[:m] = S.queue[c : c + m]
+    for i in range(m):
+        out[i] = S.queue[c + i]
     S.ireg[CURSOR] = c + m
 
 
@@ -276,7 +290,7 @@ def draw_uniform(S, m, rng, out):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def tree_set(tree, x, w):
     """Set prompt x's weight and recompute its ancestors from their children (no drift)."""
     i = tree.shape[0] // 2 + x
@@ -294,7 +308,7 @@ def tree_rebuild(tree):
         tree[i] = tree[2 * i] + tree[2 * i + 1]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def tree_draw(tree, rng):
     """One prompt with probability proportional to its weight (tree[1] must be > 0)."""
     L = tree.shape[0] // 2
@@ -310,7 +324,7 @@ def tree_draw(tree, rng):
     return i - L
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def rho_weight(P, S, x):
     """Eq. 14 weight of prompt x from its posterior mean."""
     return sampling_weight_nb(posterior_mean(S.alpha, S.beta, x), P.tau)
@@ -331,11 +345,11 @@ def fill_rho_tree(P, S, lo, hi):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
-def sigma_from_counts(p, score):
-    """Eq. 21 at pass rate p, with measured score statistics when given (finite) and unit norms otherwise."""
-    if np.isfinite(score[0]) and np.isfinite(score[1]) and np.isfinite(score[2]):
-        return np.sqrt(sigma2_nb(p, score[0], score[1], score[2]))
+@njit(cache=True, inline="always")
+def sigma_from_counts(p, g2_correct, g2_wrong, gap2):
+    """Eq. 21 at pass rate p, with measured score statistics when all are finite and unit norms otherwise."""
+    if np.isfinite(g2_correct) and np.isfinite(g2_wrong) and np.isfinite(gap2):
+        return np.sqrt(sigma2_nb(p, g2_correct, g2_wrong, gap2))
     return np.sqrt(sigma2_nb(p, 1.0, 1.0, 0.0))
 
 
@@ -359,6 +373,7 @@ def largest_remainder(weights, total, out):
 @njit(cache=True)
 def allocate_or_uniform(weights, budget, n_min, n_max, out):
     """Eq. 20 in integers (`allocate_into`); all-zero weights fall back to equal weights (method.md, Sec. 3)."""
-    if weights.max() <= 0.0:
-        weights = np.ones_like(weights)
-    return allocate_into(weights, budget, n_min, n_max, out)
+    for w in weights:
+        if w > 0.0:
+            return allocate_into(weights, budget, n_min, n_max, out)
+    return allocate_into(np.ones(weights.shape[0]), budget, n_min, n_max, out)

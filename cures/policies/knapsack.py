@@ -95,7 +95,8 @@ def plan(P, S, B, rng):
         take = min(remaining, mixed.shape[0] * P.n_max)
         alloc = np.full(mixed.shape[0], P.n_min, np.int64)
         solve(p_hat[mixed], take, P.n_min, P.n_max, alloc)  # feasible: budget >= m n_min, defaults >= n_min
-        n[mixed] = alloc
+        for i in range(mixed.shape[0]):
+            n[mixed[i]] = alloc[i]
         remaining -= alloc.sum()
     # fallback: what the mixed prompts cannot absorb goes round-robin to p = 0 prompts, else to all the others
     if remaining > 0:

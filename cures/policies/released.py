@@ -93,7 +93,7 @@ def observe(P, S, B, rng):
             x, s, nn = B.prompt[j], B.succ[j], B.n[j]
             q = (s + 1.0) / (nn + 2.0)
             S.weight[x] = np.exp(np.sqrt(q * (1.0 - q)) / (P.temperature_scale * (s + 1.0)))
-            S.sigma[x] = sigma_from_counts(s / nn, B.score[j])
+            S.sigma[x] = sigma_from_counts(s / nn, B.score[j, 0], B.score[j, 1], B.score[j, 2])
         size = hi - lo
         width = size // P.shards
         budget = P.batch_size * P.budget_coef
