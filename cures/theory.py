@@ -26,13 +26,13 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------------------
 
 
-@vectorize(["float64(float64)"], cache=True)
+@vectorize(cache=True)
 def potential_score(p):
     """sqrt(p(1-p)): the per-prompt optimisation potential of Eq. 11 without the sqrt(2 delta) factor."""
     return math.sqrt(max(p * (1.0 - p), 0.0))
 
 
-@vectorize(["float64(float64, float64)"], cache=True)
+@vectorize(cache=True)
 def sampling_weight_nb(p, tau):
     """Unnormalised rho* weight of Eq. 14, exp((sqrt(p(1-p)) - 1/2) / tau), in (0, 1].
 
@@ -42,7 +42,7 @@ def sampling_weight_nb(p, tau):
     return math.exp((math.sqrt(max(p * (1.0 - p), 0.0)) - 0.5) / tau)
 
 
-@vectorize(["float64(float64, float64, float64, float64)"], cache=True)
+@vectorize(cache=True)
 def sigma2_nb(p, g2_correct, g2_wrong, gap2):
     """Eq. 21: sigma^2 = p(1-p)^2 E1||s||^2 + p^2(1-p) E0||s||^2 - p^2(1-p)^2 ||E1 s - E0 s||^2, clipped at 0."""
     q = 1.0 - p
@@ -50,7 +50,7 @@ def sigma2_nb(p, g2_correct, g2_wrong, gap2):
     return v if v > 0.0 else 0.0
 
 
-@vectorize(["float64(float64, float64)"], cache=True)
+@vectorize(cache=True)
 def zero_variance_prob_nb(p, n):
     """P(all n rollouts agree) = p^n + (1-p)^n (method.md, identity 8.1)."""
     return p**n + (1.0 - p) ** n
@@ -61,7 +61,7 @@ def _binom_logpmf(k, n, logp, log1mp):
     return math.lgamma(n + 1.0) - math.lgamma(k + 1.0) - math.lgamma(n - k + 1.0) + k * logp + (n - k) * log1mp
 
 
-@vectorize(["float64(float64, int64, boolean)"], cache=True)
+@vectorize(cache=True)
 def grpo_scale_nb(p, n, std_normalised):
     """E_k[c(k)] for k ~ Binomial(n, p); see `grpo_expected_gradient_scale` for c(k) and its derivation."""
     if n < 2 or p <= 0.0 or p >= 1.0:

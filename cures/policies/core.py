@@ -24,7 +24,7 @@ import numpy as np
 
 from cures._io import atomic_save_npz, load_npz
 from cures.policies import kernels as K
-from cures.policies.dispatch import observe_round, plan_round
+from cures.policies.dispatch import observe_round, plan_round, specialised
 from cures.policies.spec import PolicySpec, get_spec
 from cures.posterior import BetaPosterior, successes_from_rewards
 
@@ -96,6 +96,15 @@ class PolicyState:
     @property
     def n_prompts(self) -> int:
         return self.arrays.alpha.shape[0]
+
+    def kernel_call(self, dispatcher):
+        """`dispatcher(kind, P, S, B, rng)` compiled for this state's policy kind and array types (memoised)."""
+        entries = self.__dict__.setdefault("_entries", {})
+        if dispatcher not in entries:
+            entries[dispatcher] = specialised(dispatcher, self.kernel.kind, self.kernel, self.arrays, self.step,
+                                              self.rng)
+        fn = entries[dispatcher]
+        return lambda: fn(self.kernel.kind, self.kernel, self.arrays, self.step, self.rng)
 
     @property
     def steps_done(self) -> int:
@@ -292,7 +301,7 @@ class Policy:
         self._check_state(state)
         if state.awaiting_observation:
             raise ValueError("the last plan has not been observed yet; call observe() first")
-        plan_round(state.kernel.kind, state.kernel, state.arrays, state.step, state.rng)
+        state.kernel_call(plan_round)()
         lo, hi = state.step.reg[K.ROUND_START], state.step.reg[K.N_SLOTS]
         return Plan(
             step=state.steps_done, round=int(state.step.reg[K.N_ROUNDS]) - 1,
@@ -336,7 +345,7 @@ class Policy:
                 raise ValueError("score_stats must be >= 0 (NaN for unknown)")
             B.score[lo:hi] = st
         B.succ[lo:hi] = s
-        return bool(observe_round(state.kernel.kind, state.kernel, state.arrays, B, state.rng))
+        return bool(state.kernel_call(observe_round)())
 
     def training_batch(self, state: PolicyState) -> TrainingBatch:
         """The finished step's slots and their training groups."""

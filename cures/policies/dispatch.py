@@ -6,7 +6,7 @@ so each policy gets its own specialisation and compiling one policy never compil
 takes `kind` as its own argument and calls `numba.literally(kind)` too.
 """
 
-from numba import literally, njit, types
+from numba import literally, njit, typeof, types
 from numba.extending import overload
 
 from cures.policies import cures, dapo, greso, grpo, gvm, knapsack, mopps, released, speed
@@ -61,3 +61,12 @@ def observe_round(kind, P, S, B, rng):
     literally(kind)
     B.reg[AWAITING] = 0
     return _policy_observe(kind, P, S, B, rng)
+
+
+def specialised(dispatcher, kind: int, *args):
+    """The compiled `dispatcher(kind, *args)` for this constant kind and these argument types, callable from Python.
+
+    A plain Python call would type `kind` as int64, fail the `literally` request and recompile on every call; this
+    compiles (or loads from the cache) the literal specialisation once and returns its entry point.
+    """
+    return dispatcher.compile((types.literal(kind), *(typeof(a) for a in args)))

@@ -1,0 +1,250 @@
+"""The compiled simulation loop: O(batch x d) per step, however many prompts and rollouts.
+
+Per training step the policy plans rounds (`cures.policies.dispatch`, the same compiled code the trainer runs); each
+slot's successes are drawn as k ~ Binomial(n, p) instead of n Bernoulli rollouts, and each training group's summed
+gradient sum_j A_j s_j is drawn from its exact law: with s_j = (r_j - p) a + noise and advantages A1 (correct) and
+A0 (wrong),
+
+    sum_j A_j s_j = [k A1 (1 - p) - (n - k) A0 p] a + N(0, (k A1^2 sigma_1^2 + (n - k) A0^2 sigma_0^2) I_d),
+
+which is what `simulator/reference.py` computes rollout by rollout.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import literally, njit
+
+from cures.policies.dispatch import observe_round, plan_round
+from cures.policies.kernels import N_GROUPS, N_SLOTS, ROLLOUTS, ROUND_START, STEP
+
+GRPO_ADV, DRGRPO_ADV, RLOO_ADV, RPP_ADV = range(4)
+ESTIMATOR_CODES = {"grpo": GRPO_ADV, "drgrpo": DRGRPO_ADV, "rloo": RLOO_ADV, "reinforce++": RPP_ADV}
+COLUMNS = ("step", "rollouts", "train_accuracy", "heldout_accuracy", "zero_variance_fraction", "posterior_error",
+           "grad_norm", "grad_cosine", "groups_per_step", "trained_rollouts_per_step")
+# Tally.counts entries
+T_SLOTS, T_ZERO, T_SLOTS_ALL, T_ZERO_ALL, T_FIRST_SLOTS, T_FIRST_ZERO, T_STEPS, T_GROUPS, T_TRAINED, T_TOUCHED = range(10)
+
+
+class EngineConfig(NamedTuple):
+    tabular: bool
+    estimator: int
+    per_prompt: bool  # Eq. 16 weighting (each group's mean), else every rollout weighs the same
+    lr: float
+    clip: float
+    sigma_correct: float
+    sigma_wrong: float
+    eps: float
+    score_norms: bool
+    max_rollouts: int
+
+
+class Tally(NamedTuple):
+    """Counters and scratch carried between calls of `run_steps`."""
+
+    counts: np.ndarray  # int64[10], see T_*
+    grad: np.ndarray  # float64[D] the last step's gradient estimate
+    touched: np.ndarray  # int64[D] coordinates the last step wrote (tabular: prompts)
+    mark: np.ndarray  # uint8[D]
+    slot_p: np.ndarray  # float64[cap] pass rate of each slot when it was generated
+    gk: np.ndarray  # float64[cap] per-group successes, rollouts, prompt, pass rate
+    gn: np.ndarray
+    gx: np.ndarray  # int64[cap]
+    gp: np.ndarray
+
+
+def new_tally(dim: int, capacity: int) -> Tally:
+    return Tally(np.zeros(10, np.int64), np.zeros(dim), np.zeros(dim, np.int64), np.zeros(dim, np.uint8),
+                 np.zeros(capacity), np.zeros(capacity), np.zeros(capacity), np.zeros(capacity, np.int64),
+                 np.zeros(capacity))
+
+
+@njit(cache=True, inline="always")
+def pass_rate(M, x, tabular):
+    """p_x(theta) = sigmoid(a_x . theta - b_x)."""
+    if tabular:
+        z = M.a[x, 0] * M.theta[x] - M.b[x]
+    else:
+        z = -M.b[x]
+        for c in range(M.theta.shape[0]):
+            z += M.a[x, c] * M.theta[c]
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@njit(cache=True)
+def advantages(C, k, n, batch_mean, batch_sd):
+    """(A1, A0): the advantage of a correct and of a wrong rollout in a group with k of n correct."""
+    if n < 1:
+        return 0.0, 0.0
+    mean = k / n
+    if C.estimator == RPP_ADV:  # REINFORCE++: whitened over the batch, no group baseline
+        return (1.0 - batch_mean) / (batch_sd + C.eps), -batch_mean / (batch_sd + C.eps)
+    if n < 2:
+        return 0.0, 0.0
+    if C.estimator == RLOO_ADV:  # leave-one-out baseline
+        return 1.0 - (k - 1.0) / (n - 1.0), -k / (n - 1.0)
+    if C.estimator == DRGRPO_ADV:  # Dr. GRPO: centred, no std
+        return 1.0 - mean, -mean
+    sd = np.sqrt(k * (n - k) / (n * (n - 1.0)))  # GRPO: unbiased group std, as TRL
+    return (1.0 - mean) / (sd + C.eps), -mean / (sd + C.eps)
+
+
+@njit(cache=True)
+def _add_coord(T, c):
+    if T.mark[c] == 0:
+        T.mark[c] = 1
+        T.touched[T.counts[T_TOUCHED]] = c
+        T.counts[T_TOUCHED] += 1
+
+
+@njit(cache=True)
+def gradient_step(M, C, B, T, srng):
+    """Build the step's gradient estimate from its training groups and apply the update to theta."""
+    for i in range(T.counts[T_TOUCHED]):  # clear the previous step's estimate
+        c = T.touched[i]
+        T.grad[c] = 0.0
+        T.mark[c] = 0
+    T.counts[T_TOUCHED] = 0
+    G = B.reg[N_GROUPS]
+    for g in range(G):
+        T.gk[g] = 0.0
+        T.gn[g] = 0.0
+    k_all, n_all = 0.0, 0.0
+    for j in range(B.reg[N_SLOTS]):
+        g = B.group[j]
+        if g >= 0:
+            T.gk[g] += B.succ[j]
+            T.gn[g] += B.n[j]
+            T.gx[g] = B.prompt[j]
+            T.gp[g] = T.slot_p[j]
+            k_all += B.succ[j]
+            n_all += B.n[j]
+    T.counts[T_GROUPS] += G
+    T.counts[T_TRAINED] += int(n_all)
+    if G == 0 or n_all == 0:
+        return
+    mu = k_all / n_all
+    sd = np.sqrt((k_all * (1 - mu) ** 2 + (n_all - k_all) * mu**2) / max(n_all - 1.0, 1.0))
+    d = M.theta.shape[0]
+    if not C.tabular:
+        for c in range(d):
+            _add_coord(T, c)
+    for g in range(G):
+        k, n, p, x = T.gk[g], T.gn[g], T.gp[g], T.gx[g]
+        a1, a0 = advantages(C, k, n, mu, sd)
+        coef = k * a1 * (1.0 - p) - (n - k) * a0 * p  # sum_j A_j (r_j - p)
+        sd_noise = np.sqrt(k * a1 * a1 * C.sigma_correct**2 + (n - k) * a0 * a0 * C.sigma_wrong**2)
+        w = 1.0 / (G * n) if C.per_prompt else 1.0 / n_all
+        if C.tabular:
+            _add_coord(T, x)
+            T.grad[x] += w * (coef * M.a[x, 0] + sd_noise * srng.standard_normal())
+        else:
+            for c in range(d):
+                T.grad[c] += w * (coef * M.a[x, c] + sd_noise * srng.standard_normal())
+    norm2 = 0.0
+    for i in range(T.counts[T_TOUCHED]):
+        norm2 += T.grad[T.touched[i]] ** 2
+    scale = C.lr
+    if C.clip > 0.0 and C.lr * np.sqrt(norm2) > C.clip:  # trust region on the parameter step
+        scale = C.clip / np.sqrt(norm2)
+    for i in range(T.counts[T_TOUCHED]):
+        c = T.touched[i]
+        M.theta[c] += scale * T.grad[c]
+
+
+@njit(cache=True, nogil=True)
+def run_steps(kind, P, S, B, prng, srng, M, C, T, steps):
+    """Train for up to `steps` steps (fewer if C.max_rollouts is reached); returns the steps taken."""
+    literally(kind)
+    d = M.theta.shape[0]
+    for done in range(steps):
+        if C.max_rollouts > 0 and S.ireg[ROLLOUTS] >= C.max_rollouts:
+            return done
+        first = S.ireg[STEP] == 0
+        while True:
+            plan_round(kind, P, S, B, prng)
+            for j in range(B.reg[ROUND_START], B.reg[N_SLOTS]):
+                x = B.prompt[j]
+                p = pass_rate(M, x, C.tabular)
+                T.slot_p[j] = p
+                k = srng.binomial(B.n[j], p)
+                B.succ[j] = k
+                zero = 1 if (k == 0 or k == B.n[j]) else 0
+                T.counts[T_SLOTS] += 1
+                T.counts[T_ZERO] += zero
+                T.counts[T_SLOTS_ALL] += 1
+                T.counts[T_ZERO_ALL] += zero
+                if first:
+                    T.counts[T_FIRST_SLOTS] += 1
+                    T.counts[T_FIRST_ZERO] += zero
+                if C.score_norms:  # exact E1||s||^2, E0||s||^2, ||E1 s - E0 s||^2 of this prompt (Eq. 21)
+                    a2 = 0.0
+                    for c in range(M.a.shape[1]):
+                        a2 += M.a[x, c] ** 2
+                    dim = 1.0 if C.tabular else float(d)
+                    B.score[j, 0] = (1 - p) ** 2 * a2 + dim * C.sigma_correct**2
+                    B.score[j, 1] = p * p * a2 + dim * C.sigma_wrong**2
+                    B.score[j, 2] = a2
+            if observe_round(kind, P, S, B, prng):
+                break
+        gradient_step(M, C, B, T, srng)
+        T.counts[T_STEPS] += 1
+    return steps
+
+
+@njit(cache=True, nogil=True)
+def evaluate(S, M, C, T, row, hist):
+    """Fill one row of COLUMNS (and the pass-rate histogram of the training pool); resets the interval tallies."""
+    N = M.b.shape[0]
+    bins = hist.shape[0]
+    hist[:] = 0
+    acc, err = 0.0, 0.0
+    d = M.theta.shape[0]
+    true_grad = np.zeros(1 if C.tabular else d)
+    dot, true2 = 0.0, 0.0
+    for x in range(N):
+        p = pass_rate(M, x, C.tabular)
+        acc += p
+        hist[min(int(p * bins), bins - 1)] += 1
+        t = S.alpha[x] + S.beta[x]
+        err += abs((S.alpha[x] / t if t > 0 else 0.5) - p)
+        w = p * (1.0 - p) / N  # d p_x / d theta = p (1 - p) a_x
+        if C.tabular:
+            gx = w * M.a[x, 0]
+            true2 += gx * gx
+            if T.mark[x] == 1:
+                dot += T.grad[x] * gx
+        else:
+            for c in range(d):
+                true_grad[c] += w * M.a[x, c]
+    if not C.tabular:
+        for c in range(d):
+            true2 += true_grad[c] ** 2
+            dot += T.grad[c] * true_grad[c]
+    est2 = 0.0
+    for i in range(T.counts[T_TOUCHED]):
+        est2 += T.grad[T.touched[i]] ** 2
+    held = np.nan
+    if not C.tabular and M.b_held.shape[0] > 0:
+        held = 0.0
+        for x in range(M.b_held.shape[0]):
+            z = -M.b_held[x]
+            for c in range(d):
+                z += M.a_held[x, c] * M.theta[c]
+            held += 1.0 / (1.0 + np.exp(-z))
+        held /= M.b_held.shape[0]
+    steps = max(T.counts[T_STEPS], 1)
+    row[0] = S.ireg[STEP]
+    row[1] = S.ireg[ROLLOUTS]
+    row[2] = acc / N
+    row[3] = held
+    row[4] = T.counts[T_ZERO] / T.counts[T_SLOTS] if T.counts[T_SLOTS] > 0 else np.nan
+    row[5] = err / N
+    row[6] = np.sqrt(est2)
+    row[7] = dot / np.sqrt(est2 * true2) if est2 > 0 and true2 > 0 else np.nan
+    row[8] = T.counts[T_GROUPS] / steps if T.counts[T_STEPS] > 0 else np.nan
+    row[9] = T.counts[T_TRAINED] / steps if T.counts[T_STEPS] > 0 else np.nan
+    for i in (T_SLOTS, T_ZERO, T_STEPS, T_GROUPS, T_TRAINED):
+        T.counts[i] = 0

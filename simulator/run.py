@@ -1,0 +1,192 @@
+"""Run policies in the simulator: seeds in parallel threads, curves, summaries with 95% intervals."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import stdtrit
+
+from cures.policies import Policy, get_spec, make_policy
+from cures.policies.dispatch import specialised
+from simulator.config import SimConfig
+from simulator.engine import (
+    COLUMNS,
+    ESTIMATOR_CODES,
+    T_FIRST_SLOTS,
+    T_FIRST_ZERO,
+    T_SLOTS_ALL,
+    T_ZERO_ALL,
+    EngineConfig,
+    evaluate,
+    new_tally,
+    run_steps,
+)
+from simulator.population import build_population
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class SeedRun:
+    """One seed's results: evaluation rows (COLUMNS), pass-rate histograms, and whole-run counters."""
+
+    seed: int
+    curves: np.ndarray  # [evals, len(COLUMNS)]
+    hist: np.ndarray  # [evals, bins]
+    first_step_zero_variance_fraction: float
+    zero_variance_fraction: float
+    rollouts_total: int
+    steps: int
+
+
+def policy_for(name: str, cfg: SimConfig) -> Policy:
+    """The policy with the scenario's batch size and budget applied where the policy has such parameters
+    (a fixed-n policy gets n = budget / batch_size)."""
+    spec = get_spec(name)
+    names = {p.name for p in spec.params}
+    params = {}
+    if "batch_size" in names:
+        params["batch_size"] = cfg.batch_size
+    if cfg.budget is not None:
+        if "budget" in names:
+            params["budget"] = cfg.budget
+        elif "n" in names:
+            params["n"] = max(2, cfg.budget // cfg.batch_size)
+    params.update(cfg.policy_params)
+    return make_policy(name, **params)
+
+
+def engine_config(cfg: SimConfig, policy: Policy, max_rollouts: int | None = None) -> EngineConfig:
+    weighting = policy.spec.loss_weighting if cfg.weighting == "policy" else cfg.weighting
+    return EngineConfig(
+        tabular=cfg.mode == "tabular", estimator=ESTIMATOR_CODES[cfg.estimator],
+        per_prompt=weighting in ("prompt", "per-prompt"), lr=cfg.lr, clip=cfg.clip,
+        sigma_correct=cfg.sigma_correct, sigma_wrong=cfg.sigma_wrong, eps=cfg.eps, score_norms=cfg.score_norms,
+        max_rollouts=cfg.max_rollouts if max_rollouts is None else max_rollouts,
+    )
+
+
+def seed_streams(seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence, np.random.SeedSequence]:
+    """Independent streams for the population, the policy and the simulated rollouts of one seed."""
+    pop, pol, sim = np.random.SeedSequence(seed).spawn(3)
+    return pop, pol, sim
+
+
+def run_seed(name: str, cfg: SimConfig, seed: int, progress: Progress | None = None,
+             max_rollouts: int | None = None) -> SeedRun:
+    """Simulate one seed with the compiled engine."""
+    policy = policy_for(name, cfg)
+    pop_ss, pol_ss, sim_ss = seed_streams(seed)
+    model, _ = build_population(cfg, np.random.default_rng(pop_ss))
+    state = policy.init(cfg.n_prompts, seed=pol_ss)
+    srng = np.random.default_rng(sim_ss)
+    C = engine_config(cfg, policy, max_rollouts)
+    T = new_tally(model.theta.shape[0], state.step.prompt.shape[0])
+    P, S, B, prng, kind = state.kernel, state.arrays, state.step, state.rng, state.kernel.kind
+    steps_fn = specialised(run_steps, kind, P, S, B, prng, srng, model, C, T, 1)
+    rows, hists = [], []
+
+    def record():
+        row, hist = np.empty(len(COLUMNS)), np.zeros(cfg.hist_bins, np.int64)
+        evaluate(S, model, C, T, row, hist)
+        rows.append(row)
+        hists.append(hist)
+
+    record()
+    done = 0
+    while done < cfg.steps:
+        chunk = min(cfg.eval_every, cfg.steps - done)
+        took = steps_fn(kind, P, S, B, prng, srng, model, C, T, chunk)
+        done += took
+        if took > 0:
+            record()
+        if progress is not None:
+            progress(chunk)
+        if took < chunk:  # the rollout cap was reached
+            if progress is not None:
+                progress(cfg.steps - done)
+            break
+    c = T.counts
+    return SeedRun(seed, np.array(rows), np.array(hists), c[T_FIRST_ZERO] / max(c[T_FIRST_SLOTS], 1),
+                   c[T_ZERO_ALL] / max(c[T_SLOTS_ALL], 1), state.rollouts_total, state.steps_done)
+
+
+def run_seeds(name: str, cfg: SimConfig, progress: Progress | None = None, max_rollouts: int | None = None,
+              runner=run_seed) -> list[SeedRun]:
+    """All seeds cfg.seed, cfg.seed + 1, ... in cfg.threads threads (each seed is independent, so the numbers do
+    not depend on the thread count)."""
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    if cfg.threads == 1 or cfg.seeds == 1:
+        return [runner(name, cfg, s, progress, max_rollouts) for s in seeds]
+    with ThreadPoolExecutor(max_workers=cfg.threads) as pool:
+        return list(pool.map(lambda s: runner(name, cfg, s, progress, max_rollouts), seeds))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Aggregation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def mean_ci(values) -> dict:
+    """Mean and 95% t-interval over seeds (the interval is NaN with one seed)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return {"mean": math.nan, "lo": math.nan, "hi": math.nan}
+    mean = float(v.mean())
+    if v.size < 2:
+        return {"mean": mean, "lo": math.nan, "hi": math.nan}
+    half = float(stdtrit(v.size - 1, 0.975) * v.std(ddof=1) / math.sqrt(v.size))
+    return {"mean": mean, "lo": mean - half, "hi": mean + half}
+
+
+def stacked(runs: list[SeedRun], column: str) -> np.ndarray:
+    """[seeds, evals] of one column, NaN-padded where a seed stopped early."""
+    j = COLUMNS.index(column)
+    rows = max(r.curves.shape[0] for r in runs)
+    out = np.full((len(runs), rows), np.nan)
+    for i, r in enumerate(runs):
+        out[i, : r.curves.shape[0]] = r.curves[:, j]
+    return out
+
+
+def accuracy_column(cfg: SimConfig) -> str:
+    """Held-out accuracy, or the training pool's in tabular mode (no transfer, so nothing to hold out)."""
+    return "train_accuracy" if cfg.mode == "tabular" else "heldout_accuracy"
+
+
+def summarize(name: str, cfg: SimConfig, runs: list[SeedRun], wall: float) -> dict:
+    acc = accuracy_column(cfg)
+    final = [r.curves[-1, COLUMNS.index("train_accuracy")] for r in runs]
+    final_held = [r.curves[-1, COLUMNS.index("heldout_accuracy")] for r in runs]
+    peak = [np.nanmax(r.curves[:, COLUMNS.index(acc)]) for r in runs]
+    return {
+        "policy": name,
+        "n_prompts": cfg.n_prompts,
+        "steps": float(np.mean([r.steps for r in runs])),
+        "seeds": [r.seed for r in runs],
+        "rollouts_total": float(np.mean([r.rollouts_total for r in runs])),
+        "final_train_accuracy": mean_ci(final),
+        "final_heldout_accuracy": mean_ci(final_held),
+        "peak_heldout_accuracy": mean_ci(peak),
+        "accuracy_metric": acc,
+        "zero_variance_fraction": mean_ci([r.zero_variance_fraction for r in runs]),
+        "first_step_zero_variance_fraction": mean_ci([r.first_step_zero_variance_fraction for r in runs]),
+        "wall_seconds": wall,
+        "policy_params": policy_for(name, cfg).params,
+        "config": cfg.to_dict(),
+    }
+
+
+def simulate(name: str, cfg: SimConfig, progress: Progress | None = None, max_rollouts: int | None = None
+             ) -> tuple[dict, list[SeedRun]]:
+    """Run every seed of one policy; returns (summary, per-seed runs)."""
+    policy_for(name, cfg).init(cfg.n_prompts)  # fail fast on a policy that cannot run this population
+    t0 = time.perf_counter()
+    runs = run_seeds(name, cfg, progress, max_rollouts)
+    return summarize(name, cfg, runs, time.perf_counter() - t0), runs
