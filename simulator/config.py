@@ -56,7 +56,8 @@ class SimConfig:
 
         for name in ("n_prompts", "dim", "steps", "batch_size", "eval_every", "seeds", "threads", "hist_bins"):
             v = getattr(self, name)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an integer >= 1; got {v!r}")
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            need(ok, f"{name} must be an integer >= 1; got {v!r}")
         need(isinstance(self.n_heldout, int) and self.n_heldout >= 0, f"n_heldout must be >= 0; got {self.n_heldout}")
         need(self.mode in MODES, f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
         need(self.estimator in ESTIMATORS, f"unknown estimator {self.estimator!r}; choose from {', '.join(ESTIMATORS)}")

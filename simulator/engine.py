@@ -25,7 +25,8 @@ ESTIMATOR_CODES = {"grpo": GRPO_ADV, "drgrpo": DRGRPO_ADV, "rloo": RLOO_ADV, "re
 COLUMNS = ("step", "rollouts", "train_accuracy", "heldout_accuracy", "zero_variance_fraction", "posterior_error",
            "grad_norm", "grad_cosine", "groups_per_step", "trained_rollouts_per_step")
 # Tally.counts entries
-T_SLOTS, T_ZERO, T_SLOTS_ALL, T_ZERO_ALL, T_FIRST_SLOTS, T_FIRST_ZERO, T_STEPS, T_GROUPS, T_TRAINED, T_TOUCHED = range(10)
+T_SLOTS, T_ZERO, T_SLOTS_ALL, T_ZERO_ALL, T_FIRST_SLOTS, T_FIRST_ZERO = range(6)
+T_STEPS, T_GROUPS, T_TRAINED, T_TOUCHED = range(6, 10)
 
 
 class EngineConfig(NamedTuple):
