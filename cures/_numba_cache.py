@@ -1,8 +1,9 @@
 """Keep Numba's on-disk cache consistent with the sources.
 
 Numba keys a cached function on its own file only: when a kernel in one file changes, functions in other files that
-call it keep loading their stale machine code. At import, `cures` hashes the sources of its sibling packages and,
-when the hash differs from the one recorded beside the cache, deletes their cached kernels so they recompile.
+call it keep loading their stale machine code. At import, `cures` hashes the Numba-using sources of its sibling
+packages and, when the hash differs from the one recorded beside the cache, deletes their cached kernels so they
+recompile.
 (Caches that NUMBA_CACHE_DIR moves elsewhere are not covered.)
 """
 
@@ -17,7 +18,9 @@ STAMP = "numba-sources.sha256"
 
 
 def _sources(root: Path) -> list[Path]:
-    return sorted(p for pkg in PACKAGES if (root / pkg).is_dir() for p in (root / pkg).rglob("*.py"))
+    """Every module of the project that uses Numba (only those can change compiled code)."""
+    files = sorted(p for pkg in PACKAGES if (root / pkg).is_dir() for p in (root / pkg).rglob("*.py"))
+    return [p for p in files if b"numba" in p.read_bytes()]
 
 
 def invalidate_stale_kernels(root: Path | None = None) -> bool:

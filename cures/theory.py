@@ -99,39 +99,81 @@ def _sift_down(gain, idx, size, pos):
         pos = best
 
 
+@njit(cache=True, inline="always")
+def _gain(w, n):
+    """The objective's fall when a prompt of weight w goes from n to n + 1 rollouts: w^2/n - w^2/(n+1)."""
+    return w * w / (n * (n + 1.0))
+
+
+@njit(cache=True)
+def _gains_above(w, lam, n_min, n_max):
+    """How many of the gains _gain(w, n), n = n_min, n_min + 1, ... (n < n_max) exceed lam (they decrease in n)."""
+    top = n_max if n_max > 0 else np.iinfo(np.int64).max
+    # start from the root of w^2 / (n (n + 1)) = lam, then fix any rounding by evaluating the gains themselves
+    n = max(n_min, min(top, int((np.sqrt(1.0 + 4.0 * w * w / lam) - 1.0) / 2.0)))
+    while n < top and _gain(w, n) > lam:
+        n += 1
+    while n > n_min and _gain(w, n - 1) <= lam:
+        n -= 1
+    return n - n_min
+
+
 @njit(cache=True)
 def allocate_into(weights, budget, n_min, n_max, out):
     """Exact integer minimiser of sum(w_i^2 / n_i) with sum(n) = budget, written into `out`.
 
-    Zero weights get n = 0; positive weights get n_min <= n <= n_max (n_max <= 0: no upper bound). Greedy marginal
-    allocation: start every positive weight at n_min and give each further rollout to the prompt whose objective
-    falls most, w^2/n - w^2/(n+1) = w^2/(n(n+1)); for a separable convex objective this is optimal. Ties go to the
-    lower index. A binary max-heap of the marginal gains makes it O(budget log m). Returns the number of rollouts
-    placed (less than `budget` only when the clamps make it infeasible).
+    Zero weights get n = 0; positive weights get n_min <= n <= n_max (n_max <= 0: no upper bound). The objective is
+    separable and convex, so the greedy rule is optimal: start every positive weight at n_min and give each further
+    rollout to the prompt whose objective falls most (`_gain`; ties to the lower index). Fast path with the same
+    result: every gain above a threshold lam is certainly taken when fewer than `budget` gains exceed lam, so those
+    are granted at once (lam from the continuous optimum of Eq. 20, raised until few enough gains exceed it) and a
+    max-heap of the next gains places the rest. Returns the rollouts placed (less than `budget` only when the clamps
+    make it infeasible).
     """
     m = weights.shape[0]
-    gain = np.empty(m)
-    idx = np.empty(m, np.int64)
-    size = 0
     placed = 0
+    wsum = 0.0
+    k = 0
     for i in range(m):
         out[i] = 0
         if weights[i] > 0.0:
             out[i] = n_min
             placed += n_min
-            if n_max <= 0 or n_min < n_max:
-                gain[size] = weights[i] * weights[i] / (n_min * (n_min + 1.0))
-                idx[size] = i
-                size += 1
+            wsum += weights[i]
+            k += 1
+    if k == 0 or placed >= budget:
+        return placed
+    lam = (wsum / budget) ** 2  # Eq. 20: n_i = budget w_i / sum(w) has marginal gain ~ (sum(w) / budget)^2
+    while True:
+        extra = 0
+        for i in range(m):
+            if weights[i] > 0.0:
+                extra += _gains_above(weights[i], lam, n_min, n_max)
+        if placed + extra <= budget:
+            break
+        lam *= 1.5
+    for i in range(m):
+        if weights[i] > 0.0:
+            g = _gains_above(weights[i], lam, n_min, n_max)
+            out[i] += g
+            placed += g
+    # the remaining rollouts one by one, largest next gain first
+    gain = np.empty(k)
+    idx = np.empty(k, np.int64)
+    size = 0
+    for i in range(m):
+        if weights[i] > 0.0 and (n_max <= 0 or out[i] < n_max):
+            gain[size] = _gain(weights[i], out[i])
+            idx[size] = i
+            size += 1
     for pos in range(size // 2 - 1, -1, -1):
         _sift_down(gain, idx, size, pos)
     while placed < budget and size > 0:
         i = idx[0]
         out[i] += 1
         placed += 1
-        n = out[i]
-        if n_max <= 0 or n < n_max:
-            gain[0] = weights[i] * weights[i] / (n * (n + 1.0))  # the same prompt's next marginal gain
+        if n_max <= 0 or out[i] < n_max:
+            gain[0] = _gain(weights[i], out[i])  # the same prompt's next gain
         else:
             size -= 1
             gain[0], idx[0] = gain[size], idx[size]

@@ -78,8 +78,8 @@ def seed_streams(seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSeque
 
 
 def run_seed(name: str, cfg: SimConfig, seed: int, progress: Progress | None = None,
-             max_rollouts: int | None = None) -> SeedRun:
-    """Simulate one seed with the compiled engine."""
+             max_rollouts: int | None = None, timer: list | None = None) -> SeedRun:
+    """Simulate one seed with the compiled engine (`timer`, if given, receives the seconds spent stepping)."""
     policy = policy_for(name, cfg)
     pop_ss, pol_ss, sim_ss = seed_streams(seed)
     model, _ = build_population(cfg, np.random.default_rng(pop_ss))
@@ -101,7 +101,10 @@ def run_seed(name: str, cfg: SimConfig, seed: int, progress: Progress | None = N
     done = 0
     while done < cfg.steps:
         chunk = min(cfg.eval_every, cfg.steps - done)
+        t0 = time.perf_counter()
         took = steps_fn(kind, P, S, B, prng, srng, model, C, T, chunk)
+        if timer is not None:
+            timer.append(time.perf_counter() - t0)
         done += took
         if took > 0:
             record()

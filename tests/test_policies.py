@@ -6,6 +6,7 @@ import pytest
 from numba import literally, njit
 from scipy import stats
 
+from cures import sumtree
 from cures.policies import available, get_spec, make_policy
 from cures.policies import kernels as K
 from cures.policies.core import PolicyState
@@ -209,7 +210,7 @@ def test_cures_sum_tree_tracks_rho_star_after_many_updates():
     policy = make_policy("cures", batch_size=32, budget=256, decay=0.9, tau=0.05)
     state = policy.init(1000, seed=0)
     run(policy, state, 40, binomial_outcome(p_true(1000)))
-    leaves = state.arrays.tree[state.arrays.tree.size // 2 :][:1000]
+    leaves = sumtree.leaves(state.arrays.tree, state.arrays.ireg[K.TREE_HEIGHT], 1000)
     np.testing.assert_allclose(leaves / leaves.sum(), sampling_distribution(state.posterior_mean(), 0.05),
                                rtol=1e-9)
 

@@ -233,3 +233,35 @@ def test_allocation_edge_cases():
 def test_allocation_errors(args, match):
     with pytest.raises(ValueError, match=match):
         allocate_rollouts(*args)
+
+
+def _plain_greedy(w, budget, n_min, n_max):
+    """The textbook greedy: one rollout at a time to the largest marginal gain, ties to the lower index."""
+    import heapq
+
+    n = np.where(np.asarray(w) > 0, n_min, 0)
+    open_ = n_max is None or n_min < n_max
+    heap = [(-x * x / (n_min * (n_min + 1.0)), i) for i, x in enumerate(w) if x > 0 and open_]
+    heapq.heapify(heap)
+    left = budget - n.sum()
+    while left > 0 and heap:
+        _, i = heapq.heappop(heap)
+        n[i] += 1
+        left -= 1
+        if n_max is None or n[i] < n_max:
+            heapq.heappush(heap, (-w[i] * w[i] / (n[i] * (n[i] + 1.0)), i))
+    return n
+
+
+@settings(max_examples=200)
+@given(st.lists(st.one_of(st.just(0.0), st.integers(1, 4).map(float), st.floats(0.01, 10.0)), min_size=1,
+                max_size=30),
+       st.integers(0, 400), st.integers(1, 4), st.one_of(st.none(), st.integers(4, 40)))
+def test_allocation_equals_the_plain_greedy_ties_included(w, extra, n_min, n_max):
+    k = sum(x > 0 for x in w)
+    budget = k * n_min + extra
+    if n_max is not None:
+        budget = min(budget, k * n_max)
+    if k == 0:
+        budget = 0
+    np.testing.assert_array_equal(allocate_rollouts(w, budget, n_min, n_max), _plain_greedy(w, budget, n_min, n_max))

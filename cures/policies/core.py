@@ -27,6 +27,7 @@ from cures.policies import kernels as K
 from cures.policies.dispatch import observe_round, plan_round, specialised
 from cures.policies.spec import PolicySpec, get_spec
 from cures.posterior import BetaPosterior, successes_from_rewards
+from cures.sumtree import new_tree
 
 STATE_FORMAT = "cures.PolicyState"
 STATE_VERSION = 1
@@ -256,19 +257,19 @@ class Policy:
             raise ValueError(f"posterior covers {posterior.n_prompts} prompts, not {n_prompts}")
         alpha0 = np.full(n_prompts, P.prior_alpha) if posterior is None else posterior.alpha0.copy()
         beta0 = np.full(n_prompts, P.prior_beta) if posterior is None else posterior.beta0.copy()
-        tree_leaves = 1 << max(0, (n_prompts - 1).bit_length())
         uses_tree = self.spec.kind == K.CURES and P.sampling == K.SAMPLE_RHO
+        tree, height = new_tree(n_prompts) if uses_tree else (np.zeros(0), 0)
         ireg = np.zeros(K.N_IREG, np.int64)
         ireg[K.SUBSET] = -1
         ireg[K.N_SUBSETS] = P.subsets
-        ireg[K.LEAVES] = tree_leaves
+        ireg[K.TREE_HEIGHT] = height
         arrays = K.State(
             alpha=alpha0.copy() if posterior is None else posterior.alpha.copy(),
             beta=beta0.copy() if posterior is None else posterior.beta.copy(),
             alpha0=alpha0, beta0=beta0,
             sigma=np.zeros(n_prompts), weight=np.ones(n_prompts), n_static=np.zeros(n_prompts, np.int64),
             order=rng.permutation(n_prompts).astype(np.int64), queue=np.zeros(n_prompts, np.int64),
-            tree=np.zeros(2 * tree_leaves if uses_tree else 0),
+            tree=tree,
             streak=np.zeros((n_prompts if self.spec.per_prompt_history else 0, 2), np.int64),
             last=np.zeros((n_prompts if self.spec.per_prompt_history else 0, 2)),
             mark=np.zeros(n_prompts, np.uint8),

@@ -33,13 +33,12 @@ from cures.policies.kernels import (
     enter_next_subset,
     fill_rho_tree,
     finish_step,
-    rho_weight,
+    rho_draw,
+    rho_update,
     round_slots,
     sigma_from_counts,
     subset_bounds,
     train_on_round,
-    tree_draw,
-    tree_set,
     update_posterior_from_round,
 )
 from cures.policies.spec import Param, PolicySpec, boolean, choice, common_params, integer, real, register
@@ -72,7 +71,7 @@ def plan(P, S, B, rng):
     batch = np.empty(m, np.int64)
     if P.sampling == SAMPLE_RHO:  # line 11: x_i ~ rho*, i.i.d. with replacement
         for i in range(m):
-            batch[i] = tree_draw(S.tree, rng)
+            batch[i] = rho_draw(S, rng)
     else:
         draw_uniform(S, m, rng, batch)
 
@@ -109,7 +108,7 @@ def observe(P, S, B, rng):
     if P.sampling == SAMPLE_RHO:  # line 15: recompute rho* where the posterior moved
         for j in range(lo, hi):
             x = B.prompt[j]
-            tree_set(S.tree, x, rho_weight(P, S, x))
+            rho_update(P, S, x)
     train_on_round(B)
     finish_step(S, B)
     if P.steps_per_subset > 0 and S.ireg[SUBSET_STEP] >= P.steps_per_subset:

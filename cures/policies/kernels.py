@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit
 
 from cures.posterior import posterior_mean, update_counts
+from cures.sumtree import FANOUT, tree_draw, tree_rebuild, tree_set
 from cures.theory import allocate_into, sampling_weight_nb, sigma2_nb
 
 # Policy kinds (dispatch codes for compiled callers).
@@ -31,7 +32,7 @@ SIGMA_POSTERIOR, SIGMA_PRE_ROLLOUT = 0, 1
 # Round purposes.
 TRAIN, SCREEN = 0, 1
 # State registers (S.ireg).
-STEP, SUBSET, SUBSET_STEP, CURSOR, QUEUE_LEN, PHASE, EPOCH, ROLLOUTS, N_SUBSETS, LEAVES = range(10)
+STEP, SUBSET, SUBSET_STEP, CURSOR, QUEUE_LEN, PHASE, EPOCH, ROLLOUTS, N_SUBSETS, TREE_HEIGHT = range(10)
 SHORT_STEPS, SHORT_GROUPS = 10, 11  # steps that trained fewer groups than asked, and the groups missing
 N_IREG = 16
 # Float registers (S.freg).
@@ -103,7 +104,7 @@ class State(NamedTuple):
     n_static: np.ndarray  # int64[N] rollouts fixed for the current subset
     order: np.ndarray  # int64[N] random permutation; subset t is order[bounds(t)]
     queue: np.ndarray  # int64[N] shuffled prompts of the current subset (uniform sampling)
-    tree: np.ndarray  # float64[2 L] sum tree of sampling weights, leaves at L..2L-1
+    tree: np.ndarray  # float64[...] 16-ary sum tree of sampling weights (cures.sumtree), height ireg[TREE_HEIGHT]
     streak: np.ndarray  # int64[N, 2] consecutive all-correct / all-wrong observations (GRESO)
     last: np.ndarray  # float64[N, 2] successes and rollouts of the prompt's last observation (Knapsack)
     mark: np.ndarray  # uint8[N] scratch, zero between calls
@@ -286,42 +287,8 @@ def draw_uniform(S, m, rng, out):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Sum tree over sampling weights: O(log N) update and draw
+# Eq. 14 sampling weights in a sum tree (cures.sumtree): O(log N) draws and updates
 # ----------------------------------------------------------------------------------------------------------------
-
-
-@njit(cache=True, inline="always")
-def tree_set(tree, x, w):
-    """Set prompt x's weight and recompute its ancestors from their children (no drift)."""
-    i = tree.shape[0] // 2 + x
-    tree[i] = w
-    i //= 2
-    while i >= 1:
-        tree[i] = tree[2 * i] + tree[2 * i + 1]
-        i //= 2
-
-
-@njit(cache=True)
-def tree_rebuild(tree):
-    L = tree.shape[0] // 2
-    for i in range(L - 1, 0, -1):
-        tree[i] = tree[2 * i] + tree[2 * i + 1]
-
-
-@njit(cache=True, inline="always")
-def tree_draw(tree, rng):
-    """One prompt with probability proportional to its weight (tree[1] must be > 0)."""
-    L = tree.shape[0] // 2
-    u = rng.random() * tree[1]
-    i = 1
-    while i < L:
-        left = tree[2 * i]
-        if u < left or tree[2 * i + 1] <= 0.0:
-            i = 2 * i
-        else:
-            u -= left
-            i = 2 * i + 1
-    return i - L
 
 
 @njit(cache=True, inline="always")
@@ -333,11 +300,23 @@ def rho_weight(P, S, x):
 @njit(cache=True)
 def fill_rho_tree(P, S, lo, hi):
     """Weights of the prompts order[lo:hi] by Eq. 14; every other prompt gets weight 0."""
-    L = S.tree.shape[0] // 2
+    h = S.ireg[TREE_HEIGHT]
+    leaf0 = (FANOUT**h - 1) // (FANOUT - 1)
     S.tree[:] = 0.0
     for x in S.order[lo:hi]:
-        S.tree[L + x] = rho_weight(P, S, x)
-    tree_rebuild(S.tree)
+        S.tree[leaf0 + x] = rho_weight(P, S, x)
+    tree_rebuild(S.tree, h)
+
+
+@njit(cache=True, inline="always")
+def rho_draw(S, rng):
+    return tree_draw(S.tree, S.ireg[TREE_HEIGHT], rng)
+
+
+@njit(cache=True, inline="always")
+def rho_update(P, S, x):
+    """Line 15 of Algorithm 1 for one prompt: its Eq. 14 weight from its new posterior mean."""
+    tree_set(S.tree, S.ireg[TREE_HEIGHT], x, rho_weight(P, S, x))
 
 
 # ----------------------------------------------------------------------------------------------------------------

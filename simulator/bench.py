@@ -1,0 +1,61 @@
+"""`cures bench`: the compiled engine against the per-rollout NumPy reference, measured side by side.
+
+Each measurement runs in a fresh subprocess (so its peak memory is its own) on the same scenario and seed, after a
+warm-up run that loads the compiled code. The cost of a step is marginal: two runs of S and 5 S steps are timed
+(seconds inside training steps, evaluations excluded) and the difference is divided by 4 S, so one-time O(N) work
+(shuffling a million prompts, filling the sampling tree) is reported apart, as `setup_seconds`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+
+SIZES = (10_000, 1_000_000)
+
+
+def _measure(which: str, policy: str, scenario: str | None, n_prompts: int, steps: int, seed: int) -> dict:
+    from simulator.config import build_config
+    from simulator.reference import reference_seed
+    from simulator.run import run_seed
+
+    runner = run_seed if which == "engine" else reference_seed
+    small = build_config(scenario, {"n_prompts": 2_000, "n_heldout": 100, "steps": 2, "eval_every": 2,
+                                    "seeds": 1, "threads": 1})
+    runner(policy, small, seed)  # warm-up: compiled code loaded, caches filled
+    seconds = {}
+    for s in (steps, 5 * steps):
+        cfg = build_config(scenario, {"n_prompts": n_prompts, "n_heldout": 1_000, "steps": s, "eval_every": s,
+                                      "seeds": 1, "threads": 1})
+        timer: list[float] = []
+        runner(policy, cfg, seed, timer=timer)
+        seconds[s] = sum(timer)
+    per_step = (seconds[5 * steps] - seconds[steps]) / (4 * steps)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+    return {"which": which, "n_prompts": n_prompts, "steps": 5 * steps, "seconds_per_step": per_step,
+            "steps_per_second": 1.0 / per_step, "setup_seconds": max(seconds[steps] - steps * per_step, 0.0),
+            "peak_rss_mb": peak_mb}
+
+
+def run_bench(policy: str = "cures", scenario: str | None = None, sizes=SIZES, engine_steps: int = 400,
+              reference_steps: int = 8, seed: int = 0) -> list[dict]:
+    """Engine and reference at each size; returns one record per (size, implementation)."""
+    ctx = mp.get_context("spawn")
+    results = []
+    for n in sizes:
+        for which, steps in (("engine", engine_steps), ("reference", reference_steps)):
+            with ctx.Pool(1) as pool:
+                results.append(pool.apply(_measure, (which, policy, scenario, n, steps, seed)))
+    return results
+
+
+def ratios(results: list[dict]) -> dict:
+    """Speed ratios engine / reference per size, and the engine's steps/s at the largest size over the smallest."""
+    by = {(r["which"], r["n_prompts"]): r for r in results}
+    sizes = sorted({r["n_prompts"] for r in results})
+    out = {f"speedup_at_{n}": by["engine", n]["steps_per_second"] / by["reference", n]["steps_per_second"]
+           for n in sizes}
+    out["engine_steps_per_second_ratio_largest_to_smallest"] = (
+        by["engine", sizes[-1]]["steps_per_second"] / by["engine", sizes[0]]["steps_per_second"])
+    out["engine_peak_rss_mb_at_largest"] = by["engine", sizes[-1]]["peak_rss_mb"]
+    return out

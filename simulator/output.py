@@ -1,0 +1,117 @@
+"""Files a simulation writes: summary.json, curves.csv, pass_rates.csv and a PNG of the curves."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from simulator.engine import COLUMNS
+from simulator.run import SeedRun, mean_ci, stacked
+
+PANELS = (("zero_variance_fraction", "zero-variance groups (fraction)"),
+          ("posterior_error", "posterior error mean |p_hat - p|"),
+          ("grad_cosine", "cosine(estimated, true gradient)"))
+
+
+def _json_default(o):
+    if isinstance(o, np.integer | np.floating):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _clean(o):
+    """NaN and inf become null, so the file is strict JSON."""
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_clean(v) for v in o]
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """Strict JSON (NaN -> null), written atomically."""
+    text = json.dumps(_clean(json.loads(json.dumps(data, default=_json_default))), indent=2, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_curves(path: Path, runs_by_policy: dict[str, list[SeedRun]]) -> Path:
+    """Long-format CSV: one row per (policy, seed, evaluation) with every column of simulator.engine.COLUMNS."""
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(("policy", "seed", *COLUMNS))
+        for name, runs in runs_by_policy.items():
+            for r in runs:
+                for row in r.curves:
+                    out.writerow((name, r.seed, int(row[0]), int(row[1]), *(f"{v:.6g}" for v in row[2:])))
+    return path
+
+
+def write_pass_rates(path: Path, runs: list[SeedRun]) -> Path:
+    """Histograms of the training pool's pass rates at every evaluation: seed, step, then one count per bin."""
+    bins = runs[0].hist.shape[1]
+    table = np.concatenate([np.column_stack([np.full(len(r.hist), r.seed), r.curves[:, 0], r.hist]) for r in runs])
+    header = ",".join(["seed", "step"] + [f"p_{i / bins:.2f}_{(i + 1) / bins:.2f}" for i in range(bins)])
+    np.savetxt(path, table, delimiter=",", header=header, comments="", fmt="%d")
+    return path
+
+
+def mean_curve(runs: list[SeedRun], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mean rollouts, mean, lo, hi) of a column at every evaluation, the band a 95% t-interval over seeds."""
+    x = np.nanmean(stacked(runs, "rollouts"), axis=0)
+    ys = stacked(runs, column)
+    cis = [mean_ci(ys[:, i]) for i in range(ys.shape[1])]
+    return x, *(np.array([c[k] for c in cis]) for k in ("mean", "lo", "hi"))
+
+
+def plot_curves(path: Path, runs_by_policy: dict[str, list[SeedRun]], accuracy: str, title: str) -> Path:
+    """Accuracy and three diagnostics against rollouts, mean with 95% bands over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    panels = ((accuracy, accuracy.replace("_", " ")), *PANELS)
+    for ax, (column, label) in zip(axes.flat, panels, strict=True):
+        for name, runs in runs_by_policy.items():
+            x, mean, lo, hi = mean_curve(runs, column)
+            keep = np.isfinite(mean)
+            line = ax.plot(x[keep], mean[keep], label=name, lw=1.6)[0]
+            band = keep & np.isfinite(lo)
+            ax.fill_between(x[band], lo[band], hi[band], color=line.get_color(), alpha=0.2, lw=0)
+        ax.set_xlabel("rollouts")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_simulation(out: Path, summary: dict, runs: list[SeedRun]) -> list[Path]:
+    """Everything `cures simulate --out DIR` promises."""
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{summary['policy']}: {summary['n_prompts']} prompts, {len(runs)} seeds"
+    return [
+        write_json(out / "summary.json", summary),
+        write_curves(out / "curves.csv", {summary["policy"]: runs}),
+        write_pass_rates(out / "pass_rates.csv", runs),
+        plot_curves(out / "curves.png", {summary["policy"]: runs}, summary["accuracy_metric"], title),
+    ]
