@@ -10,7 +10,7 @@ $(BIN)/python:
 
 demo: $(BIN)/python  ## create the environment and run the main job
 	$(BIN)/pip install --quiet --disable-pip-version-check -e .
-	$(BIN)/cures policies
+	$(BIN)/cures simulate --policy cures --n-prompts 10000
 
 test: $(BIN)/python  ## create the environment and run every test (lint included)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'

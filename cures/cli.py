@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -99,6 +100,186 @@ def policies(
     for p in spec.params:
         table.add_row(p.name, p.display or _fmt(p.default), p.help)
     console.print(table)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Simulator commands (the simulator package is imported inside them)
+# ----------------------------------------------------------------------------------------------------------------
+
+ScenarioOpt = Annotated[str | None, typer.Option("--scenario", help="Named scenario (see `cures scenarios`) or a "
+                                                 ".toml file.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a setting: key=value, or policy.PARAM=value;"
+                                                  " repeatable.")]
+
+
+def _sim_config(scenario, n_prompts, steps, batch_size, budget, seeds, seed, init_pass_rate, estimator, threads,
+                eval_every, max_rollouts, sets):
+    from simulator.config import build_config, parse_overrides
+
+    explicit = {k: v for k, v in {
+        "n_prompts": n_prompts, "steps": steps, "batch_size": batch_size, "budget": budget, "seeds": seeds,
+        "seed": seed, "init_pass_rate": init_pass_rate, "estimator": estimator, "threads": threads,
+        "eval_every": eval_every, "max_rollouts": max_rollouts}.items() if v is not None}
+    settings, policy = parse_overrides(sets or [])
+    settings.update(explicit)
+    return build_config(scenario, settings, policy)
+
+
+def _progress(total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=err_console, transient=True, disable=not err_console.is_terminal)
+    return bar, bar.add_task("simulating steps", total=total)
+
+
+def _ci_text(d: dict) -> str:
+    import math
+
+    if d["mean"] is None or not math.isfinite(d["mean"]):
+        return "n/a"
+    if d["lo"] is None or not math.isfinite(d["lo"]):
+        return f"{d['mean']:.4f}"
+    return f"{d['mean']:.4f}  [{d['lo']:.4f}, {d['hi']:.4f}]"
+
+
+SIM_OPTIONS = dict(
+    n_prompts=typer.Option("--n-prompts", help="Training prompts N."),
+    steps=typer.Option("--steps", help="Training steps."),
+    batch_size=typer.Option("--batch-size", help="Prompts per step m."),
+    budget=typer.Option("--budget", help="Rollouts per step N (policies with a budget; fixed-n ones get n = "
+                        "budget / batch size)."),
+    seeds=typer.Option("--seeds", help="Independent seeds (run in parallel threads)."),
+    seed=typer.Option("--seed", help="First seed."),
+    init_pass_rate=typer.Option("--init-pass-rate", help="Initial pass rates: beta:A,B; uniform; "
+                                "beta:A,B+zero:W0+one:W1; or a counts file (.json counters or .csv)."),
+    estimator=typer.Option("--estimator", help="grpo, drgrpo, rloo or reinforce++."),
+    threads=typer.Option("--threads", help="Worker threads for the seeds."),
+    eval_every=typer.Option("--eval-every", help="Evaluate every this many steps."),
+    max_rollouts=typer.Option("--max-rollouts", help="Stop each seed at this many rollouts."),
+)
+
+
+@app.command()
+@user_errors
+def simulate(
+    policy: Annotated[str, typer.Option("--policy", help="Policy name (see `cures policies`).")] = "cures",
+    n_prompts: Annotated[int | None, SIM_OPTIONS["n_prompts"]] = None,
+    steps: Annotated[int | None, SIM_OPTIONS["steps"]] = None,
+    batch_size: Annotated[int | None, SIM_OPTIONS["batch_size"]] = None,
+    budget: Annotated[int | None, SIM_OPTIONS["budget"]] = None,
+    seeds: Annotated[int | None, SIM_OPTIONS["seeds"]] = None,
+    seed: Annotated[int | None, SIM_OPTIONS["seed"]] = None,
+    init_pass_rate: Annotated[str | None, SIM_OPTIONS["init_pass_rate"]] = None,
+    scenario: ScenarioOpt = None,
+    estimator: Annotated[str | None, SIM_OPTIONS["estimator"]] = None,
+    threads: Annotated[int | None, SIM_OPTIONS["threads"]] = None,
+    eval_every: Annotated[int | None, SIM_OPTIONS["eval_every"]] = None,
+    max_rollouts: Annotated[int | None, SIM_OPTIONS["max_rollouts"]] = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write summary.json, curves.csv, pass_rates.csv and "
+                                             "curves.png here.")] = None,
+):
+    """Simulate RL training with one policy on synthetic prompts; print a summary (and write files with --out)."""
+    from simulator.run import simulate as run_simulation
+
+    cfg = _sim_config(scenario, n_prompts, steps, batch_size, budget, seeds, seed, init_pass_rate, estimator,
+                      threads, eval_every, max_rollouts, set_)
+    bar, task = _progress(cfg.steps * cfg.seeds)
+    with bar:
+        summary, runs = run_simulation(policy, cfg, progress=lambda k: bar.advance(task, k))
+    table = Table(title=f"{policy}: {cfg.n_prompts:,} prompts, {cfg.seeds} seeds, {summary['steps']:.0f} steps")
+    table.add_column("metric", style="bold")
+    table.add_column("mean  [95% CI]")
+    for key in ("final_train_accuracy", "final_heldout_accuracy", "peak_heldout_accuracy", "zero_variance_fraction",
+                "first_step_zero_variance_fraction"):
+        table.add_row(key.replace("_", " "), _ci_text(summary[key]))
+    table.add_row("rollouts", f"{summary['rollouts_total']:,.0f}")
+    table.add_row("wall seconds", f"{summary['wall_seconds']:.2f}")
+    console.print(table)
+    if out is not None:
+        from simulator.output import write_simulation
+
+        for path in write_simulation(out, summary, runs):
+            console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def compare(
+    policies: Annotated[str, typer.Option("--policies", help="Comma-separated policies, the baseline first.")] =
+    "grpo,cures",
+    n_prompts: Annotated[int | None, SIM_OPTIONS["n_prompts"]] = None,
+    steps: Annotated[int | None, SIM_OPTIONS["steps"]] = None,
+    batch_size: Annotated[int | None, SIM_OPTIONS["batch_size"]] = None,
+    budget: Annotated[int | None, SIM_OPTIONS["budget"]] = None,
+    seeds: Annotated[int | None, SIM_OPTIONS["seeds"]] = None,
+    seed: Annotated[int | None, SIM_OPTIONS["seed"]] = None,
+    init_pass_rate: Annotated[str | None, SIM_OPTIONS["init_pass_rate"]] = None,
+    scenario: ScenarioOpt = None,
+    estimator: Annotated[str | None, SIM_OPTIONS["estimator"]] = None,
+    threads: Annotated[int | None, SIM_OPTIONS["threads"]] = None,
+    eval_every: Annotated[int | None, SIM_OPTIONS["eval_every"]] = None,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Write comparison.json, comparison.md, curves.csv and "
+                                      "comparison.png here.")] = Path("compare-out"),
+):
+    """Run several policies on the same scenario and seeds at equal total rollouts; report speed-ups."""
+    from cures.policies import get_spec
+    from simulator.compare import compare as run_compare
+    from simulator.compare import markdown_table, write_comparison
+
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    for name in names:
+        get_spec(name)
+    cfg = _sim_config(scenario, n_prompts, steps, batch_size, budget, seeds, seed, init_pass_rate, estimator,
+                      threads, eval_every, None, set_)
+    bar, task = _progress(cfg.steps * cfg.seeds * len(names))
+    with bar:
+        result, runs = run_compare(names, cfg, progress=lambda k: bar.advance(task, min(k, cfg.steps)))
+    console.print(markdown_table(result), markup=False, highlight=False, soft_wrap=True)
+    for path in write_comparison(out, result, runs, cfg):
+        console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def bench(
+    policy: Annotated[str, typer.Option("--policy", help="Policy to step.")] = "cures",
+    scenario: ScenarioOpt = None,
+    sizes: Annotated[str, typer.Option("--sizes", help="Comma-separated prompt counts.")] = "10000,1000000",
+):
+    """Time the compiled engine against the per-rollout NumPy reference, side by side, and print the ratios."""
+    from cures.policies import get_spec
+    from simulator.bench import ratios, run_bench
+    from simulator.config import load_scenario
+
+    get_spec(policy)
+    load_scenario(scenario)
+    try:
+        ns = tuple(int(s) for s in sizes.split(","))
+    except ValueError:
+        fail(f"--sizes must be comma-separated integers; got {sizes!r}")
+    results = run_bench(policy, scenario, ns)
+    table = Table(title=f"engine vs reference ({policy})")
+    for col in ("prompts", "implementation", "steps/s", "s/step", "setup s", "peak RSS MB"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(f"{r['n_prompts']:,}", r["which"], f"{r['steps_per_second']:,.0f}",
+                      f"{r['seconds_per_step']:.2e}", f"{r['setup_seconds']:.3f}", f"{r['peak_rss_mb']:.0f}")
+    console.print(table)
+    for key, value in ratios(results).items():
+        console.print(f"{key}: {value:.2f}", highlight=False)
+
+
+@app.command()
+def scenarios():
+    """List the named simulation scenarios."""
+    from simulator.config import SCENARIO_DIR, available_scenarios
+
+    for name in available_scenarios():
+        first = (SCENARIO_DIR / f"{name}.toml").read_text().splitlines()[0]
+        console.print(f"[bold]{name}[/]: {first.removeprefix('description = ').strip(chr(34))}")
 
 
 def run():  # pragma: no cover - console-script convenience

@@ -98,6 +98,6 @@ def write_comparison(out: Path, result: dict, runs: dict[str, list[SeedRun]], cf
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.md").write_text(markdown_table(result))
     curves = write_curves(out / "curves.csv", runs)
-    title = f"{', '.join(runs)}: {cfg.n_prompts} prompts, {cfg.seeds} seeds, equal rollouts"
+    title = f"{len(runs)} policies, {cfg.n_prompts:,} prompts, {cfg.seeds} seeds, equal rollouts (95% bands)"
     return [write_json(out / "comparison.json", result), out / "comparison.md", curves,
             plot_curves(out / "comparison.png", runs, result["accuracy_metric"], title)]

@@ -94,14 +94,11 @@ def load_scenario(name_or_path: str | None) -> dict:
     """Settings of a named scenario (`simulator/scenarios/NAME.toml`) or of a TOML file."""
     if name_or_path is None:
         name_or_path = "default"
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = SCENARIO_DIR / f"{name_or_path}.toml"
-        if not path.is_file():
-            raise ValueError(f"unknown scenario {name_or_path!r}; available: {', '.join(available_scenarios())}, "
-                             "or a path to a .toml file")
+    named = SCENARIO_DIR / f"{name_or_path}.toml"
+    path = named if named.is_file() else Path(name_or_path)
     if not path.is_file():
-        raise ValueError(f"scenario file not found: {path}")
+        raise ValueError(f"unknown scenario {name_or_path!r}: not one of {', '.join(available_scenarios())} and not a "
+                         ".toml file")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:

@@ -26,7 +26,7 @@ COLUMNS = ("step", "rollouts", "train_accuracy", "heldout_accuracy", "zero_varia
            "grad_norm", "grad_cosine", "groups_per_step", "trained_rollouts_per_step")
 # Tally.counts entries
 T_SLOTS, T_ZERO, T_SLOTS_ALL, T_ZERO_ALL, T_FIRST_SLOTS, T_FIRST_ZERO = range(6)
-T_STEPS, T_GROUPS, T_TRAINED, T_TOUCHED = range(6, 10)
+T_STEPS, T_GROUPS, T_TRAINED, T_TOUCHED, T_SIMULATED = range(6, 11)
 
 
 class EngineConfig(NamedTuple):
@@ -45,7 +45,7 @@ class EngineConfig(NamedTuple):
 class Tally(NamedTuple):
     """Counters and scratch carried between calls of `run_steps`."""
 
-    counts: np.ndarray  # int64[10], see T_*
+    counts: np.ndarray  # int64[11], see T_*
     grad: np.ndarray  # float64[D] the last step's gradient estimate
     touched: np.ndarray  # int64[D] coordinates the last step wrote (tabular: prompts)
     mark: np.ndarray  # uint8[D]
@@ -57,7 +57,7 @@ class Tally(NamedTuple):
 
 
 def new_tally(dim: int, capacity: int) -> Tally:
-    return Tally(np.zeros(10, np.int64), np.zeros(dim), np.zeros(dim, np.int64), np.zeros(dim, np.uint8),
+    return Tally(np.zeros(11, np.int64), np.zeros(dim), np.zeros(dim, np.int64), np.zeros(dim, np.uint8),
                  np.zeros(capacity), np.zeros(capacity), np.zeros(capacity), np.zeros(capacity, np.int64),
                  np.zeros(capacity))
 
@@ -72,6 +72,17 @@ def pass_rate(M, x, tabular):
         for c in range(M.theta.shape[0]):
             z += M.a[x, c] * M.theta[c]
     return 1.0 / (1.0 + np.exp(-z))
+
+
+@njit(cache=True)
+def score_statistics(M, C, x, p):
+    """The exact Eq. 21 inputs of prompt x at pass rate p: E1||s||^2, E0||s||^2 and ||E1 s - E0 s||^2, for scores
+    s = (r - p) a + sigma_r xi, whose conditional means are (1 - p) a (correct) and -p a (wrong)."""
+    a2 = 0.0
+    for c in range(M.a.shape[1]):
+        a2 += M.a[x, c] ** 2
+    dim = 1.0 if C.tabular else float(M.theta.shape[0])
+    return (1 - p) ** 2 * a2 + dim * C.sigma_correct**2, p * p * a2 + dim * C.sigma_wrong**2, a2
 
 
 @njit(cache=True)
@@ -159,7 +170,6 @@ def gradient_step(M, C, B, T, srng):
 def run_steps(kind, P, S, B, prng, srng, M, C, T, steps):
     """Train for up to `steps` steps (fewer if C.max_rollouts is reached); returns the steps taken."""
     literally(kind)
-    d = M.theta.shape[0]
     for done in range(steps):
         if C.max_rollouts > 0 and S.ireg[ROLLOUTS] >= C.max_rollouts:
             return done
@@ -180,14 +190,9 @@ def run_steps(kind, P, S, B, prng, srng, M, C, T, steps):
                 if first:
                     T.counts[T_FIRST_SLOTS] += 1
                     T.counts[T_FIRST_ZERO] += zero
-                if C.score_norms:  # exact E1||s||^2, E0||s||^2, ||E1 s - E0 s||^2 of this prompt (Eq. 21)
-                    a2 = 0.0
-                    for c in range(M.a.shape[1]):
-                        a2 += M.a[x, c] ** 2
-                    dim = 1.0 if C.tabular else float(d)
-                    B.score[j, 0] = (1 - p) ** 2 * a2 + dim * C.sigma_correct**2
-                    B.score[j, 1] = p * p * a2 + dim * C.sigma_wrong**2
-                    B.score[j, 2] = a2
+                T.counts[T_SIMULATED] += B.n[j]
+                if C.score_norms:
+                    B.score[j, 0], B.score[j, 1], B.score[j, 2] = score_statistics(M, C, x, p)
             if observe_round(kind, P, S, B, prng):
                 break
         gradient_step(M, C, B, T, srng)

@@ -88,13 +88,15 @@ def plot_curves(path: Path, runs_by_policy: dict[str, list[SeedRun]], accuracy: 
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
     panels = ((accuracy, accuracy.replace("_", " ")), *PANELS)
+    colors = plt.get_cmap("tab20" if len(runs_by_policy) > 10 else "tab10").colors
     for ax, (column, label) in zip(axes.flat, panels, strict=True):
-        for name, runs in runs_by_policy.items():
+        for (name, runs), color in zip(runs_by_policy.items(), colors, strict=False):
             x, mean, lo, hi = mean_curve(runs, column)
-            keep = np.isfinite(mean)
-            line = ax.plot(x[keep], mean[keep], label=name, lw=1.6)[0]
+            seeds_here = np.sum(np.isfinite(stacked(runs, column)), axis=0)
+            keep = np.isfinite(mean) & (seeds_here == seeds_here.max())  # drop the ragged end of capped runs
+            ax.plot(x[keep], mean[keep], label=name, lw=1.6, color=color)
             band = keep & np.isfinite(lo)
-            ax.fill_between(x[band], lo[band], hi[band], color=line.get_color(), alpha=0.2, lw=0)
+            ax.fill_between(x[band], lo[band], hi[band], color=color, alpha=0.2, lw=0)
         ax.set_xlabel("rollouts")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

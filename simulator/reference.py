@@ -33,6 +33,24 @@ def group_advantages(rewards: np.ndarray, estimator: str, eps: float, batch_mean
     return centred / (rewards.std(ddof=1) + eps)
 
 
+def rollout_scores(model, tabular: bool, x: int, p: float, rewards: np.ndarray, sigma_correct: float,
+                   sigma_wrong: float, rng: np.random.Generator) -> np.ndarray:
+    """One score vector per rollout of prompt x: s_j = (r_j - p) a_x + sigma_{r_j} xi_j, xi_j ~ N(0, I)."""
+    d = model.theta.shape[0]
+    direction = np.zeros(d)
+    if tabular:
+        direction[x] = model.a[x, 0]
+    else:
+        direction = model.a[x]
+    scores = (rewards - p)[:, None] * direction[None, :]
+    noise = np.where(rewards > 0, sigma_correct, sigma_wrong)[:, None]
+    if tabular:
+        scores[:, x] += noise[:, 0] * rng.standard_normal(rewards.size)
+    else:
+        scores += noise * rng.standard_normal((rewards.size, d))
+    return scores
+
+
 def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_rollouts: int | None = None,
                    timer: list | None = None) -> SeedRun:
     """One seed of the per-rollout reference: same population, policy and schedule as `simulator.run.run_seed`."""
@@ -44,19 +62,11 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
     state = policy.init(cfg.n_prompts, seed=pol_ss)
     rng = np.random.default_rng(sim_ss)
     d = model.theta.shape[0]
-    noise_dim = 1 if tabular else d
 
     rows, hists = [], []
     tally = {"slots": 0, "zero": 0, "slots_all": 0, "zero_all": 0, "first_slots": 0, "first_zero": 0,
              "steps": 0, "groups": 0, "trained": 0}
     grad = np.zeros(d)
-
-    def score_direction(x):
-        if tabular:
-            e = np.zeros(d)
-            e[x] = model.a[x, 0]
-            return e
-        return model.a[x]
 
     def record():
         p = pass_rates(model, tabular)
@@ -115,16 +125,9 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
             r = np.concatenate([rewards_of_slot[j] for j in idx])
             p = p_of_slot[idx[0]]
             adv = group_advantages(r, cfg.estimator, cfg.eps, mu, sd)
-            noise_scale = np.where(r > 0, cfg.sigma_correct, cfg.sigma_wrong)
             weight = 1.0 / (len(groups) * r.size) if C.per_prompt else 1.0 / all_r.size
-            for j in range(r.size):  # s_j = (r_j - p) a + sigma_r xi
-                xi = rng.standard_normal(noise_dim)
-                s = (r[j] - p) * score_direction(x)
-                if tabular:
-                    s[x] += noise_scale[j] * xi[0]
-                else:
-                    s = s + noise_scale[j] * xi
-                grad += weight * adv[j] * s
+            scores = rollout_scores(model, tabular, x, p, r, cfg.sigma_correct, cfg.sigma_wrong, rng)
+            grad += weight * (adv @ scores)
         tally["steps"] += 1
         tally["groups"] += len(groups)
         tally["trained"] += all_r.size

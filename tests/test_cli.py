@@ -43,3 +43,67 @@ def test_bad_input_is_one_line_and_exit_2(args):
     assert "Traceback" not in out.stderr
     if args[1] == "nope":
         assert out.stderr.strip().count("\n") == 0 and "unknown policy 'nope'" in out.stderr
+
+
+def test_simulate_writes_everything_it_promises(tmp_path):
+    import csv
+    import json
+
+    out = tmp_path / "sim"
+    res = cures_cli("simulate", "--policy", "cures", "--n-prompts", "500", "--steps", "20", "--seeds", "2",
+                    "--batch-size", "16", "--set", "eval_every=5", "--set", "policy.tau=0.2", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "final heldout accuracy" in res.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("policy", "n_prompts", "steps", "seeds", "rollouts_total", "final_train_accuracy",
+                "final_heldout_accuracy", "peak_heldout_accuracy", "zero_variance_fraction",
+                "first_step_zero_variance_fraction", "wall_seconds", "config"):
+        assert key in summary
+    assert summary["policy_params"]["tau"] == 0.2 and summary["rollouts_total"] == 20 * 128
+    rows = list(csv.DictReader((out / "curves.csv").open()))
+    assert len(rows) == 2 * 5 and {"rollouts", "step", "train_accuracy", "heldout_accuracy", "zero_variance_fraction",
+                                   "posterior_error", "grad_norm", "grad_cosine"} <= set(rows[0])
+    assert (out / "pass_rates.csv").is_file() and (out / "curves.png").stat().st_size > 10_000
+
+
+def test_compare_writes_the_table_and_speedups(tmp_path):
+    import json
+
+    out = tmp_path / "cmp"
+    res = cures_cli("compare", "--policies", "grpo,cures", "--n-prompts", "400", "--steps", "15", "--seeds", "2",
+                    "--batch-size", "16", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    result = json.loads((out / "comparison.json").read_text())
+    assert [r["policy"] for r in result["policies"]] == ["grpo", "cures"]
+    assert result["policies"][0]["speedup"] == 1.0
+    assert result["policies"][1]["rollouts_used"] >= result["rollout_budget"]
+    assert "| cures |" in (out / "comparison.md").read_text() and (out / "comparison.png").is_file()
+
+
+def test_bench_prints_side_by_side_ratios():
+    res = cures_cli("bench", "--sizes", "2000,20000")
+    assert res.returncode == 0, res.stderr
+    assert "speedup_at_2000" in res.stdout and "engine_steps_per_second_ratio_largest_to_smallest" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("simulate", "--policy", "nope"), "unknown policy 'nope'"),
+        (("simulate", "--estimator", "ppo"), "unknown estimator 'ppo'"),
+        (("simulate", "--policy", "cures", "--batch-size", "64", "--budget", "100"), "below batch_size x n_min"),
+        (("simulate", "--init-pass-rate", "beta:1"), "malformed part"),
+        (("simulate", "--init-pass-rate", "/no/such/counts.csv"), "not found"),
+        (("simulate", "--scenario", "nope"), "unknown scenario 'nope'"),
+        (("simulate", "--set", "bogus=1"), "unknown setting 'bogus'"),
+        (("simulate", "--set", "policy.tau=-1"), "tau must be"),
+        (("simulate", "--n-prompts", "0"), "n_prompts must be an integer >= 1"),
+        (("compare", "--policies", "grpo,nope"), "unknown policy 'nope'"),
+        (("bench", "--sizes", "ten"), "--sizes must be"),
+    ],
+)
+def test_bad_simulation_input_is_one_line_and_exit_2(args, message):
+    out = cures_cli(*args)
+    assert out.returncode == 2, out.stdout
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.strip().count("\n") == 0
