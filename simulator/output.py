@@ -14,6 +14,8 @@ import numpy as np
 from simulator.engine import COLUMNS
 from simulator.run import SeedRun, mean_ci, stacked
 
+RANGES = {"grad_cosine": (-1.0, 1.0), "zero_variance_fraction": (0.0, 1.0), "train_accuracy": (0.0, 1.0),
+          "heldout_accuracy": (0.0, 1.0)}  # bands are clipped to what the quantity can take
 PANELS = (("zero_variance_fraction", "zero-variance groups (fraction)"),
           ("posterior_error", "posterior error mean |p_hat - p|"),
           ("grad_cosine", "cosine(estimated, true gradient)"))
@@ -96,6 +98,8 @@ def plot_curves(path: Path, runs_by_policy: dict[str, list[SeedRun]], accuracy: 
             keep = np.isfinite(mean) & (seeds_here == seeds_here.max())  # drop the ragged end of capped runs
             ax.plot(x[keep], mean[keep], label=name, lw=1.6, color=color)
             band = keep & np.isfinite(lo)
+            bounds = RANGES.get(column, (-np.inf, np.inf))
+            lo, hi = np.clip(lo, *bounds), np.clip(hi, *bounds)
             ax.fill_between(x[band], lo[band], hi[band], color=color, alpha=0.2, lw=0)
         ax.set_xlabel("rollouts")
         ax.set_ylabel(label)

@@ -190,3 +190,16 @@ def test_paper_scenario_reproduces_the_grpo_run_it_is_calibrated_to():
     assert held[-1] == pytest.approx(0.74, abs=0.03)
     hist = np.mean([r.hist[-1] for r in runs], axis=0)
     assert hist[0] > 3 * hist[len(hist) // 2] and hist[-1] > 3 * hist[len(hist) // 2]  # bimodal
+
+
+def test_users_can_write_their_own_scenario(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('description = "mine"\nn_prompts = 123\nestimator = "rloo"\n[policy]\ntau = 0.3\n')
+    cfg = build_config(str(path), {"steps": 5})
+    assert (cfg.n_prompts, cfg.estimator, cfg.steps, cfg.policy_params) == (123, "rloo", 5, {"tau": 0.3})
+    path.write_text("n_prompts = 10\nwarp = 9\n")
+    with pytest.raises(ValueError, match="unknown settings warp"):
+        build_config(str(path))
+    path.write_text("n_prompts = [\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        build_config(str(path))
