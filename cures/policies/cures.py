@@ -41,7 +41,17 @@ from cures.policies.kernels import (
     train_on_round,
     update_posterior_from_round,
 )
-from cures.policies.spec import Param, PolicySpec, boolean, choice, common_params, integer, real, register
+from cures.policies.spec import (
+    Param,
+    PolicySpec,
+    boolean,
+    choice,
+    common_params,
+    fits_dataset,
+    integer,
+    real,
+    register,
+)
 from cures.posterior import posterior_mean
 
 
@@ -149,9 +159,7 @@ def _check_fixed_n(v, n_prompts):
 
 def _check_uniform(v, n_prompts):
     _check_family(v, n_prompts)
-    if n_prompts < v["batch_size"]:
-        raise ValueError(f"batch_size {v['batch_size']} exceeds n_prompts {n_prompts} (uniform batches hold "
-                         "distinct prompts)")
+    fits_dataset()(v, n_prompts)
 
 
 _TAU = Param("tau", 0.1, TAU_DOC, real(1e-3))

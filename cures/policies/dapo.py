@@ -8,37 +8,36 @@ the groups it has and records the shortfall (state registers SHORT_STEPS, SHORT_
 counts, so the expected cost per kept group is n / (1 - f0) with f0 the zero-variance fraction.
 """
 
-import numpy as np
 from numba import njit
 
 from cures.policies.kernels import (
     DAPO,
     N_GROUPS,
     N_ROUNDS,
-    NEED_SUBSET,
-    PHASE,
     TRAIN,
     add_slot,
-    begin_round,
-    draw_uniform,
     end_plan,
-    enter_next_subset,
     finish_step,
     keep_mixed_groups,
+    open_uniform_round,
     record_shortfall,
     update_posterior_from_round,
 )
-from cures.policies.spec import Param, PolicySpec, integer, prior_pair, register
+from cures.policies.spec import (
+    Param,
+    PolicySpec,
+    default_gen_batch,
+    fits_dataset,
+    gen_batch_param,
+    integer,
+    register,
+    reporting_prior,
+)
 
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    if S.ireg[PHASE] == NEED_SUBSET:
-        enter_next_subset(P, S, rng)
-    begin_round(B, TRAIN)
-    batch = np.empty(P.gen_batch_size, np.int64)
-    draw_uniform(S, P.gen_batch_size, rng, batch)
-    for x in batch:
+    for x in open_uniform_round(P, S, B, rng, P.gen_batch_size, TRAIN):
         add_slot(B, x, P.n)
     end_plan(S, B)
 
@@ -54,17 +53,6 @@ def observe(P, S, B, rng):
     return True
 
 
-def _resolve(v):
-    if v["gen_batch_size"] is None:
-        v["gen_batch_size"] = 3 * v["batch_size"]
-    return v
-
-
-def _check(v, n_prompts):
-    if v["gen_batch_size"] > n_prompts:
-        raise ValueError(f"gen_batch_size {v['gen_batch_size']} exceeds n_prompts {n_prompts}")
-
-
 SPEC = register(PolicySpec(
     name="dapo",
     kind=DAPO,
@@ -72,14 +60,13 @@ SPEC = register(PolicySpec(
     params=(
         Param("batch_size", 64, "mixed groups to train per step (train_batch_size)", integer(1)),
         Param("n", 8, "rollouts per prompt", integer(2)),
-        Param("gen_batch_size", None, "prompts per generation round (default 3 x batch_size, verl's 1536/512)",
-              integer(1, optional=True), display="3*batch_size"),
+        gen_batch_param(3, "prompts per generation round (verl's 1536 / 512)"),
         Param("max_gen_batches", 10, "generation rounds per step before training on what there is", integer(1)),
-        Param("prior", (1.0, 1.0), "Beta prior of the reported pass-rate estimates", prior_pair()),
+        reporting_prior(),
     ),
     loss_weighting="per-rollout",
-    check=_check,
-    resolve=_resolve,
+    check=fits_dataset("gen_batch_size"),
+    resolve=default_gen_batch(3),
     capacity=lambda P, n_prompts: P.gen_batch_size * P.max_gen_batches,
     doc=__doc__,
 ))

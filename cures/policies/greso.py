@@ -23,8 +23,6 @@ from cures.policies.kernels import (
     GRESO,
     N_GROUPS,
     N_ROUNDS,
-    NEED_SUBSET,
-    PHASE,
     Q_EASY,
     Q_HARD,
     QUEUE_LEN,
@@ -36,14 +34,14 @@ from cures.policies.kernels import (
     begin_round,
     draw_uniform,
     end_plan,
-    enter_next_subset,
+    ensure_subset,
     finish_step,
     keep_mixed_groups,
     record_shortfall,
     round_slots,
     update_posterior_from_round,
 )
-from cures.policies.spec import Param, PolicySpec, integer, prior_pair, real, register
+from cures.policies.spec import Param, PolicySpec, integer, real, register, reporting_prior
 
 EASY, HARD = 0, 1  # columns of State.streak
 
@@ -61,8 +59,7 @@ def skip_probability(P, S, x):
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    if S.ireg[PHASE] == NEED_SUBSET:
-        enter_next_subset(P, S, rng)
+    ensure_subset(P, S, rng)
     begin_round(B, TRAIN)
     remaining = P.batch_size - B.reg[N_GROUPS]
     z = min(S.freg[ZERO_VAR], 0.95)
@@ -125,7 +122,7 @@ SPEC = register(PolicySpec(
         Param("q_init", 0.5, "initial keep base q_easy = q_hard", real(0.0, 1.0)),
         Param("q_step", 0.01, "self-tuning step of q", real(0.0, 1.0)),
         Param("max_gen_batches", 10, "generation rounds per step before training on what there is", integer(1)),
-        Param("prior", (1.0, 1.0), "Beta prior of the reported pass-rate estimates", prior_pair()),
+        reporting_prior(),
     ),
     loss_weighting="per-rollout",
     resolve=_resolve,

@@ -5,33 +5,24 @@ permutation per pass, incomplete last chunk dropped) and gives each the same n =
 updated with the results (Eq. 23-24) only so that callers can report p_hat; it never influences the plan.
 """
 
-import numpy as np
 from numba import njit
 
 from cures.policies.kernels import (
     GRPO,
-    NEED_SUBSET,
-    PHASE,
     TRAIN,
     add_slot,
-    begin_round,
-    draw_uniform,
     end_plan,
-    enter_next_subset,
     finish_step,
+    open_uniform_round,
     train_on_round,
     update_posterior_from_round,
 )
-from cures.policies.spec import Param, PolicySpec, integer, prior_pair, register
+from cures.policies.spec import Param, PolicySpec, fits_dataset, integer, register, reporting_prior
 
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    if S.ireg[PHASE] == NEED_SUBSET:
-        enter_next_subset(P, S, rng)
-    begin_round(B, TRAIN)
-    batch = np.empty(P.batch_size, np.int64)
-    draw_uniform(S, P.batch_size, rng, batch)
+    batch = open_uniform_round(P, S, B, rng, P.batch_size, TRAIN)
     n = P.budget // P.batch_size
     for x in batch:
         add_slot(B, x, n)
@@ -48,8 +39,7 @@ def observe(P, S, B, rng):
 
 def _check(v, n_prompts):
     m, budget = v["batch_size"], v["budget"]
-    if n_prompts < m:
-        raise ValueError(f"batch_size {m} exceeds n_prompts {n_prompts} (uniform batches hold distinct prompts)")
+    fits_dataset()(v, n_prompts)
     if budget % m or budget // m < 2:
         raise ValueError(f"budget {budget} must be a multiple of batch_size {m} with at least 2 rollouts per prompt")
 
@@ -62,7 +52,7 @@ SPEC = register(PolicySpec(
         Param("batch_size", 64, "prompts per training step m", integer(1)),
         Param("budget", None, "rollouts per training step N (default 8 x batch_size)", integer(2, optional=True),
               display="8*batch_size"),
-        Param("prior", (1.0, 1.0), "Beta prior of the reported pass-rate estimates", prior_pair()),
+        reporting_prior(),
     ),
     loss_weighting="per-rollout",
     check=_check,

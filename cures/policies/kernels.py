@@ -270,6 +270,23 @@ def shuffle(a, rng):
 
 
 @njit(cache=True)
+def ensure_subset(P, S, rng):
+    """Enter the first subset before the first plan."""
+    if S.ireg[PHASE] == NEED_SUBSET:
+        enter_next_subset(P, S, rng)
+
+
+@njit(cache=True)
+def open_uniform_round(P, S, B, rng, k, purpose):
+    """Open a round and return k prompts from the epoch-wise shuffled pass over the current subset."""
+    ensure_subset(P, S, rng)
+    begin_round(B, purpose)
+    batch = np.empty(k, np.int64)
+    draw_uniform(S, k, rng, batch)
+    return batch
+
+
+@njit(cache=True)
 def draw_uniform(S, m, rng, out):
     """m distinct prompts from the current subset, epoch-wise shuffled like TRL's RepeatSampler.
 

@@ -17,20 +17,16 @@ from numba import njit
 
 from cures.policies.kernels import (
     KNAPSACK,
-    NEED_SUBSET,
-    PHASE,
     TRAIN,
     add_slot,
-    begin_round,
-    draw_uniform,
     end_plan,
-    enter_next_subset,
     finish_step,
+    open_uniform_round,
     round_slots,
     train_on_round,
     update_posterior_from_round,
 )
-from cures.policies.spec import Param, PolicySpec, integer, register
+from cures.policies.spec import Param, PolicySpec, fits_dataset, integer, register
 
 EDGE_N = 2  # rollouts for prompts believed all-correct or all-wrong (negative_n = positive_n = 2)
 UNKNOWN, HOPELESS, SOLVED, MIXED = range(4)
@@ -70,12 +66,8 @@ def solve(p, total, n_min, n_max, out):
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    if S.ireg[PHASE] == NEED_SUBSET:
-        enter_next_subset(P, S, rng)
-    begin_round(B, TRAIN)
     m = P.batch_size
-    batch = np.empty(m, np.int64)
-    draw_uniform(S, m, rng, batch)
+    batch = open_uniform_round(P, S, B, rng, m, TRAIN)
     n = np.zeros(m, np.int64)
     kind = np.zeros(m, np.int64)
     p_hat = np.zeros(m)
@@ -126,8 +118,7 @@ def observe(P, S, B, rng):
 
 def _check(v, n_prompts):
     m, budget = v["batch_size"], v["budget"]
-    if n_prompts < m:
-        raise ValueError(f"batch_size {m} exceeds n_prompts {n_prompts}")
+    fits_dataset()(v, n_prompts)
     if budget < m * max(v["n_min"], EDGE_N) or budget // m < v["n_min"]:
         raise ValueError(f"budget {budget} is below batch_size x n_min = {m * v['n_min']}")
     if v["n_max"] < v["n_min"] or budget > m * v["n_max"]:

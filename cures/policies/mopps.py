@@ -12,28 +12,20 @@ from numba import njit
 
 from cures.policies.kernels import (
     MOPPS,
-    NEED_SUBSET,
-    PHASE,
     TRAIN,
     add_slot,
-    begin_round,
-    draw_uniform,
     end_plan,
-    enter_next_subset,
     finish_step,
+    open_uniform_round,
     train_on_round,
     update_posterior_from_round,
 )
-from cures.policies.spec import Param, PolicySpec, integer, prior_pair, real, register
+from cures.policies.spec import Param, PolicySpec, fits_dataset, integer, prior_pair, real, register
 
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    if S.ireg[PHASE] == NEED_SUBSET:
-        enter_next_subset(P, S, rng)
-    begin_round(B, TRAIN)
-    pool = np.empty(min(P.ts_ratio * P.batch_size, S.order.shape[0]), np.int64)
-    draw_uniform(S, pool.shape[0], rng, pool)
+    pool = open_uniform_round(P, S, B, rng, min(P.ts_ratio * P.batch_size, S.order.shape[0]), TRAIN)
     distance = np.empty(pool.shape[0])
     for i in range(pool.shape[0]):
         x = pool[i]
@@ -52,11 +44,6 @@ def observe(P, S, B, rng):
     return True
 
 
-def _check(v, n_prompts):
-    if n_prompts < v["batch_size"]:
-        raise ValueError(f"batch_size {v['batch_size']} exceeds n_prompts {n_prompts}")
-
-
 SPEC = register(PolicySpec(
     name="mopps",
     kind=MOPPS,
@@ -70,7 +57,7 @@ SPEC = register(PolicySpec(
         Param("prior", (1.0, 1.0), "Beta prior (alpha0, beta0)", prior_pair()),
     ),
     loss_weighting="per-rollout",
-    check=_check,
+    check=fits_dataset(),
     capacity=lambda P, n_prompts: P.batch_size,
     doc=__doc__,
 ))

@@ -104,6 +104,37 @@ def common_params(budget_help: str = "rollouts per training step N (default 8 x 
     )
 
 
+def reporting_prior() -> Param:
+    """The prior of a policy that keeps a posterior only so that callers can report p_hat."""
+    return Param("prior", (1.0, 1.0), "Beta prior of the reported pass-rate estimates", prior_pair())
+
+
+def gen_batch_param(factor: int, help: str) -> Param:
+    return Param("gen_batch_size", None, f"{help} (default {factor} x batch_size)", integer(1, optional=True),
+                 display=f"{factor}*batch_size")
+
+
+def default_gen_batch(factor: int) -> Callable[[dict], dict]:
+    """`resolve` hook: gen_batch_size defaults to factor x batch_size."""
+
+    def resolve(v: dict) -> dict:
+        if v["gen_batch_size"] is None:
+            v["gen_batch_size"] = factor * v["batch_size"]
+        return v
+
+    return resolve
+
+
+def fits_dataset(key: str = "batch_size") -> Callable[[dict, int], None]:
+    """`check` hook: v[key] distinct prompts must exist."""
+
+    def check(v: dict, n_prompts: int) -> None:
+        if v[key] > n_prompts:
+            raise ValueError(f"{key} {v[key]} exceeds n_prompts {n_prompts} (a batch holds distinct prompts)")
+
+    return check
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """A named policy: its kernel kind, public parameters and fixed kernel switches."""

@@ -10,16 +10,13 @@ continuation runs as its own round instead of riding with the next screening bat
 the batch no longer needs are dropped (their screening rollouts still count), so no state crosses steps.
 """
 
-import numpy as np
 from numba import njit
 
 from cures.policies.kernels import (
     DONE,
     N_GROUPS,
     N_SLOTS,
-    NEED_SUBSET,
     NEXT,
-    PHASE,
     PURPOSE,
     ROUND_START,
     SCREEN,
@@ -28,15 +25,23 @@ from cures.policies.kernels import (
     TRAIN,
     add_slot,
     begin_round,
-    draw_uniform,
     end_plan,
-    enter_next_subset,
     finish_step,
     is_mixed,
+    open_uniform_round,
     record_shortfall,
     update_posterior_from_round,
 )
-from cures.policies.spec import Param, PolicySpec, integer, prior_pair, register
+from cures.policies.spec import (
+    Param,
+    PolicySpec,
+    default_gen_batch,
+    fits_dataset,
+    gen_batch_param,
+    integer,
+    register,
+    reporting_prior,
+)
 
 SCREEN_AGAIN, CONTINUE = 0, 1  # values of B.reg[NEXT]
 
@@ -60,15 +65,10 @@ def _continue_mixed(P, S, B):
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    if S.ireg[PHASE] == NEED_SUBSET:
-        enter_next_subset(P, S, rng)
     if B.reg[DONE] == 0 and B.reg[NEXT] == CONTINUE:
         _continue_mixed(P, S, B)
         return
-    begin_round(B, SCREEN)
-    batch = np.empty(P.gen_batch_size, np.int64)
-    draw_uniform(S, P.gen_batch_size, rng, batch)
-    for x in batch:
+    for x in open_uniform_round(P, S, B, rng, P.gen_batch_size, SCREEN):
         add_slot(B, x, P.n_pre)
     end_plan(S, B)
 
@@ -90,17 +90,6 @@ def observe(P, S, B, rng):
     return True
 
 
-def _resolve(v):
-    if v["gen_batch_size"] is None:
-        v["gen_batch_size"] = 4 * v["batch_size"]
-    return v
-
-
-def _check(v, n_prompts):
-    if v["gen_batch_size"] > n_prompts:
-        raise ValueError(f"gen_batch_size {v['gen_batch_size']} exceeds n_prompts {n_prompts}")
-
-
 SPEC = register(PolicySpec(
     name="speed",
     kind=SPEED,
@@ -109,14 +98,13 @@ SPEC = register(PolicySpec(
         Param("batch_size", 64, "prompts to train per step", integer(1)),
         Param("n_init", 4, "screening rollouts per candidate (N_init)", integer(2), field="n_pre"),
         Param("n_continue", 20, "rollouts added to a screened-mixed prompt", integer(1)),
-        Param("gen_batch_size", None, "candidates per screening round (default 4 x batch_size, as 64 / 16)",
-              integer(1, optional=True), display="4*batch_size"),
+        gen_batch_param(4, "candidates per screening round (the paper's 64 / 16)"),
         Param("max_gen_batches", 10, "screening rounds per step before training on what there is", integer(1)),
-        Param("prior", (1.0, 1.0), "Beta prior of the reported pass-rate estimates", prior_pair()),
+        reporting_prior(),
     ),
     loss_weighting="per-rollout",
-    check=_check,
-    resolve=_resolve,
+    check=fits_dataset("gen_batch_size"),
+    resolve=default_gen_batch(4),
     capacity=lambda P, n_prompts: (P.gen_batch_size + P.batch_size) * P.max_gen_batches,
     doc=__doc__,
 ))
