@@ -32,17 +32,15 @@ def _offset(level):
 
 @njit(cache=True)
 def tree_set(tree, h, x, w):
-    """Set leaf x to w and recompute its ancestors from their children (no drift)."""
+    """Set leaf x to w and add the change to its ancestors (h additions; `tree_rebuild` resets rounding drift)."""
+    offset = _offset(h)
+    delta = w - tree[offset + x]
+    tree[offset + x] = w
     j = x
-    tree[_offset(h) + j] = w
-    for level in range(h, 0, -1):
-        parent = j // FANOUT
-        first = _offset(level) + parent * FANOUT
-        s = 0.0
-        for c in range(FANOUT):
-            s += tree[first + c]
-        tree[_offset(level - 1) + parent] = s
-        j = parent
+    for _ in range(h):
+        offset = (offset - 1) // FANOUT  # the level above
+        j //= FANOUT
+        tree[offset + j] += delta
 
 
 @njit(cache=True)
@@ -62,13 +60,15 @@ def tree_draw(tree, h, rng):
     """A leaf drawn with probability proportional to its weight (the root must be > 0)."""
     u = rng.random() * tree[0]
     j = 0
-    for level in range(1, h + 1):
-        first = _offset(level) + j * FANOUT
+    offset = 0
+    for _ in range(h):
+        offset = offset * FANOUT + 1  # the level below
+        first = offset + j * FANOUT
         pick = -1
         for c in range(FANOUT):
             w = tree[first + c]
             if w > 0.0:
-                pick = c  # the last positive child absorbs rounding at the end of the scan
+                pick = c  # the last positive child absorbs rounding at the end of the scan (and sums that drifted)
                 if u < w:
                     break
                 u -= w

@@ -7,7 +7,8 @@ A0 (wrong),
 
     sum_j A_j s_j = [k A1 (1 - p) - (n - k) A0 p] a + N(0, (k A1^2 sigma_1^2 + (n - k) A0^2 sigma_0^2) I_d),
 
-which is what `simulator/reference.py` computes rollout by rollout.
+which is what `simulator/reference.py` computes rollout by rollout. In IRT mode the groups' Gaussian terms are
+independent, so the step draws their sum, N(0, sum_g w_g^2 var_g I_d), once.
 """
 
 from __future__ import annotations
@@ -143,18 +144,23 @@ def gradient_step(M, C, B, T, srng):
     if not C.tabular:
         for c in range(d):
             _add_coord(T, c)
+    noise_var = 0.0  # IRT: the groups' independent Gaussian terms add up to one N(0, noise_var I_d)
     for g in range(G):
         k, n, p, x = T.gk[g], T.gn[g], T.gp[g], T.gx[g]
         a1, a0 = advantages(C, k, n, mu, sd)
         coef = k * a1 * (1.0 - p) - (n - k) * a0 * p  # sum_j A_j (r_j - p)
-        sd_noise = np.sqrt(k * a1 * a1 * C.sigma_correct**2 + (n - k) * a0 * a0 * C.sigma_wrong**2)
+        var = k * a1 * a1 * C.sigma_correct**2 + (n - k) * a0 * a0 * C.sigma_wrong**2
         w = 1.0 / (G * n) if C.per_prompt else 1.0 / n_all
         if C.tabular:
             _add_coord(T, x)
-            T.grad[x] += w * (coef * M.a[x, 0] + sd_noise * srng.standard_normal())
+            T.grad[x] += w * (coef * M.a[x, 0] + np.sqrt(var) * srng.standard_normal())
         else:
+            noise_var += w * w * var
             for c in range(d):
-                T.grad[c] += w * (coef * M.a[x, c] + sd_noise * srng.standard_normal())
+                T.grad[c] += w * coef * M.a[x, c]
+    if not C.tabular:
+        for c in range(d):
+            T.grad[c] += np.sqrt(noise_var) * srng.standard_normal()
     norm2 = 0.0
     for i in range(T.counts[T_TOUCHED]):
         norm2 += T.grad[T.touched[i]] ** 2
