@@ -13,7 +13,7 @@ demo: $(BIN)/python  ## create the environment and run the main job
 	$(BIN)/cures simulate --policy cures --n-prompts 10000
 
 test: $(BIN)/python  ## create the environment and run every test (lint included)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,notebooks]'
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

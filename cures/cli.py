@@ -273,6 +273,35 @@ def bench(
 
 
 @app.command()
+@user_errors
+def report(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the figures (PNG, SVG) and report.md/.html.")] =
+    Path("report"),
+    scenario: Annotated[str, typer.Option("--scenario", help="Scenario of the policy comparisons.")] = "paper-1.5b",
+    n_prompts: Annotated[int, typer.Option("--n-prompts", help="Training prompts of the comparisons.")] = 10_000,
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds of the comparisons.")] = 4,
+    steps: Annotated[int, typer.Option("--steps", help="Baseline steps of the comparisons.")] = 150,
+    mc_reps: Annotated[int, typer.Option("--mc-reps", help="Monte Carlo replicates per gradient-variance point.")] =
+    4_000,
+    quick: Annotated[bool, typer.Option("--quick", help="A small preview (seconds), ignoring the size options.")] =
+    False,
+):
+    """Write every figure of the theory and the comparisons, and a self-contained report."""
+    from analysis.report import ReportSizes, build_report
+    from simulator.config import load_scenario
+
+    load_scenario(scenario)
+    for name, value in (("--n-prompts", n_prompts), ("--seeds", seeds), ("--steps", steps), ("--mc-reps", mc_reps)):
+        if value < (2 if name in ("--seeds", "--mc-reps") else 1):
+            fail(f"{name} must be at least {2 if name in ('--seeds', '--mc-reps') else 1}; got {value}")
+    sizes = ReportSizes.quick() if quick else ReportSizes(scenario, n_prompts, seeds, steps, seeds, mc_reps)
+    sizes.scenario = scenario
+    with err_console.status("simulating and drawing the report"):
+        files = build_report(out, sizes)
+    console.print(f"wrote {len(files)} files to {out} (open {out / 'report.html'})", highlight=False)
+
+
+@app.command()
 def scenarios():
     """List the named simulation scenarios."""
     from simulator.config import SCENARIO_DIR, available_scenarios
