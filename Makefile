@@ -13,7 +13,8 @@ demo: $(BIN)/python  ## create the environment and run the main job
 	$(BIN)/cures simulate --policy cures --n-prompts 10000
 
 test: $(BIN)/python  ## create the environment and run every test (lint included)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,notebooks]'
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0  # CPU build first: the train extra keeps it
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,notebooks,train]'
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

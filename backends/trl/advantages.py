@@ -1,0 +1,63 @@
+"""Advantages for groups of unequal size, keyed by the group's slot in the policy's plan.
+
+CurES samples prompts with replacement and gives each draw its own n_i, so TRL's `rewards.view(-1, G)` grouping
+does not apply. With equal groups these functions reproduce TRL 1.16's own advantages (`scale_rewards` "group",
+"batch" or "none", epsilon 1e-4, NaN-aware means and unbiased stds; unscorable rollouts get 0).
+"""
+
+from __future__ import annotations
+
+import torch
+
+SCALES = ("group", "batch", "none")
+ESTIMATORS = ("grpo", "rloo")
+
+
+def _group_sums(values: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    return torch.zeros(n_groups, dtype=values.dtype, device=values.device).index_add_(0, groups, values)
+
+
+def slot_advantages(rewards: torch.Tensor, slots: torch.Tensor, scale: str = "group", estimator: str = "grpo",
+                    eps: float = 1e-4) -> torch.Tensor:
+    """Per-rollout advantages; rollouts with equal `slots` form a group (any size, any order).
+
+    grpo: A = (r - mean_g) / (std_g + eps) ("group"), / (std of the whole batch + eps) ("batch") or unscaled
+    ("none", Dr. GRPO); std is the unbiased std and is 0 for a group of one. rloo: A = r - mean of the other
+    rollouts of the group (0 for a group of one). NaN rewards (unscorable) are left out of every statistic and get 0.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}; got {scale!r}")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
+    if rewards.shape != slots.shape or rewards.dim() != 1:
+        raise ValueError(f"rewards and slots must be 1-D of equal length; got {tuple(rewards.shape)} and "
+                         f"{tuple(slots.shape)}")
+    r = rewards.to(torch.float64)
+    valid = ~torch.isnan(r)
+    r0 = torch.where(valid, r, torch.zeros_like(r))
+    _, groups = torch.unique(slots, return_inverse=True)
+    n_groups = int(groups.max()) + 1 if groups.numel() else 0
+    count = _group_sums(valid.to(torch.float64), groups, n_groups)
+    total = _group_sums(r0, groups, n_groups)
+    mean = total / count.clamp(min=1)
+    if estimator == "rloo":
+        others = (count[groups] - 1).clamp(min=1)
+        adv = torch.where(count[groups] > 1, r - (total[groups] - r0) / others, torch.zeros_like(r))
+    else:
+        adv = r - mean[groups]
+        if scale == "group":
+            sq = _group_sums(torch.where(valid, (r - mean[groups]) ** 2, torch.zeros_like(r)), groups, n_groups)
+            std = torch.where(count > 1, (sq / (count - 1).clamp(min=1)).sqrt(), torch.zeros_like(sq))
+            adv = adv / (std[groups] + eps)
+        elif scale == "batch":
+            kept = r[valid]
+            std = kept.std() if kept.numel() > 1 else torch.zeros((), dtype=r.dtype)
+            adv = adv / (std + eps)
+    return torch.nan_to_num(adv, nan=0.0).to(rewards.dtype)
+
+
+def prompt_weights(slots: torch.Tensor) -> torch.Tensor:
+    """Per-rollout factor c_i = R / (G n_i) that gives every group the same total weight (paper Eq. 16's
+    per-prompt mean folded into the advantages; R rollouts, G groups, n_i the group's size)."""
+    _, groups, counts = torch.unique(slots, return_inverse=True, return_counts=True)
+    return (slots.numel() / (counts.numel() * counts[groups].to(torch.float64))).to(torch.float32)

@@ -1,0 +1,150 @@
+"""Pieces of the TRL backend that stand alone: per-slot advantages (with TRL parity), rewards, data."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from backends.trl.advantages import prompt_weights, slot_advantages
+from backends.trl.compat import TRL_VERSION, check_trl_version
+from backends.trl.data import arith_problems, load_problems
+from backends.trl.rewards import MathAnswerReward, extract_answer, format_reward
+
+
+def trl_group_advantages(rewards: torch.Tensor, G: int, scale: str) -> torch.Tensor:
+    """TRL 1.16's own computation (GRPOTrainer._generate_and_score_completions, sum_then_normalize), with its nanstd."""
+    from trl.trainer.utils import nanstd
+
+    mean = torch.nanmean(rewards.view(-1, G), dim=1).repeat_interleave(G, dim=0)
+    if scale in ("group", "none"):
+        std = nanstd(rewards.view(-1, G), dim=1).repeat_interleave(G, dim=0)
+    else:
+        std = nanstd(rewards).expand_as(rewards)
+    adv = rewards - mean
+    if scale != "none":
+        adv = adv / (std + 1e-4)
+    return torch.nan_to_num(adv, nan=0.0)
+
+
+def test_trl_is_the_pinned_release():
+    check_trl_version()
+    import trl
+
+    assert trl.__version__ == TRL_VERSION
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_equal_groups_reproduce_trl(scale):
+    gen = torch.Generator().manual_seed(0)
+    G = 4
+    rewards = torch.randint(0, 2, (8 * G,), generator=gen).float() + 0.1 * torch.rand(8 * G, generator=gen)
+    rewards[3] = float("nan")  # an unscorable completion
+    slots = torch.arange(8).repeat_interleave(G)
+    torch.testing.assert_close(slot_advantages(rewards, slots, scale), trl_group_advantages(rewards, G, scale))
+
+
+def test_unequal_groups_in_any_order():
+    rng = np.random.default_rng(1)
+    sizes = [1, 2, 3, 8, 5, 2]
+    slots = np.repeat(np.arange(len(sizes)), sizes)
+    r = rng.integers(0, 2, slots.size).astype(float)
+    perm = rng.permutation(slots.size)
+    adv = slot_advantages(torch.tensor(r[perm]), torch.tensor(slots[perm])).numpy()
+    rloo = slot_advantages(torch.tensor(r[perm]), torch.tensor(slots[perm]), estimator="rloo").numpy()
+    for g, n in enumerate(sizes):
+        sel = slots[perm] == g
+        x = r[perm][sel]
+        if n == 1:
+            assert adv[sel][0] == 0.0 and rloo[sel][0] == 0.0
+            continue
+        np.testing.assert_allclose(adv[sel], (x - x.mean()) / (x.std(ddof=1) + 1e-4), rtol=1e-6)
+        np.testing.assert_allclose(rloo[sel], n / (n - 1) * (x - x.mean()), rtol=1e-6, atol=1e-12)
+    # the same prompt drawn twice is two groups, told apart by slot
+    twice = slot_advantages(torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1]))
+    assert twice[2] == 0 and twice[3] == 0 and twice[0] > 0
+
+
+def test_prompt_weights_give_every_group_the_same_total():
+    slots = torch.tensor([0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2])
+    w = prompt_weights(slots)
+    totals = torch.zeros(3).index_add_(0, slots, w)
+    torch.testing.assert_close(totals, torch.full((3,), 12 / 3))
+
+
+def test_advantage_argument_errors():
+    with pytest.raises(ValueError, match="scale"):
+        slot_advantages(torch.zeros(2), torch.zeros(2, dtype=torch.long), scale="token")
+    with pytest.raises(ValueError, match="equal length"):
+        slot_advantages(torch.zeros(2), torch.zeros(3, dtype=torch.long))
+
+
+# ------------------------------------------------------------------------------------------------ rewards
+@pytest.mark.parametrize(
+    ("completion", "gold", "reward"),
+    [
+        ("so the result is \\boxed{42}", "42", 1.0),
+        ("steps...\n#### 42", "42", 1.0),
+        ("\\boxed{0.5}", "\\frac{1}{2}", 1.0),
+        ("\\boxed{\\frac{3}{6}}", "0.5", 1.0),
+        ("\\boxed{41}", "42", 0.0),
+        ("first \\boxed{1} then \\boxed{42}", "42", 1.0),
+        ("I think it is 42", "42", 0.0),  # no final answer
+        ("\\boxed{42", "42", 0.0),  # unbalanced
+        ("\\boxed{}", "42", 0.0),
+        ([{"role": "assistant", "content": "\\boxed{-7}"}], "-7", 1.0),
+    ],
+)
+def test_math_answer_reward(completion, gold, reward):
+    assert MathAnswerReward().score(completion, gold) == reward
+
+
+def test_reward_never_raises_and_counts_what_it_saw():
+    fn = MathAnswerReward()
+    junk = ["", "\\boxed{\\frac{1}{0}}", "\\boxed{\\\\\\}", "#### ", "\x00\x01", "\\boxed{" * 50, "🙂 #### 🙂"]
+    out = fn(completions=junk + ["\\boxed{3}"], answer=["3"] * (len(junk) + 1))
+    assert out[-1] == 1.0 and all(v == 0.0 for v in out[:-1])
+    assert sum(fn.stats.values()) == len(junk) + 1 and fn.stats["correct"] == 1
+    assert format_reward(completions=["\\boxed{1}", "none"]) == [0.1, 0.0]
+    assert extract_answer("a \\boxed{x^{2}} b") == "\\boxed{x^{2}}"
+
+
+# ------------------------------------------------------------------------------------------------ data
+def test_arith_is_deterministic_and_spans_levels():
+    a, b = arith_problems(50, seed=3), arith_problems(50, seed=3)
+    assert a == b and a != arith_problems(50, seed=4)
+    assert {r["level"] for r in a} == {1, 2, 3, 4, 5}
+    assert all(r["answer"].lstrip("-").isdigit() for r in a)
+    ds = load_problems("arith", n=30)
+    assert ds.column_names[:3] == ["prompt_id", "question", "answer"] and list(ds["prompt_id"]) == list(range(30))
+
+
+def test_local_files_with_configurable_columns(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(json.dumps({"problem": f"{i}+1", "solution": i + 1}) for i in range(5)))
+    ds = load_problems(str(path), question_column="problem", answer_column="solution")
+    assert ds["question"][2] == "2+1" and ds["answer"][2] == "3" and list(ds["prompt_id"]) == [0, 1, 2, 3, 4]
+    ds.to_parquet(str(tmp_path / "data.parquet"))
+    assert len(load_problems(str(tmp_path / "data.parquet"))) == 5
+    ds.save_to_disk(str(tmp_path / "saved"))
+    assert len(load_problems(str(tmp_path / "saved"))) == 5
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "match"),
+    [
+        ('{"question": "1+1"}\n', "x.jsonl", "no column 'answer'"),
+        ("", "empty.jsonl", "empty|cannot read"),
+        ("not json at all {", "bad.jsonl", "cannot read"),
+        ("PAR1garbage", "bad.parquet", "cannot read"),
+        ("a,b\n", "x.csv", "unsupported"),
+    ],
+)
+def test_bad_datasets_are_one_line_errors(tmp_path, content, name, match):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ValueError, match=match) as info:
+        load_problems(str(path))
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="not found"):
+        load_problems(str(tmp_path / "missing.jsonl"))
