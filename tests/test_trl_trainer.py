@@ -1,0 +1,94 @@
+"""The GRPOTrainer subclass on a tiny random Qwen2 on CPU: it generates exactly the policy's plan, its advantages match
+TRL's on equal groups, and the posterior moves with the rewards."""
+
+import numpy as np
+import pytest
+import torch
+from trl import GRPOConfig
+
+from backends.trl.data import load_problems
+from backends.trl.models import tiny_model, tiny_tokenizer
+from backends.trl.trainer import CuresGRPOTrainer
+from cures.policies import make_policy
+
+
+def parity_reward(completions, **kwargs):
+    """A reward that varies across completions of a random model: the parity of the first character."""
+    return [float(ord(c[0]) % 2) if c else 0.0 for c in completions]
+
+
+def make_trainer(policy_name, budget, batch_size, steps, tmp_path, num_generations=2, seed=0, **policy_kw):
+    tok = tiny_tokenizer()
+    ds = load_problems("arith", n=48).map(lambda r: {"prompt": r["question"]})
+    policy = make_policy(policy_name, batch_size=batch_size, budget=budget, **policy_kw)
+    state = policy.init(len(ds), seed=seed)
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=budget, num_generations=num_generations,
+                      max_completion_length=6, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+                      report_to="none", save_strategy="no", logging_steps=1, max_steps=steps, learning_rate=1e-3,
+                      dataloader_num_workers=0, seed=seed)
+    trainer = CuresGRPOTrainer(model=tiny_model(tok, seed), processing_class=tok, reward_funcs=parity_reward,
+                               args=args, train_dataset=ds, policy=policy, policy_state=state)
+    return trainer, policy, state
+
+
+def test_generates_exactly_the_plan_and_updates_the_posterior(tmp_path):
+    trainer, policy, state = make_trainer("cures", budget=16, batch_size=4, steps=4, tmp_path=tmp_path)
+    plans, seen = [], []
+    original_plan = policy.plan
+
+    def recording_plan(s):
+        plan = original_plan(s)
+        plans.append(plan)
+        return plan
+
+    policy.plan = recording_plan
+    trainer.reward_funcs[0] = lambda completions, prompt_id, _slot, **kw: (seen.append(list(prompt_id)),
+                                                                         parity_reward(completions))[1]
+    before = state.arrays.alpha + state.arrays.beta
+    trainer.train()
+    assert state.steps_done == 4 and len(plans) == 4 and state.rollouts_total == 4 * 16
+    for plan, ids in zip(plans, seen, strict=True):
+        np.testing.assert_array_equal(ids, plan.rollout_prompt_ids())  # n_i copies of each planned prompt
+    counts = state.arrays.alpha + state.arrays.beta - before
+    expected = np.zeros_like(counts)
+    for plan in plans:
+        np.add.at(expected, plan.prompt_ids, plan.n_rollouts)
+    np.testing.assert_array_equal(counts, expected)  # every reward reached the posterior
+    logged = [h for h in trainer.state.log_history if "cures/zero_variance_fraction" in h]
+    assert len(logged) == 4 and all("cures/mean_p_hat" in h for h in logged)
+
+
+def test_advantages_equal_trls_when_groups_are_equal(tmp_path):
+    trainer, _, _ = make_trainer("grpo", budget=16, batch_size=4, steps=3, tmp_path=tmp_path, num_generations=4)
+    pairs = []
+    parent = CuresGRPOTrainer.__mro__[1]._generate_and_score_completions
+
+    def spy(self, inputs):
+        out = parent(self, inputs)
+        pairs.append(out["advantages"].clone())  # TRL's own advantages for these rows
+        return out
+
+    original = CuresGRPOTrainer._generate_and_score_completions
+    mro_parent = CuresGRPOTrainer.__mro__[1]
+    mro_parent._generate_and_score_completions = spy
+    ours = []
+    try:
+        def capture(self, inputs):
+            out = original(self, inputs)
+            ours.append(out["advantages"].clone())
+            return out
+
+        trainer._generate_and_score_completions = capture.__get__(trainer)
+        trainer.train()
+    finally:
+        mro_parent._generate_and_score_completions = parent
+    assert len(ours) == len(pairs) == 3
+    for trl_adv, cures_adv in zip(pairs, ours, strict=True):
+        torch.testing.assert_close(cures_adv, trl_adv, rtol=1e-5, atol=1e-6)
+    assert any(a.abs().sum() > 0 for a in ours)  # the reward did vary
+
+
+def test_multi_round_policies_are_refused_clearly():
+    policy = make_policy("dapo", batch_size=4, n=4)
+    with pytest.raises(ValueError, match="does not run 'dapo' yet"):
+        CuresGRPOTrainer(policy=policy, policy_state=policy.init(48))
