@@ -92,3 +92,41 @@ def test_multi_round_policies_are_refused_clearly():
     policy = make_policy("dapo", batch_size=4, n=4)
     with pytest.raises(ValueError, match="does not run 'dapo' yet"):
         CuresGRPOTrainer(policy=policy, policy_state=policy.init(48))
+
+
+def test_killed_and_resumed_run_continues_with_the_same_plans(tmp_path):
+    """Train 4 steps with checkpoints every 2; resume a fresh trainer from checkpoint-2: the plans of steps 3 and 4
+    equal the uninterrupted run's, and the final policy states are identical."""
+    from backends.trl.trainer import STATE_FILE, resume_point
+
+    def run(out, steps, resume=False):
+        trainer, policy, state = make_trainer("cures", budget=16, batch_size=4, steps=4, tmp_path=out)
+        trainer.args.save_strategy = "steps"
+        trainer.args.save_steps = 2
+        checkpoint = None
+        if resume:
+            checkpoint, state = resume_point(out)
+            trainer.policy_state = state
+        plans = []
+        original = policy.plan
+        policy.plan = lambda s: plans.append(original(s)) or plans[-1]
+        trainer.train(resume_from_checkpoint=checkpoint)
+        return trainer.policy_state, plans
+
+    full_state, full_plans = run(tmp_path / "full", 4)
+    assert (tmp_path / "full" / "checkpoint-2" / STATE_FILE).is_file()
+    out = tmp_path / "killed"
+    run(out, 4)
+    # simulate a kill after step 2: drop the later checkpoint, and a half-written one without policy state
+    import shutil
+
+    shutil.rmtree(out / "checkpoint-4")
+    (out / "checkpoint-3").mkdir()
+    resumed_state, resumed_plans = run(out, 4, resume=True)
+    assert len(resumed_plans) == 2
+    for a, b in zip(full_plans[2:], resumed_plans, strict=True):
+        np.testing.assert_array_equal(a.prompt_ids, b.prompt_ids)
+        np.testing.assert_array_equal(a.n_rollouts, b.n_rollouts)
+    np.testing.assert_array_equal(full_state.arrays.alpha, resumed_state.arrays.alpha)
+    np.testing.assert_array_equal(full_state.arrays.beta, resumed_state.arrays.beta)
+    assert resumed_state.steps_done == full_state.steps_done == 4

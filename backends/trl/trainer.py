@@ -12,6 +12,10 @@ the generation batch's rollouts; they are refused with a clear error.
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+
 import numpy as np
 import torch
 from accelerate.utils import gather_object
@@ -22,6 +26,23 @@ from backends.trl.compat import check_trl_version
 from cures.policies import Policy, PolicyState
 
 SINGLE_ROUND = {"grpo", "cures", "cures-sampling", "cures-allocation", "mopps", "knapsack"}
+STATE_FILE = "policy_state.npz"
+
+
+def resume_point(output_dir) -> tuple[str, PolicyState] | None:
+    """The newest checkpoint of `output_dir` that holds both TRL's state and the policy's, with that policy state.
+
+    A checkpoint written up to the model but killed before the policy state is skipped, so a resumed run always
+    continues from a consistent pair."""
+    found = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match and (path / STATE_FILE).is_file() and (path / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), path))
+    if not found:
+        return None
+    _, path = max(found)
+    return str(path), PolicyState.load(path / STATE_FILE)
 
 
 class CuresGRPOTrainer(GRPOTrainer):
@@ -47,6 +68,13 @@ class CuresGRPOTrainer(GRPOTrainer):
         self._gathered = None
 
     # -- TRL hooks (trl 1.16.0) ----------------------------------------------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        """TRL's checkpoint, then the policy state beside it (written atomically; every process holds the same)."""
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            self.policy_state.save(os.path.join(folder, STATE_FILE))
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         matrix = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         if self.model.training and inputs and "_slot" in inputs[0]:
