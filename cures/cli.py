@@ -302,6 +302,52 @@ def report(
 
 
 @app.command()
+@user_errors
+def train(
+    backend: Annotated[str, typer.Option("--backend", help="Training backend (trl).")] = "trl",
+    model: Annotated[str, typer.Option("--model", help="'tiny' (random, for tests) or a local model directory.")] =
+    "tiny",
+    dataset: Annotated[str, typer.Option("--dataset", help="arith, gsm-symbolic, a .jsonl/.parquet file or a "
+                                         "datasets directory.")] = "arith",
+    policy: Annotated[str, typer.Option("--policy", help="Policy (single-round policies for now).")] = "cures",
+    max_steps: Annotated[int, typer.Option("--max-steps", help="Optimizer steps.")] = 10,
+    budget: Annotated[int, typer.Option("--budget", help="Rollouts per step (TRL's generation batch).")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per step.")] = 8,
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Checkpoints, metrics.jsonl, summary.json.")] =
+    Path("train-out"),
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --output-dir.")] =
+    False,
+    set_: SetOpt = None,
+):
+    """Train a model with a policy choosing prompts and rollouts per prompt (TRL GRPOTrainer, CPU or one GPU)."""
+    import dataclasses
+
+    if backend != "trl":
+        fail(f"unknown backend {backend!r}; available: trl")
+    from backends.trl.run import TrainConfig
+    from backends.trl.run import train as run_training
+    from simulator.config import _policy_value
+
+    cfg = TrainConfig(model=model, dataset=dataset, policy=policy, max_steps=max_steps, budget=budget,
+                      batch_size=batch_size, output_dir=str(output_dir), resume=resume)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for pair in set_ or []:
+        key, _, text = pair.partition("=")
+        if key.startswith("policy."):
+            cfg.policy_params[key[7:]] = _policy_value(text)
+        elif key in fields and key != "policy_params":
+            setattr(cfg, key, type(getattr(cfg, key))(_policy_value(text)))
+        else:
+            fail(f"unknown setting {key!r}; allowed: {', '.join(k for k in fields if k != 'policy_params')}, "
+                 "or policy.PARAM")
+    summary = run_training(cfg)
+    for key in ("steps", "rollouts_total", "heldout_accuracy_before", "heldout_accuracy_after",
+                "train_wall_seconds", "policy_share_of_train_time"):
+        console.print(f"{key}: {summary[key]}", highlight=False)
+    console.print(f"wrote {output_dir / 'summary.json'} and {output_dir / 'metrics.jsonl'}", highlight=False)
+
+
+@app.command()
 def scenarios():
     """List the named simulation scenarios."""
     from simulator.config import SCENARIO_DIR, available_scenarios

@@ -130,3 +130,31 @@ def test_killed_and_resumed_run_continues_with_the_same_plans(tmp_path):
     np.testing.assert_array_equal(full_state.arrays.alpha, resumed_state.arrays.alpha)
     np.testing.assert_array_equal(full_state.arrays.beta, resumed_state.arrays.beta)
     assert resumed_state.steps_done == full_state.steps_done == 4
+
+
+def test_cures_train_command_trains_resumes_and_reports(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "cures", "train", "--backend", "trl", "--model", "tiny", "--dataset", "arith",
+            "--policy", "cures", "--budget", "16", "--batch-size", "4", "--output-dir", str(out),
+            "--set", "reward=parity", "--set", "max_completion_length=6", "--set", "eval_size=4",
+            "--set", "save_steps=2"]
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    first = subprocess.run([*base, "--max-steps", "2"], capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr
+    resumed = subprocess.run([*base, "--max-steps", "4", "--resume"], capture_output=True, text=True, env=env,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["rollouts_total"] == 4 * 16  # the resumed policy state kept counting
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("cures/zero_variance_fraction" in m for m in metrics)
+    for args, message in ((["--policy", "dapo"], "does not run 'dapo' yet"),
+                          (["--dataset", str(tmp_path / "missing.jsonl")], "not found"),
+                          (["--set", "bogus=1"], "unknown setting 'bogus'"),
+                          (["--resume", "--output-dir", str(tmp_path / "empty")], "no checkpoint")):
+        bad = subprocess.run([*base, *args], capture_output=True, text=True, env=env, timeout=600)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr

@@ -1,5 +1,5 @@
 """TRL backend: variable rollouts per prompt for GRPOTrainer, driven by `cures.policies`.
 
-Work in progress (see the README's status): per-slot advantages, rewards and data are here; the trainer subclass
-and `cures train` are not yet.
+`trainer.CuresGRPOTrainer` plans every generation round from the policy; `run.train` is `cures train`. Policies with
+screening or refill rounds are not supported by this backend yet (they are refused with a clear error).
 """

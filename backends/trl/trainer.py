@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,7 @@ class CuresGRPOTrainer(GRPOTrainer):
         per_prompt = policy.spec.loss_weighting == "per-prompt" if weighting == "policy" else weighting == "prompt"
         self.per_prompt_weighting = per_prompt
         self._gathered = None
+        self.policy_seconds = 0.0  # time spent inside the policy's plan/observe
 
     # -- TRL hooks (trl 1.16.0) ----------------------------------------------------------------------------------
     def _save_checkpoint(self, model, trial):
@@ -86,7 +88,9 @@ class CuresGRPOTrainer(GRPOTrainer):
             return super()._generate_and_score_completions(inputs)
         local = len(inputs)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        t0 = time.perf_counter()
         plan = self.policy.plan(self.policy_state)
+        self.policy_seconds += time.perf_counter() - t0
         if plan.purpose != "train" or plan.total != local * world:
             raise ValueError(f"policy {self.policy.name!r} planned {plan.total} rollouts ({plan.purpose}); the "
                              f"generation batch holds {local * world}: set the policy's budget to it")
@@ -103,7 +107,9 @@ class CuresGRPOTrainer(GRPOTrainer):
             adv = adv * prompt_weights(slots)
         out["advantages"] = adv[rank * local : (rank + 1) * local].to(out["advantages"].device)
         # every process applies the same update from the same gathered rewards (unscorable rollouts count as failures)
+        t0 = time.perf_counter()
         self.policy.observe(self.policy_state, rewards=torch.nan_to_num(rewards, nan=0.0).numpy())
+        self.policy_seconds += time.perf_counter() - t0
         self._log_policy_metrics(plan, rewards, slots)
         return out
 
