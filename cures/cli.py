@@ -341,6 +341,8 @@ def train(
             fail(f"unknown setting {key!r}; allowed: {', '.join(k for k in fields if k != 'policy_params')}, "
                  "or policy.PARAM")
     summary = run_training(cfg)
+    if not summary:  # not the main process of a multi-process run
+        return
     for key in ("steps", "rollouts_total", "heldout_accuracy_before", "heldout_accuracy_after",
                 "train_wall_seconds", "policy_share_of_train_time"):
         console.print(f"{key}: {summary[key]}", highlight=False)

@@ -158,3 +158,30 @@ def test_cures_train_command_trains_resumes_and_reports(tmp_path):
                           (["--resume", "--output-dir", str(tmp_path / "empty")], "no checkpoint")):
         bad = subprocess.run([*base, *args], capture_output=True, text=True, env=env, timeout=600)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_two_gloo_processes_make_identical_plans(tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` on a CPU-only machine runs two gloo processes; each logs
+    its plans, and both must be the same (same seed, same gathered rewards, same posterior)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    launcher = Path(sys.executable).with_name("accelerate")
+    assert launcher.exists() or shutil.which("accelerate")
+    out = tmp_path / "ddp"
+    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cures", "train", "--model", "tiny",
+           "--policy", "cures", "--max-steps", "6", "--budget", "16", "--batch-size", "4", "--output-dir", str(out),
+           "--set", "reward=parity", "--set", "max_completion_length=6", "--set", "eval_size=4",
+           "--set", "n_problems=12", "--set", "save_steps=3"]
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "CUDA_VISIBLE_DEVICES": ""}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ranks = [[json.loads(x) for x in (out / f"plans.rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    assert len(ranks[0]) == 6 and ranks[0] == ranks[1]  # rho* draws after step 1 depend on each rank's posterior
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["rollouts_total"] == 6 * 16

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,8 +109,11 @@ def train(cfg: TrainConfig, progress=None) -> dict:
         checkpoint, state = found
     model, tok = _load_model(cfg.model, cfg.seed)
     cuda = torch.cuda.is_available()
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
+    if cfg.budget % world:
+        raise ValueError(f"budget {cfg.budget} must be divisible by the {world} processes")
     args = GRPOConfig(
-        output_dir=str(out), per_device_train_batch_size=cfg.budget, num_generations=2,
+        output_dir=str(out), per_device_train_batch_size=cfg.budget // world, num_generations=2,
         max_completion_length=cfg.max_completion_length, use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False, gradient_checkpointing=False, report_to="none",
         save_strategy="steps", save_steps=cfg.save_steps, logging_steps=1, max_steps=cfg.max_steps,
@@ -118,11 +122,14 @@ def train(cfg: TrainConfig, progress=None) -> dict:
     reward = MathAnswerReward() if cfg.reward == "math" else parity_reward
     trainer = CuresGRPOTrainer(model=model, processing_class=tok, reward_funcs=reward, args=args,
                                train_dataset=train_rows, policy=policy, policy_state=state)
-    before = greedy_accuracy(model, tok, held_out, cfg.max_completion_length)
+    main = trainer.accelerator.is_main_process
+    before = greedy_accuracy(model, tok, held_out, cfg.max_completion_length) if main else None
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     wall = time.perf_counter() - t0
-    after = greedy_accuracy(model, tok, held_out, cfg.max_completion_length)
+    if not main:
+        return {}
+    after = greedy_accuracy(trainer.model, tok, held_out, cfg.max_completion_length)
     with (out / "metrics.jsonl").open("w") as fh:
         for entry in trainer.state.log_history:
             fh.write(json.dumps(entry) + "\n")
@@ -131,7 +138,7 @@ def train(cfg: TrainConfig, progress=None) -> dict:
         "rollouts_total": trainer.policy_state.rollouts_total, "heldout_accuracy_before": before,
         "heldout_accuracy_after": after, "train_wall_seconds": wall, "policy_seconds": trainer.policy_seconds,
         "policy_share_of_train_time": trainer.policy_seconds / wall if wall > 0 else None,
-        "device": "cuda" if cuda else "cpu", "config": asdict(cfg),
+        "device": "cuda" if cuda else "cpu", "processes": world, "config": asdict(cfg),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

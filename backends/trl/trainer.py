@@ -12,6 +12,7 @@ the generation batch's rollouts; they are refused with a clear error.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -68,6 +69,8 @@ class CuresGRPOTrainer(GRPOTrainer):
         self.per_prompt_weighting = per_prompt
         self._gathered = None
         self.policy_seconds = 0.0  # time spent inside the policy's plan/observe
+        rank = self.accelerator.process_index
+        self.plan_log = Path(self.args.output_dir) / f"plans.rank{rank}.jsonl"  # every rank's plans, for audits
 
     # -- TRL hooks (trl 1.16.0) ----------------------------------------------------------------------------------
     def _save_checkpoint(self, model, trial):
@@ -91,6 +94,10 @@ class CuresGRPOTrainer(GRPOTrainer):
         t0 = time.perf_counter()
         plan = self.policy.plan(self.policy_state)
         self.policy_seconds += time.perf_counter() - t0
+        self.plan_log.parent.mkdir(parents=True, exist_ok=True)
+        with self.plan_log.open("a") as fh:
+            fh.write(json.dumps({"step": plan.step, "round": plan.round, "prompt_ids": plan.prompt_ids.tolist(),
+                                 "n_rollouts": plan.n_rollouts.tolist()}) + "\n")
         if plan.purpose != "train" or plan.total != local * world:
             raise ValueError(f"policy {self.policy.name!r} planned {plan.total} rollouts ({plan.purpose}); the "
                              f"generation batch holds {local * world}: set the policy's budget to it")
