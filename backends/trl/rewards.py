@@ -39,22 +39,29 @@ def extract_answer(text: str) -> str | None:
 
 
 class MathAnswerReward:
-    """1.0 if the completion's final answer (\\boxed{} or ####) equals the gold answer under math-verify, else 0.0.
+    """1.0 if the completion's final answer equals the gold answer under math-verify, else 0.0.
 
-    Never raises: a completion without a final answer, or one math-verify cannot parse, scores 0 and is counted in
-    `self.stats` ("no_answer", "unparsable", "correct", "wrong").
+    The final answer is the last \\boxed{} or ####; with `fallback=True` (default) a completion with neither is
+    given to math-verify whole, which takes its last expression (small models rarely box their answers). Never
+    raises: a completion without an answer, or one math-verify cannot parse, scores 0 and is counted in
+    `self.stats` ("no_answer", "unparsable", "correct", "wrong", and "unboxed" for fallback answers).
     """
 
     __name__ = "math_answer"
 
-    def __init__(self, answer_column: str = "answer"):
+    def __init__(self, answer_column: str = "answer", fallback: bool = True):
         self.answer_column = answer_column
+        self.fallback = fallback
         self.stats: Counter = Counter()
 
     def score(self, completion, answer) -> float:
         from math_verify import parse, verify
 
-        answer_text = extract_answer(_completion_text(completion))
+        text = _completion_text(completion)
+        answer_text = extract_answer(text)
+        if answer_text is None and self.fallback and text.strip():
+            answer_text = text
+            self.stats["unboxed"] += 1
         if answer_text is None:
             self.stats["no_answer"] += 1
             return 0.0

@@ -13,7 +13,7 @@ PROMPT_SUFFIX = " Give the final answer as \\boxed{answer}."
 
 @dataclass
 class TrainConfig:
-    model: str = "tiny"  # "tiny" (random, for tests) or a local Hugging Face model directory
+    model: str = "tiny"  # "tiny" (random, for tests), "smollm2-135m" or a local Hugging Face model directory
     dataset: str = "arith"
     policy: str = "cures"
     max_steps: int = 10
@@ -30,6 +30,7 @@ class TrainConfig:
     seed: int = 0
     save_steps: int = 5
     reward: str = "math"  # "math" (math-verify) or "parity" (a random-model test signal)
+    arith_max_level: int = 5  # arith difficulty levels 1..this
     policy_params: dict = field(default_factory=dict)
 
 
@@ -39,9 +40,13 @@ def _load_model(name: str, seed: int):
 
         tok = tiny_tokenizer()
         return tiny_model(tok, seed), tok
+    if name == "smollm2-135m":
+        from backends.trl.models import smollm2_dir
+
+        name = smollm2_dir()
     path = Path(name)
     if not path.is_dir():
-        raise ValueError(f"model {name!r}: use 'tiny' or a local Hugging Face model directory")
+        raise ValueError(f"model {name!r}: use 'tiny', 'smollm2-135m' or a local Hugging Face model directory")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
@@ -52,8 +57,9 @@ def _load_model(name: str, seed: int):
 
 
 def parity_reward(completions, **kwargs) -> list[float]:
-    """Test signal for random models: the parity of the first character."""
-    return [float(ord(c[0]) % 2) if isinstance(c, str) and c else 0.0 for c in completions]
+    """Test signal for random models: the parity of the completion's first character."""
+    texts = [c if isinstance(c, str) else str(c[-1].get("content", "")) if c else "" for c in completions]
+    return [float(ord(t[0]) % 2) if t else 0.0 for t in texts]
 
 
 def greedy_accuracy(model, tokenizer, rows, max_new_tokens: int) -> float:
@@ -67,7 +73,8 @@ def greedy_accuracy(model, tokenizer, rows, max_new_tokens: int) -> float:
     correct = 0.0
     with torch.no_grad():
         for row in rows:
-            enc = tokenizer(row["prompt"], return_tensors="pt").to(model.device)
+            enc = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, return_tensors="pt",
+                                                return_dict=True).to(model.device)
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)
             text = tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -91,10 +98,10 @@ def train(cfg: TrainConfig, progress=None) -> dict:
                          f"supported: {', '.join(sorted(SINGLE_ROUND))}")
     out = Path(cfg.output_dir)
     problems = load_problems(cfg.dataset, cfg.question_column, cfg.answer_column, n=cfg.n_problems + cfg.eval_size,
-                             seed=cfg.seed)
+                             seed=cfg.seed, levels=tuple(range(1, cfg.arith_max_level + 1)))
     if len(problems) <= cfg.eval_size:
         raise ValueError(f"dataset {cfg.dataset} has {len(problems)} rows; need more than eval_size={cfg.eval_size}")
-    problems = problems.map(lambda r: {"prompt": r["question"] + PROMPT_SUFFIX})
+    problems = problems.map(lambda r: {"prompt": [{"role": "user", "content": r["question"] + PROMPT_SUFFIX}]})
     held_out = [problems[i] for i in range(len(problems) - cfg.eval_size, len(problems))]
     train_rows = problems.select(range(len(problems) - cfg.eval_size))
     train_rows = train_rows.remove_columns("prompt_id").add_column("prompt_id", list(range(len(train_rows))))
