@@ -36,6 +36,7 @@ from cures.policies.kernels import (
     rho_draw,
     rho_update,
     round_slots,
+    screen_subset,
     sigma_from_counts,
     subset_bounds,
     train_on_round,
@@ -67,10 +68,7 @@ def plan(P, S, B, rng):
     if S.ireg[PHASE] == NEED_SUBSET:
         lo, hi = enter_next_subset(P, S, rng)
         if P.n_pre > 0:  # lines 3-5: N' pre-rollouts for every prompt of D_t, counted, not trained
-            begin_round(B, SCREEN)
-            for x in S.order[lo:hi]:
-                add_slot(B, x, P.n_pre)
-            end_plan(S, B)
+            screen_subset(S, B, lo, hi, P.n_pre)
             return
         for x in S.order[lo:hi]:
             S.sigma[x] = sigma_from_counts(posterior_mean(S.alpha, S.beta, x), np.nan, np.nan, np.nan)

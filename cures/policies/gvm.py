@@ -31,6 +31,7 @@ from cures.policies.kernels import (
     finish_step,
     largest_remainder,
     round_slots,
+    screen_subset,
     train_on_round,
     update_posterior_from_round,
 )
@@ -49,10 +50,7 @@ def gvm_weight(p, g, a, b):
 def plan(P, S, B, rng):
     if S.ireg[PHASE] == NEED_SUBSET:  # stage 1: pre-sample the new subset
         lo, hi = enter_next_subset(P, S, rng)
-        begin_round(B, SCREEN)
-        for x in S.order[lo:hi]:
-            add_slot(B, x, P.n_pre)
-        end_plan(S, B)
+        screen_subset(S, B, lo, hi, P.n_pre)
         return
     begin_round(B, TRAIN)
     batch = np.empty(P.batch_size, np.int64)

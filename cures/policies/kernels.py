@@ -270,6 +270,15 @@ def shuffle(a, rng):
 
 
 @njit(cache=True)
+def screen_subset(S, B, lo, hi, n):
+    """A screening round: n rollouts for every prompt order[lo:hi] of the subset (counted, informs the policy)."""
+    begin_round(B, SCREEN)
+    for x in S.order[lo:hi]:
+        add_slot(B, x, n)
+    end_plan(S, B)
+
+
+@njit(cache=True)
 def ensure_subset(P, S, rng):
     """Enter the first subset before the first plan."""
     if S.ireg[PHASE] == NEED_SUBSET:

@@ -33,6 +33,7 @@ from cures.policies.kernels import (
     enter_next_subset,
     finish_step,
     round_slots,
+    screen_subset,
     sigma_from_counts,
     subset_bounds,
     train_on_round,
@@ -63,10 +64,7 @@ def _draw_batch(P, S, members, rng):
 def plan(P, S, B, rng):
     if S.ireg[PHASE] == NEED_SUBSET:  # step 1: pre-rollouts of the new subset
         lo, hi = enter_next_subset(P, S, rng)
-        begin_round(B, SCREEN)
-        for x in S.order[lo:hi]:
-            add_slot(B, x, P.n_pre)
-        end_plan(S, B)
+        screen_subset(S, B, lo, hi, P.n_pre)
         return
 
     begin_round(B, TRAIN)
