@@ -305,7 +305,8 @@ def report(
 @user_errors
 def train(
     backend: Annotated[str, typer.Option("--backend", help="Training backend (trl).")] = "trl",
-    model: Annotated[str, typer.Option("--model", help="'tiny' (random, for tests) or a local model directory.")] =
+    model: Annotated[str, typer.Option("--model", help="'tiny' (random, for tests), 'smollm2-135m' or a local model "
+                                       "directory.")] =
     "tiny",
     dataset: Annotated[str, typer.Option("--dataset", help="arith, gsm-symbolic, a .jsonl/.parquet file or a "
                                          "datasets directory.")] = "arith",
