@@ -228,6 +228,15 @@ def update_posterior_from_round(P, S, B):
                   B.n[lo:hi].astype(np.float64), P.decay, S.mark)
 
 
+@njit(cache=True)
+def complete_single_round_step(P, S, B):
+    """The usual end of a one-round step: Eq. 23-24 from the round, every slot its own group, the step done."""
+    update_posterior_from_round(P, S, B)
+    train_on_round(B)
+    finish_step(S, B)
+    return True
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Subsets (Algorithm 1, line 1) and uniform epoch-wise sampling
 # ----------------------------------------------------------------------------------------------------------------

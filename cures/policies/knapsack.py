@@ -19,12 +19,10 @@ from cures.policies.kernels import (
     KNAPSACK,
     TRAIN,
     add_slot,
+    complete_single_round_step,
     end_plan,
-    finish_step,
     open_uniform_round,
     round_slots,
-    train_on_round,
-    update_posterior_from_round,
 )
 from cures.policies.spec import Param, PolicySpec, fits_dataset, integer, register
 
@@ -107,13 +105,10 @@ def plan(P, S, B, rng):
 @njit(cache=True)
 def observe(P, S, B, rng):
     lo, hi = round_slots(B)
-    update_posterior_from_round(P, S, B)
-    for j in range(lo, hi):
+    for j in range(lo, hi):  # the statistic of the next allocation: this observation's rate
         S.last[B.prompt[j], 0] = B.succ[j]
         S.last[B.prompt[j], 1] = B.n[j]
-    train_on_round(B)
-    finish_step(S, B)
-    return True
+    return complete_single_round_step(P, S, B)
 
 
 def _check(v, n_prompts):

@@ -14,11 +14,9 @@ from cures.policies.kernels import (
     MOPPS,
     TRAIN,
     add_slot,
+    complete_single_round_step,
     end_plan,
-    finish_step,
     open_uniform_round,
-    train_on_round,
-    update_posterior_from_round,
 )
 from cures.policies.spec import Param, PolicySpec, fits_dataset, integer, prior_pair, real, register
 
@@ -38,10 +36,7 @@ def plan(P, S, B, rng):
 
 @njit(cache=True)
 def observe(P, S, B, rng):
-    update_posterior_from_round(P, S, B)
-    train_on_round(B)
-    finish_step(S, B)
-    return True
+    return complete_single_round_step(P, S, B)
 
 
 SPEC = register(PolicySpec(
