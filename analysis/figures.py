@@ -22,6 +22,7 @@ from cures.theory import (
     zero_variance_prob,
 )
 from simulator.output import mean_curve
+from simulator.run import stacked
 
 NS = (4, 8, 16)
 
@@ -174,7 +175,7 @@ def learning_curves(out: Path, runs: dict, accuracy: str, groups: dict[str, tupl
             if name not in runs:
                 continue
             x, mean, lo, hi = mean_curve(runs[name], accuracy)
-            full = np.isfinite(mean) & (np.sum(np.isfinite(_stack(runs[name], accuracy)), axis=0) == len(runs[name]))
+            full = np.isfinite(mean) & (np.sum(np.isfinite(stacked(runs[name], accuracy)), axis=0) == len(runs[name]))
             ax.plot(x[full], mean[full], label=name, color=c[name], lw=1.6)
             band = full & np.isfinite(lo)
             ax.fill_between(x[band], lo[band], hi[band], color=c[name], alpha=0.18, lw=0)
@@ -182,12 +183,6 @@ def learning_curves(out: Path, runs: dict, accuracy: str, groups: dict[str, tupl
         ax.legend()
     np.atleast_1d(axes)[0].set_ylabel(accuracy.replace("_", " ") + " (mean, 95% band)")
     return save(fig, out, "fig5_learning_curves")
-
-
-def _stack(runs, column):
-    from simulator.run import stacked
-
-    return stacked(runs, column)
 
 
 # ----------------------------------------------------------------------------------------------------------- 6

@@ -327,7 +327,7 @@ def train(
         fail(f"unknown backend {backend!r}; available: trl")
     from backends.trl.run import TrainConfig
     from backends.trl.run import train as run_training
-    from simulator.config import _policy_value
+    from simulator.config import parse_value
 
     cfg = TrainConfig(model=model, dataset=dataset, policy=policy, max_steps=max_steps, budget=budget,
                       batch_size=batch_size, output_dir=str(output_dir), resume=resume)
@@ -335,9 +335,9 @@ def train(
     for pair in set_ or []:
         key, _, text = pair.partition("=")
         if key.startswith("policy."):
-            cfg.policy_params[key[7:]] = _policy_value(text)
+            cfg.policy_params[key[7:]] = parse_value(text)
         elif key in fields and key != "policy_params":
-            setattr(cfg, key, type(getattr(cfg, key))(_policy_value(text)))
+            setattr(cfg, key, type(getattr(cfg, key))(parse_value(text)))
         else:
             fail(f"unknown setting {key!r}; allowed: {', '.join(k for k in fields if k != 'policy_params')}, "
                  "or policy.PARAM")

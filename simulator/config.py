@@ -138,7 +138,7 @@ def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
             raise ValueError(f"--set expects key=value; got {pair!r}")
         key, text = (s.strip() for s in pair.split("=", 1))
         if key.startswith("policy."):
-            policy[key[7:]] = _policy_value(text)
+            policy[key[7:]] = parse_value(text)
             continue
         if key not in FIELDS or key == "policy_params":
             raise ValueError(f"unknown setting {key!r}; allowed: {', '.join(k for k in FIELDS if k != 'policy_params')}"
@@ -150,7 +150,8 @@ def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
     return settings, policy
 
 
-def _policy_value(text: str):
+def parse_value(text: str):
+    """A `--set` value's text as int, float, bool, None or the string itself."""
     for cast in (int, float):
         try:
             return cast(text)

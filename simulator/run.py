@@ -189,7 +189,7 @@ def summarize(name: str, cfg: SimConfig, runs: list[SeedRun], wall: float) -> di
 def simulate(name: str, cfg: SimConfig, progress: Progress | None = None, max_rollouts: int | None = None
              ) -> tuple[dict, list[SeedRun]]:
     """Run every seed of one policy; returns (summary, per-seed runs)."""
-    policy_for(name, cfg).init(cfg.n_prompts)  # fail fast on a policy that cannot run this population
+    policy_for(name, cfg).kernel_params(cfg.n_prompts)  # fail fast on a policy that cannot run this population
     t0 = time.perf_counter()
     runs = run_seeds(name, cfg, progress, max_rollouts)
     return summarize(name, cfg, runs, time.perf_counter() - t0), runs
