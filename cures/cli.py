@@ -310,14 +310,17 @@ def train(
     "tiny",
     dataset: Annotated[str, typer.Option("--dataset", help="arith, gsm-symbolic, a .jsonl/.parquet file or a "
                                          "datasets directory.")] = "arith",
-    policy: Annotated[str, typer.Option("--policy", help="Policy (single-round policies for now).")] = "cures",
+    policy: Annotated[str, typer.Option("--policy", help="Any policy of `cures policies`.")] = "cures",
     max_steps: Annotated[int, typer.Option("--max-steps", help="Optimizer steps.")] = 10,
-    budget: Annotated[int, typer.Option("--budget", help="Rollouts per step (TRL's generation batch).")] = 32,
+    budget: Annotated[int, typer.Option("--budget", help="Rollouts per step (fixed-n policies: n = budget / batch "
+                                        "size); also the generation chunk.")] = 32,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per step.")] = 8,
     output_dir: Annotated[Path, typer.Option("--output-dir", help="Checkpoints, metrics.jsonl, summary.json.")] =
     Path("train-out"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --output-dir.")] =
     False,
+    vllm: Annotated[str, typer.Option("--vllm", help="Generate with vLLM: none, colocate or server (GPU only).")] =
+    "none",
     set_: SetOpt = None,
 ):
     """Train a model with a policy choosing prompts and rollouts per prompt (TRL GRPOTrainer, CPU or one GPU)."""
@@ -330,7 +333,7 @@ def train(
     from simulator.config import parse_value
 
     cfg = TrainConfig(model=model, dataset=dataset, policy=policy, max_steps=max_steps, budget=budget,
-                      batch_size=batch_size, output_dir=str(output_dir), resume=resume)
+                      batch_size=batch_size, output_dir=str(output_dir), resume=resume, vllm=vllm)
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for pair in set_ or []:
         key, _, text = pair.partition("=")

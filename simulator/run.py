@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import stdtrit
 
-from cures.policies import Policy, get_spec, make_policy
+from cures.policies import Policy, make_policy_for_budget
 from cures.policies.dispatch import specialised
 from simulator.config import SimConfig
 from simulator.engine import (
@@ -45,20 +45,8 @@ class SeedRun:
 
 
 def policy_for(name: str, cfg: SimConfig) -> Policy:
-    """The policy with the scenario's batch size and budget applied where the policy has such parameters
-    (a fixed-n policy gets n = budget / batch_size)."""
-    spec = get_spec(name)
-    names = {p.name for p in spec.params}
-    params = {}
-    if "batch_size" in names:
-        params["batch_size"] = cfg.batch_size
-    if cfg.budget is not None:
-        if "budget" in names:
-            params["budget"] = cfg.budget
-        elif "n" in names:
-            params["n"] = max(2, cfg.budget // cfg.batch_size)
-    params.update(cfg.policy_params)
-    return make_policy(name, **params)
+    """The policy with the scenario's batch size, budget and parameters (`make_policy_for_budget`)."""
+    return make_policy_for_budget(name, cfg.batch_size, cfg.budget, **cfg.policy_params)
 
 
 def engine_config(cfg: SimConfig, policy: Policy, max_rollouts: int | None = None) -> EngineConfig:

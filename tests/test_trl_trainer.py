@@ -10,20 +10,22 @@ from backends.trl.data import load_problems
 from backends.trl.models import tiny_model, tiny_tokenizer
 from backends.trl.run import parity_reward  # noqa: E402 - a reward that varies across a random model's completions
 from backends.trl.trainer import CuresGRPOTrainer
-from cures.policies import make_policy
+from cures.policies import make_policy_for_budget
 
 
-def make_trainer(policy_name, budget, batch_size, steps, tmp_path, num_generations=2, seed=0, **policy_kw):
+def make_trainer(policy_name, budget, batch_size, steps, tmp_path, num_generations=2, seed=0, trainer_kw=None,
+                 **policy_kw):
     tok = tiny_tokenizer()
     ds = load_problems("arith", n=48).map(lambda r: {"prompt": r["question"]})
-    policy = make_policy(policy_name, batch_size=batch_size, budget=budget, **policy_kw)
+    policy = make_policy_for_budget(policy_name, batch_size, budget, **policy_kw)
     state = policy.init(len(ds), seed=seed)
     args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=budget, num_generations=num_generations,
                       max_completion_length=6, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
                       report_to="none", save_strategy="no", logging_steps=1, max_steps=steps, learning_rate=1e-3,
                       dataloader_num_workers=0, seed=seed)
     trainer = CuresGRPOTrainer(model=tiny_model(tok, seed), processing_class=tok, reward_funcs=parity_reward,
-                               args=args, train_dataset=ds, policy=policy, policy_state=state)
+                               args=args, train_dataset=ds, policy=policy, policy_state=state,
+                               **(trainer_kw or {}))
     return trainer, policy, state
 
 
@@ -84,10 +86,117 @@ def test_advantages_equal_trls_when_groups_are_equal(tmp_path):
     assert any(a.abs().sum() > 0 for a in ours)  # the reward did vary
 
 
-def test_multi_round_policies_are_refused_clearly():
-    policy = make_policy("dapo", batch_size=4, n=4)
-    with pytest.raises(ValueError, match="does not run 'dapo' yet"):
-        CuresGRPOTrainer(policy=policy, policy_state=policy.init(48))
+def record_plans(policy):
+    plans = []
+    original = policy.plan
+    policy.plan = lambda s: plans.append(original(s)) or plans[-1]
+    return plans
+
+
+@pytest.mark.parametrize("name", ["cures-paper", "dapo", "speed", "gvm", "greso", "cures-released"])
+def test_multi_round_policies_train_on_the_rollouts_they_generated(tmp_path, name):
+    """Screening and refill rounds run through TRL's generation; each rollout is generated once, reaches the
+    posterior, and the step trains exactly on the policy's training groups, with per-group advantages."""
+    kw = {"gen_batch_size": 6} if name in ("dapo", "speed") else {}
+    trainer, policy, state = make_trainer(name, budget=16, batch_size=4, steps=3, tmp_path=tmp_path, **kw)
+    plans = record_plans(policy)
+    generated, trained = [], []
+
+    def counting_generate(prompts):
+        if trainer._replay is None:  # a real generation, not the finished step handed back to TRL's scoring
+            generated.append(len(prompts))
+        return CuresGRPOTrainer._generate(trainer, prompts)
+
+    trainer._generate = counting_generate
+    original = trainer._generate_and_score_completions
+
+    def capture(inputs):
+        out = original(inputs)
+        trained.append((policy.training_batch(state), out))
+        return out
+
+    trainer._generate_and_score_completions = capture
+    before = state.arrays.alpha + state.arrays.beta
+    trainer.train()
+    assert state.steps_done == 3
+    assert sum(generated) == state.rollouts_total == sum(p.total for p in plans)  # nothing generated twice
+    counts = state.arrays.alpha + state.arrays.beta - before
+    if name != "cures-released":  # it resets the subset's counts to the pre-rollouts (method.md 6.1)
+        expected = np.zeros_like(counts)
+        for plan in plans:
+            np.add.at(expected, plan.prompt_ids, plan.n_rollouts)
+        np.testing.assert_array_equal(counts, expected)
+    logged = [h for h in trainer.state.log_history if "cures/rollouts_trained" in h]
+    for (batch, out), log in zip(trained, logged, strict=True):
+        mask = out["completion_mask"].sum(dim=1) > 0
+        assert int(mask.sum()) == batch.rollouts_trained == log["cures/rollouts_trained"]
+        assert log["cures/rollouts_generated"] == batch.rollouts_generated
+        adv = out["advantages"][mask]
+        sizes = batch.n_rollouts[batch.group >= 0]
+        if batch.rollouts_trained:
+            assert adv.shape[0] == sizes.sum() and torch.isfinite(adv).all()
+    assert any(p.purpose == "screen" for p in plans) == (name in ("cures-paper", "speed", "gvm", "cures-released"))
+
+
+def test_trained_rollouts_follow_the_training_groups():
+    from backends.trl.trainer import _trained_rollouts
+    from cures.policies import TrainingBatch
+
+    # slots: 0 (2 rollouts, group 1), 1 (3, not trained), 2 (2, group 0), 3 (1, group 1: a continuation of slot 0)
+    batch = TrainingBatch(prompt_ids=np.array([5, 6, 7, 5]), n_rollouts=np.array([2, 3, 2, 1]),
+                          successes=np.array([1, 0, 1, 1.0]), group=np.array([1, -1, 0, 1]),
+                          round=np.array([0, 0, 0, 1]))
+    index, groups = _trained_rollouts(batch, np.array([0, 0, 1, 1, 1, 2, 2, 3]))
+    np.testing.assert_array_equal(index, [5, 6, 0, 1, 7])
+    np.testing.assert_array_equal(groups, [0, 0, 1, 1, 1])
+    with pytest.raises(RuntimeError, match="does not match"):
+        _trained_rollouts(batch, np.array([0, 0, 1, 1, 2, 2, 3]))
+
+
+def test_score_norms_feed_eq21_on_screening_rounds(tmp_path):
+    """With score_norms=True the pre-rollouts' per-response embedding-gradient norms reach the policy: sigma_i of a
+    mixed prompt is Eq. 21 with the measured statistics instead of sqrt(p(1-p))."""
+    from backends.trl.score_norms import response_score_norms, slot_score_stats
+    from cures.theory import rollout_sigma
+
+    trainer, policy, state = make_trainer("cures-paper", budget=16, batch_size=4, steps=1, tmp_path=tmp_path,
+                                          trainer_kw={"score_norms": True}, n_pre=4, subsets=4)
+    stats, p_hat = [], []
+    original = policy.observe
+
+    def spy(s, **kw):
+        stats.append(kw.get("score_stats"))
+        done = original(s, **kw)
+        p_hat.append(s.posterior_mean())
+        return done
+
+    policy.observe = spy
+    plans = record_plans(policy)
+    trainer.train()
+    assert plans[0].purpose == "screen" and stats[0] is not None and stats[1] is None
+    mixed = np.isfinite(stats[0]).all(axis=1)
+    assert mixed.any()
+    ids = plans[0].prompt_ids[mixed]
+    p = p_hat[0][ids]  # the pass rates right after the pre-rollouts
+    want = rollout_sigma(p, stats[0][mixed, 0], stats[0][mixed, 1], stats[0][mixed, 2])
+    np.testing.assert_allclose(state.arrays.sigma[ids], want)
+    assert not np.allclose(want, np.sqrt(p * (1 - p)))
+
+    # the norm is the gradient of the response's summed negative log-likelihood over the embedding matrix
+    from backends.trl.trainer import Rollout
+
+    model = trainer.model
+    rollout = Rollout([3, 4, 5], [6, 7], "", None)
+    model.zero_grad()
+    ids_ = torch.tensor([[3, 4, 5, 6, 7]])
+    logp = torch.log_softmax(model(input_ids=ids_).logits[0, 2:4], dim=-1)
+    (-(logp[0, 6] + logp[1, 7])).backward()
+    assert response_score_norms(model, [rollout])[0] == pytest.approx(
+        float(model.get_input_embeddings().weight.grad.norm()), rel=1e-5)
+    out = slot_score_stats(np.array([1.0, 3.0, 2.0, 2.0]), np.array([True, True, False, True]), np.array([0, 0, 0, 1]),
+                           2)
+    np.testing.assert_allclose(out[0], [5.0, 4.0, 0.0])
+    assert out[1, 0] == 4.0 and np.isnan(out[1, 1:]).all()
 
 
 def test_killed_and_resumed_run_continues_with_the_same_plans(tmp_path):
@@ -148,7 +257,8 @@ def test_cures_train_command_trains_resumes_and_reports(tmp_path):
     assert summary["steps"] == 4 and summary["rollouts_total"] == 4 * 16  # the resumed policy state kept counting
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("cures/zero_variance_fraction" in m for m in metrics)
-    for args, message in ((["--policy", "dapo"], "does not run 'dapo' yet"),
+    for args, message in ((["--policy", "bogus"], "unknown policy 'bogus'"),
+                          (["--vllm", "colocate"], "--vllm needs a CUDA GPU"),
                           (["--dataset", str(tmp_path / "missing.jsonl")], "not found"),
                           (["--set", "bogus=1"], "unknown setting 'bogus'"),
                           (["--resume", "--output-dir", str(tmp_path / "empty")], "no checkpoint")):
@@ -156,9 +266,11 @@ def test_cures_train_command_trains_resumes_and_reports(tmp_path):
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_two_gloo_processes_make_identical_plans(tmp_path):
+@pytest.mark.parametrize("policy", ["cures", "gvm"])
+def test_two_gloo_processes_make_identical_plans(tmp_path, policy):
     """`accelerate launch --multi_gpu --num_processes 2` on a CPU-only machine runs two gloo processes; each logs
-    its plans, and both must be the same (same seed, same gathered rewards, same posterior)."""
+    its plans, and both must be the same (same seed, same gathered rewards, same posterior). gvm adds a screening
+    round and training rounds of odd sizes, split unevenly over the two processes."""
     import json
     import shutil
     import subprocess
@@ -170,7 +282,7 @@ def test_two_gloo_processes_make_identical_plans(tmp_path):
     out = tmp_path / "ddp"
     cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cures", "train", "--model", "tiny",
-           "--policy", "cures", "--max-steps", "6", "--budget", "16", "--batch-size", "4", "--output-dir", str(out),
+           "--policy", policy, "--max-steps", "6", "--budget", "16", "--batch-size", "4", "--output-dir", str(out),
            "--set", "reward=parity", "--set", "max_completion_length=6", "--set", "eval_size=4",
            "--set", "n_problems=12", "--set", "save_steps=3"]
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -178,9 +290,14 @@ def test_two_gloo_processes_make_identical_plans(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     ranks = [[json.loads(x) for x in (out / f"plans.rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
-    assert len(ranks[0]) == 6 and ranks[0] == ranks[1]  # rho* draws after step 1 depend on each rank's posterior
+    assert len({p["step"] for p in ranks[0]}) == 6 and ranks[0] == ranks[1]  # draws depend on each rank's posterior
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["processes"] == 2 and summary["rollouts_total"] == 6 * 16
+    assert summary["processes"] == 2
+    assert summary["rollouts_total"] == sum(sum(p["n_rollouts"]) for p in ranks[0])
+    if policy == "cures":
+        assert summary["rollouts_total"] == 6 * 16
+    else:
+        assert ranks[0][0]["purpose"] == "screen" and any(sum(p["n_rollouts"]) % 2 for p in ranks[0])
 
 
 def test_smollm2_on_easy_arith_gets_rewards_and_moves_the_posterior(tmp_path):

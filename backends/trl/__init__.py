@@ -1,5 +1,5 @@
 """TRL backend: variable rollouts per prompt for GRPOTrainer, driven by `cures.policies`.
 
-`trainer.CuresGRPOTrainer` plans every generation round from the policy; `run.train` is `cures train`. Policies with
-screening or refill rounds are not supported by this backend yet (they are refused with a clear error).
+`trainer.CuresGRPOTrainer` runs one policy step (every screening, refill and training round) per TRL generation
+batch; `run.train` is `cures train`; `score_norms` measures the per-response norms of Eq. 21.
 """

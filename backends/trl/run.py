@@ -8,6 +8,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 PROMPT_SUFFIX = " Give the final answer as \\boxed{answer}."
 
 
@@ -31,6 +33,12 @@ class TrainConfig:
     save_steps: int = 5
     reward: str = "math"  # "math" (math-verify) or "parity" (a random-model test signal)
     arith_max_level: int = 5  # arith difficulty levels 1..this
+    eval_steps: int = 0  # greedy held-out accuracy every this many steps (0: only before and after training)
+    estimator: str = "grpo"  # "grpo" or "rloo"
+    scale_rewards: str = "group"  # TRL's: "group" (GRPO), "none" (Dr. GRPO) or "batch"
+    weighting: str = "policy"  # "policy", "prompt" (Eq. 16) or "rollout"
+    score_norms: bool = False  # measure per-response score norms on screening rounds (Eq. 21)
+    vllm: str = "none"  # "none", "colocate" or "server" (GPU only; the vllm extra)
     policy_params: dict = field(default_factory=dict)
 
 
@@ -54,6 +62,17 @@ def _load_model(name: str, seed: int):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return AutoModelForCausalLM.from_pretrained(path), tok
+
+
+def _check_vllm(cuda: bool, model) -> None:
+    if not cuda:
+        raise ValueError("--vllm needs a CUDA GPU; leave it out to generate with transformers")
+    if not Path(str(getattr(model, "name_or_path", ""))).is_dir():
+        raise ValueError("--vllm loads the model from disk: give a local model directory or smollm2-135m")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        raise ValueError("--vllm needs the vllm extra: pip install 'cures[vllm]'") from None
 
 
 def parity_reward(completions, **kwargs) -> list[float]:
@@ -83,6 +102,29 @@ def greedy_accuracy(model, tokenizer, rows, max_new_tokens: int) -> float:
     return correct / max(len(rows), 1)
 
 
+class HeldOutEval(TrainerCallback):
+    """Greedy held-out accuracy (`greedy_accuracy`) every `every` optimizer steps, on the main process, logged as
+    `heldout_accuracy`; evaluation time is kept out of the policy's share of training time."""
+
+    def __init__(self, trainer, tokenizer, rows, max_new_tokens: int, every: int):
+        self.trainer, self.tokenizer, self.rows, self.max_new_tokens, self.every = (trainer, tokenizer, rows,
+                                                                                  max_new_tokens, every)
+        self.history: list[dict] = []
+        self.seconds = 0.0
+
+    def accuracy(self, model) -> float:
+        t0 = time.perf_counter()
+        acc = greedy_accuracy(model, self.tokenizer, self.rows, self.max_new_tokens)
+        self.seconds += time.perf_counter() - t0
+        return acc
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every and state.global_step % self.every == 0 and state.is_world_process_zero:
+            acc = self.accuracy(self.trainer.model)
+            self.history.append({"step": state.global_step, "heldout_accuracy": acc})
+            state.log_history.append({"step": state.global_step, "heldout_accuracy": acc})
+
+
 def train(cfg: TrainConfig, progress=None) -> dict:
     """Train with TRL; writes metrics.jsonl and summary.json into cfg.output_dir and returns the summary."""
     import torch
@@ -90,12 +132,14 @@ def train(cfg: TrainConfig, progress=None) -> dict:
 
     from backends.trl.data import load_problems
     from backends.trl.rewards import MathAnswerReward
-    from backends.trl.trainer import SINGLE_ROUND, CuresGRPOTrainer, resume_point
-    from cures.policies import make_policy
+    from backends.trl.trainer import CuresGRPOTrainer, resume_point
+    from cures.policies import make_policy_for_budget
 
-    if cfg.policy not in SINGLE_ROUND:
-        raise ValueError(f"the TRL backend does not run {cfg.policy!r} yet (screening or refill rounds); "
-                         f"supported: {', '.join(sorted(SINGLE_ROUND))}")
+    if cfg.vllm not in ("none", "colocate", "server"):
+        raise ValueError(f"--vllm must be colocate or server; got {cfg.vllm!r}")
+    if cfg.eval_steps < 0:
+        raise ValueError(f"eval_steps must be >= 0; got {cfg.eval_steps}")
+    policy = make_policy_for_budget(cfg.policy, cfg.batch_size, cfg.budget, **cfg.policy_params)
     out = Path(cfg.output_dir)
     problems = load_problems(cfg.dataset, cfg.question_column, cfg.answer_column, n=cfg.n_problems + cfg.eval_size,
                              seed=cfg.seed, levels=tuple(range(1, cfg.arith_max_level + 1)))
@@ -106,7 +150,6 @@ def train(cfg: TrainConfig, progress=None) -> dict:
     train_rows = problems.select(range(len(problems) - cfg.eval_size))
     train_rows = train_rows.remove_columns("prompt_id").add_column("prompt_id", list(range(len(train_rows))))
 
-    policy = make_policy(cfg.policy, batch_size=cfg.batch_size, budget=cfg.budget, **cfg.policy_params)
     state = policy.init(len(train_rows), seed=cfg.seed)
     checkpoint = None
     if cfg.resume:
@@ -119,31 +162,39 @@ def train(cfg: TrainConfig, progress=None) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
     if cfg.budget % world:
         raise ValueError(f"budget {cfg.budget} must be divisible by the {world} processes")
+    use_vllm = cfg.vllm != "none"
+    if use_vllm:
+        _check_vllm(cuda, model)
     args = GRPOConfig(
         output_dir=str(out), per_device_train_batch_size=cfg.budget // world, num_generations=2,
         max_completion_length=cfg.max_completion_length, use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False, gradient_checkpointing=False, report_to="none",
         save_strategy="steps", save_steps=cfg.save_steps, logging_steps=1, max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate, dataloader_num_workers=0, seed=cfg.seed,
+        learning_rate=cfg.learning_rate, dataloader_num_workers=0, seed=cfg.seed, scale_rewards=cfg.scale_rewards,
+        use_vllm=use_vllm, vllm_mode=cfg.vllm if use_vllm else "colocate",
     )
     reward = MathAnswerReward() if cfg.reward == "math" else parity_reward
     trainer = CuresGRPOTrainer(model=model, processing_class=tok, reward_funcs=reward, args=args,
-                               train_dataset=train_rows, policy=policy, policy_state=state)
+                               train_dataset=train_rows, policy=policy, policy_state=state, weighting=cfg.weighting,
+                               estimator=cfg.estimator, score_norms=cfg.score_norms)
     main = trainer.accelerator.is_main_process
-    before = greedy_accuracy(model, tok, held_out, cfg.max_completion_length) if main else None
-    t0 = time.perf_counter()
+    evals = HeldOutEval(trainer, tok, held_out, cfg.max_completion_length, cfg.eval_steps)
+    trainer.add_callback(evals)
+    before = evals.accuracy(model) if main else None
+    t0, eval_seconds = time.perf_counter(), evals.seconds
     trainer.train(resume_from_checkpoint=checkpoint)
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0 - (evals.seconds - eval_seconds)  # periodic evaluations left out
     if not main:
         return {}
-    after = greedy_accuracy(trainer.model, tok, held_out, cfg.max_completion_length)
+    after = evals.accuracy(trainer.model)
     with (out / "metrics.jsonl").open("w") as fh:
         for entry in trainer.state.log_history:
             fh.write(json.dumps(entry) + "\n")
     summary = {
         "policy": cfg.policy, "model": cfg.model, "dataset": cfg.dataset, "steps": trainer.state.global_step,
         "rollouts_total": trainer.policy_state.rollouts_total, "heldout_accuracy_before": before,
-        "heldout_accuracy_after": after, "train_wall_seconds": wall, "policy_seconds": trainer.policy_seconds,
+        "heldout_accuracy_after": after, "heldout_accuracy_during": evals.history, "train_wall_seconds": wall,
+        "policy_seconds": trainer.policy_seconds,
         "policy_share_of_train_time": trainer.policy_seconds / wall if wall > 0 else None,
         "device": "cuda" if cuda else "cpu", "processes": world, "config": asdict(cfg),
     }

@@ -1,13 +1,16 @@
 """A GRPOTrainer whose prompts and rollouts per prompt come from a `cures.policies` policy, planned at generation time.
 
-TRL's dataloader is kept only as a clock. Every generation round, `_generate_and_score_completions` asks the policy for
-a plan from the current posterior (so no round is planned stale), repeats prompt i n_i times in plan order (rank r
-takes rows [r L, (r + 1) L), as TRL slices), lets TRL generate and score, then replaces the advantages with per-slot
-ones (groups of unequal size, keyed by the slot, since a prompt can be drawn twice) and reports the gathered rewards to
-the policy, identically on every process. The overridden private methods are those of trl 1.16.0 (`compat`).
+TRL's dataloader is kept only as a clock. When TRL asks for a generation batch, `_generate_and_score_completions`
+runs one whole policy step: it asks the policy for a plan from the current posterior (so no round is planned stale),
+generates every planned rollout with TRL's own generation code (`_generate`: HF `generate` or vLLM), scores it with
+TRL's reward code and reports the gathered rewards to the policy, identically on every process; a policy with
+screening or refill rounds (cures-paper, dapo, speed, gvm, greso, cures-released) simply gets several rounds. The
+rollouts the finished step trains on (`Policy.training_batch`) are then handed back to TRL's scoring path as if just
+generated (no second generation), and the advantages are replaced by per-group ones (groups of unequal size, keyed by
+the policy's training group, since a prompt can be drawn twice).
 
-Not yet supported: policies whose step has screening or refill rounds, or whose training round does not have exactly
-the generation batch's rollouts; they are refused with a clear error.
+The overridden private methods (`_generate`, `_calculate_rewards`, `_generate_and_score_completions`,
+`_generate_single_turn`, `_save_checkpoint`) are those of trl 1.16.0, checked by `compat.check_trl_version`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +27,13 @@ import torch
 from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
-from backends.trl.advantages import prompt_weights, slot_advantages
+from backends.trl.advantages import ESTIMATORS, prompt_weights, slot_advantages
 from backends.trl.compat import check_trl_version
-from cures.policies import Policy, PolicyState
+from backends.trl.score_norms import response_score_norms, slot_score_stats
+from cures.policies import Policy, PolicyState, TrainingBatch
 
-SINGLE_ROUND = {"grpo", "cures", "cures-sampling", "cures-allocation", "mopps", "knapsack"}
 STATE_FILE = "policy_state.npz"
+SUCCESS_THRESHOLD = 0.5  # a reward above this is a success for the posterior (math-verify gives 0 or 1)
 
 
 def resume_point(output_dir) -> tuple[str, PolicyState] | None:
@@ -47,28 +52,56 @@ def resume_point(output_dir) -> tuple[str, PolicyState] | None:
     return str(path), PolicyState.load(path / STATE_FILE)
 
 
+@dataclass
+class Rollout:
+    """One generated completion, as TRL's `_generate` returned it (token ids, decoded text, sampling log-probs)."""
+
+    prompt_ids: list
+    completion_ids: list
+    completion: object
+    logprobs: list | None
+
+
+@dataclass
+class StepRollouts:
+    """Everything one policy step generated, in plan order over all rounds (one entry per rollout)."""
+
+    rows: list  # dataset rows, with `_slot` (the slot in the step) added
+    rollouts: list  # Rollout
+    reward_matrix: torch.Tensor  # (rollouts, reward functions), NaN where a function gave no reward
+    slot: np.ndarray  # the step slot of every rollout
+
+
 class CuresGRPOTrainer(GRPOTrainer):
     """GRPOTrainer with the policy's plan deciding which prompts are generated and how many rollouts each gets.
 
     `policy` and `policy_state` come from `cures.policies`; the training dataset needs a `prompt_id` column equal to
     the row number (the policy's prompt ids). `weighting="prompt"` folds the paper's per-prompt mean (Eq. 16) into the
-    advantages, `"rollout"` keeps TRL's weighting, `"policy"` uses the policy's own.
+    advantages, `"rollout"` keeps TRL's weighting, `"policy"` uses the policy's own. `estimator` is "grpo" (with
+    TRL's `scale_rewards`: group = GRPO, none = Dr. GRPO, batch) or "rloo". `score_norms=True` measures per-response
+    score norms on screening rounds for Eq. 21 (`score_norms.py`; one backward pass per response).
     """
 
-    def __init__(self, *args, policy: Policy, policy_state: PolicyState, weighting: str = "policy", **kwargs):
+    def __init__(self, *args, policy: Policy, policy_state: PolicyState, weighting: str = "policy",
+                 estimator: str = "grpo", score_norms: bool = False, **kwargs):
         check_trl_version()
-        if policy.name not in SINGLE_ROUND:
-            raise ValueError(f"the TRL backend does not run {policy.name!r} yet (screening or refill rounds); "
-                             f"supported: {', '.join(sorted(SINGLE_ROUND))}")
         if weighting not in ("policy", "prompt", "rollout"):
             raise ValueError(f"weighting must be policy, prompt or rollout; got {weighting!r}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
         super().__init__(*args, **kwargs)
+        if self.tools or self.rollout_func is not None or self.environment_factories is not None:
+            raise ValueError("CuresGRPOTrainer does not support tools, environments or a custom rollout_func")
+        if self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError("CuresGRPOTrainer needs multi_objective_aggregation='sum_then_normalize'")
         self.policy = policy
         self.policy_state = policy_state
         per_prompt = policy.spec.loss_weighting == "per-prompt" if weighting == "policy" else weighting == "prompt"
         self.per_prompt_weighting = per_prompt
-        self._gathered = None
-        self.policy_seconds = 0.0  # time spent inside the policy's plan/observe
+        self.estimator = estimator
+        self.score_norms = score_norms
+        self._replay = None  # (this rank's Rollouts, the gathered reward matrix) while TRL scores a finished step
+        self.policy_seconds = 0.0  # time spent inside the policy's plan/observe/training_batch
         rank = self.accelerator.process_index
         self.plan_log = Path(self.args.output_dir) / f"plans.rank{rank}.jsonl"  # every rank's plans, for audits
 
@@ -80,54 +113,163 @@ class CuresGRPOTrainer(GRPOTrainer):
             folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
             self.policy_state.save(os.path.join(folder, STATE_FILE))
 
+    def _generate(self, prompts):
+        """TRL's generation, or, while a finished step is being scored, the rollouts that step already generated."""
+        if self._replay is None:
+            return super()._generate(prompts)
+        rollouts, _ = self._replay
+        logprobs = [r.logprobs for r in rollouts]
+        return ([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], None,
+                [r.completion for r in rollouts], None if any(lp is None for lp in logprobs) else logprobs, {}, None,
+                [])
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        matrix = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        if self.model.training and inputs and "_slot" in inputs[0]:
-            self._gathered = (matrix, torch.tensor(gather_object([row["_slot"] for row in inputs])))
-        return matrix
+        """TRL's rewards (gathered over processes); replayed rollouts keep the rewards they were scored with."""
+        if self._replay is not None:
+            return self._replay[1].to(self.accelerator.device)
+        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """vLLM server mode sends one request per `num_generations` consecutive rows; rows here are already repeated
+        n_i times, so every row asks for one completion (colocate mode and HF generate work per row anyway)."""
+        if self.use_vllm and self.vllm_mode == "server":
+            num_generations = 1
+        return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
 
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
-        local = len(inputs)
+        step = self._run_policy_step(chunk=len(inputs))
+        t0 = time.perf_counter()
+        batch = self.policy.training_batch(self.policy_state)
+        self.policy_seconds += time.perf_counter() - t0
+        index, groups = _trained_rollouts(batch, step.slot)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        t0 = time.perf_counter()
-        plan = self.policy.plan(self.policy_state)
-        self.policy_seconds += time.perf_counter() - t0
-        self.plan_log.parent.mkdir(parents=True, exist_ok=True)
-        with self.plan_log.open("a") as fh:
-            fh.write(json.dumps({"step": plan.step, "round": plan.round, "prompt_ids": plan.prompt_ids.tolist(),
-                                 "n_rollouts": plan.n_rollouts.tolist()}) + "\n")
-        if plan.purpose != "train" or plan.total != local * world:
-            raise ValueError(f"policy {self.policy.name!r} planned {plan.total} rollouts ({plan.purpose}); the "
-                             f"generation batch holds {local * world}: set the policy's budget to it")
-        rows = [dict(self.train_dataset[int(x)], _slot=k) for k, x in enumerate(plan.prompt_ids)
-                for _ in range(int(plan.n_rollouts[k]))]
-        out = super()._generate_and_score_completions(rows[rank * local : (rank + 1) * local])
+        # TRL needs the same row count on every process and a multiple of its (dummy) group size: pad with masked
+        # copies that carry no loss (at most num_generations * processes - 1 rows)
+        quantum = self.num_generations * world
+        padded = np.resize(index if index.size else np.arange(len(step.rows)), -(-max(index.size, 1) // quantum)
+                           * quantum)
+        local = padded.size // world
+        mine = padded[rank * local : (rank + 1) * local]
+        self._replay = ([step.rollouts[i] for i in mine], step.reward_matrix[padded])
+        try:
+            out = super()._generate_and_score_completions([step.rows[i] for i in mine])
+        finally:
+            self._replay = None
 
-        matrix, slots = self._gathered
-        self._gathered = None
-        rewards = (matrix * self.reward_weights.to(matrix.device).unsqueeze(0)).nansum(dim=1).float().cpu()
-        rewards[torch.isnan(matrix).all(dim=1).cpu()] = float("nan")
-        adv = slot_advantages(rewards, slots, scale=self.args.scale_rewards)
-        if self.per_prompt_weighting:
-            adv = adv * prompt_weights(slots)
+        rewards = _combined_rewards(step.reward_matrix[index], self.reward_weights)
+        keys = torch.as_tensor(groups)
+        adv = torch.zeros(padded.size)
+        if index.size:
+            adv[: index.size] = slot_advantages(rewards, keys, scale=self.args.scale_rewards,
+                                                estimator=self.estimator)
+            if self.per_prompt_weighting:
+                adv[: index.size] *= prompt_weights(keys)
         out["advantages"] = adv[rank * local : (rank + 1) * local].to(out["advantages"].device)
-        # every process applies the same update from the same gathered rewards (unscorable rollouts count as failures)
-        t0 = time.perf_counter()
-        self.policy.observe(self.policy_state, rewards=torch.nan_to_num(rewards, nan=0.0).numpy())
-        self.policy_seconds += time.perf_counter() - t0
-        self._log_policy_metrics(plan, rewards, slots)
+        if padded.size > index.size:  # the same on every process: the gather below is collective
+            filler = torch.arange(rank * local, (rank + 1) * local) >= index.size
+            out["completion_mask"][filler.to(out["completion_mask"].device)] = 0
+            out["num_items_in_batch"] = self.accelerator.gather(out["completion_mask"].sum()).sum()
+        self._log_step_metrics(step, batch, index, rewards, keys)
         return out
 
-    def _log_policy_metrics(self, plan, rewards: torch.Tensor, slots: torch.Tensor) -> None:
-        """TRL's group metrics assume equal groups; these are per slot."""
-        r = rewards.numpy()
-        s = slots.numpy()
-        zero = [np.nanstd(r[s == k]) == 0 for k in range(plan.prompt_ids.size)]
+    # -- one policy step ---------------------------------------------------------------------------------------
+    def _run_policy_step(self, chunk: int) -> StepRollouts:
+        """Plan, generate, score and observe rounds until the policy's step is done; generation runs in pieces of
+        at most `chunk` rows per process."""
+        rows, rollouts, matrices, slots = [], [], [], []
+        first_slot = 0
+        while True:
+            t0 = time.perf_counter()
+            plan = self.policy.plan(self.policy_state)
+            self.policy_seconds += time.perf_counter() - t0
+            self._log_plan(plan)
+            round_rows = [dict(self.train_dataset[int(x)], _slot=first_slot + k)
+                          for k, x in enumerate(plan.prompt_ids) for _ in range(int(plan.n_rollouts[k]))]
+            round_rollouts, matrix, norms = self._generate_round(round_rows, chunk, plan.purpose == "screen")
+            rewards = _combined_rewards(matrix, self.reward_weights)
+            success = torch.nan_to_num(rewards, nan=0.0).numpy()  # unscorable rollouts count as failures
+            stats = None
+            if norms is not None:
+                stats = slot_score_stats(norms, success > SUCCESS_THRESHOLD, plan.rollout_slots(),
+                                         plan.prompt_ids.size)
+            t0 = time.perf_counter()
+            done = self.policy.observe(self.policy_state, rewards=success, threshold=SUCCESS_THRESHOLD,
+                                       score_stats=stats)
+            self.policy_seconds += time.perf_counter() - t0
+            rows += round_rows
+            rollouts += round_rollouts
+            matrices.append(matrix)
+            slots.append(first_slot + plan.rollout_slots())
+            first_slot += plan.prompt_ids.size
+            if done:
+                return StepRollouts(rows, rollouts, torch.cat(matrices), np.concatenate(slots))
+
+    def _generate_round(self, rows: list, chunk: int, measure_norms: bool):
+        """Generate and score `rows` on all processes, `chunk` rows per process at a time; every process returns all
+        rollouts (gathered, in row order), the gathered reward matrix and, if asked, the per-rollout score norms."""
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        rollouts, matrices, norms = [], [], []
+        for start in range(0, len(rows), chunk * world):
+            piece = rows[start : start + chunk * world]
+            size = -(-len(piece) // world)  # equal shares: the last process may get copies, dropped below
+            padded = piece + [piece[-1]] * (size * world - len(piece))
+            mine = padded[rank * size : (rank + 1) * size]
+            prompts = [row["prompt"] for row in mine]
+            prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, _, _ = self._generate(prompts)
+            local = [Rollout(p, c, t, None if logprobs is None else lp)
+                     for p, c, t, lp in zip(prompt_ids, completion_ids, completions,
+                                            logprobs or [None] * len(mine), strict=True)]
+            matrix = self._calculate_rewards(mine, prompts, completions, completion_ids)
+            rollouts += gather_object(local)[: len(piece)]
+            matrices.append(matrix.float().cpu()[: len(piece)])
+            if measure_norms and self.score_norms:
+                norms += gather_object(response_score_norms(self.accelerator.unwrap_model(self.model), local))
+        matrix = torch.cat(matrices) if matrices else torch.zeros(0, len(self.reward_funcs))
+        return rollouts, matrix, np.asarray(norms[: len(rows)]) if measure_norms and self.score_norms else None
+
+    # -- logs ----------------------------------------------------------------------------------------------------
+    def _log_plan(self, plan) -> None:
+        self.plan_log.parent.mkdir(parents=True, exist_ok=True)
+        with self.plan_log.open("a") as fh:
+            fh.write(json.dumps({"step": plan.step, "round": plan.round, "purpose": plan.purpose,
+                                 "prompt_ids": plan.prompt_ids.tolist(), "n_rollouts": plan.n_rollouts.tolist()})
+                     + "\n")
+
+    def _log_step_metrics(self, step: StepRollouts, batch: TrainingBatch, index: np.ndarray, trained_rewards,
+                          groups: torch.Tensor) -> None:
+        """TRL's group metrics assume equal groups of its dummy size; these are the policy's."""
+        rewards = _combined_rewards(step.reward_matrix, self.reward_weights).numpy()
+        zero = [np.nanstd(rewards[step.slot == k]) == 0 for k in range(batch.prompt_ids.size)]
+        sizes = np.bincount(groups.numpy()) if index.size else np.zeros(1)
         metrics = self._metrics["train"]
-        metrics["cures/zero_variance_fraction"].append(float(np.mean(zero)))
-        metrics["cures/rollouts_per_prompt"].append(float(plan.n_rollouts.mean()))
-        metrics["cures/rollouts_per_prompt_max"].append(float(plan.n_rollouts.max()))
+        metrics["cures/zero_variance_fraction"].append(float(np.mean(zero)))  # over every generated slot
+        metrics["cures/rollouts_generated"].append(float(len(step.rows)))
+        metrics["cures/rollouts_trained"].append(float(index.size))
+        metrics["cures/rounds"].append(float(batch.round.max() + 1))
+        metrics["cures/rollouts_per_prompt"].append(float(sizes.mean()))  # per trained group
+        metrics["cures/rollouts_per_prompt_max"].append(float(sizes.max()))
         metrics["cures/mean_p_hat"].append(float(self.policy_state.posterior_mean().mean()))
         metrics["cures/rollouts_total"].append(float(self.policy_state.rollouts_total))
+        ess = self.policy_state.sampling_ess()
+        if ess is not None:
+            metrics["cures/sampling_ess"].append(ess)
+
+
+def _combined_rewards(matrix: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """TRL's weighted NaN-aware sum over reward functions; NaN where every function gave None (unscorable)."""
+    rewards = (matrix.float().cpu() * weights.float().cpu().unsqueeze(0)).nansum(dim=1)
+    rewards[torch.isnan(matrix).all(dim=1).cpu()] = float("nan")
+    return rewards
+
+
+def _trained_rollouts(batch: TrainingBatch, slot_of_rollout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the rollouts the step trains on, grouped (group 0 first, slots in order inside a group), and the
+    training group of each."""
+    if np.bincount(slot_of_rollout, minlength=batch.n_rollouts.size).tolist() != batch.n_rollouts.tolist():
+        raise RuntimeError("the policy's training batch does not match the rollouts generated for its plans")
+    group = batch.group[slot_of_rollout]
+    index = np.flatnonzero(group >= 0)
+    index = index[np.argsort(group[index], kind="stable")]
+    return index, group[index]

@@ -12,7 +12,8 @@ cures-allocation), `released.py` (cures-released). Their compiled kernels share 
 through `dispatch.py`, the entry point of compiled callers such as the simulator.
 """
 
-from cures.policies.core import Plan, Policy, PolicyState, TrainingBatch, make_policy
+from cures.policies.core import Plan, Policy, PolicyState, TrainingBatch, make_policy, make_policy_for_budget
 from cures.policies.spec import PolicySpec, available, get_spec
 
-__all__ = ["Plan", "Policy", "PolicySpec", "PolicyState", "TrainingBatch", "available", "get_spec", "make_policy"]
+__all__ = ["Plan", "Policy", "PolicySpec", "PolicyState", "TrainingBatch", "available", "get_spec", "make_policy",
+           "make_policy_for_budget"]

@@ -27,7 +27,7 @@ from cures.policies import kernels as K
 from cures.policies.dispatch import observe_round, plan_round, specialised
 from cures.policies.spec import PolicySpec, get_spec
 from cures.posterior import BetaPosterior, successes_from_rewards
-from cures.sumtree import new_tree
+from cures.sumtree import leaves, new_tree
 
 STATE_FORMAT = "cures.PolicyState"
 STATE_VERSION = 1
@@ -120,6 +120,15 @@ class PolicyState:
     def awaiting_observation(self) -> bool:
         return bool(self.step.reg[K.AWAITING])
 
+    def sampling_ess(self) -> float | None:
+        """Kish effective sample size (sum w)^2 / sum w^2 of the weights rho* (Eq. 14) currently draws prompts with;
+        None for policies that do not sample from rho*."""
+        if self.arrays.tree.size == 0:
+            return None
+        w = leaves(self.arrays.tree, int(self.arrays.ireg[K.TREE_HEIGHT]), self.n_prompts)
+        total = w.sum()
+        return float(total**2 / (w**2).sum()) if total > 0 else None
+
     def posterior(self) -> BetaPosterior:
         """A copy of the pass-rate posterior as a `BetaPosterior`."""
         post = BetaPosterior(self.n_prompts, prior=(self.kernel.prior_alpha, self.kernel.prior_beta),
@@ -192,6 +201,25 @@ def make_policy(name: str, **params) -> Policy:
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
     return Policy(spec, values)
+
+
+def make_policy_for_budget(name: str, batch_size: int | None = None, budget: int | None = None, **params) -> Policy:
+    """`make_policy` with a batch size and a rollout budget applied where the policy has such parameters.
+
+    A budgeted policy gets `budget` itself; a fixed-n policy (GRPO-style groups) gets n = max(2, budget // batch_size);
+    a policy with neither (e.g. `gvm`, `cures-released`, which size their steps themselves) ignores `budget`.
+    Explicit `params` win."""
+    names = {p.name for p in get_spec(name).params}
+    given = {}
+    if batch_size is not None and "batch_size" in names:
+        given["batch_size"] = batch_size
+    if budget is not None:
+        if "budget" in names:
+            given["budget"] = budget
+        elif "n" in names:
+            given["n"] = max(2, budget // (batch_size or get_spec(name).defaults()["batch_size"]))
+    given.update(params)
+    return make_policy(name, **given)
 
 
 # ----------------------------------------------------------------------------------------------------------------
