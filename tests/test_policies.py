@@ -7,7 +7,7 @@ from numba import literally, njit
 from scipy import stats
 
 from cures import sumtree
-from cures.policies import available, get_spec, make_policy
+from cures.policies import available, get_spec, make_policy, make_policy_for_budget
 from cures.policies import kernels as K
 from cures.policies.core import PolicyState
 from cures.policies.dispatch import observe_round, plan_round
@@ -184,6 +184,26 @@ def test_cures_samples_from_rho_star_of_the_posterior():
         np.add.at(counts, policy.plan(trial).prompt_ids, 1)
     assert stats.chisquare(counts, counts.sum() * rho).pvalue > 1e-3
     assert counts[np.argmax(rho)] > counts[np.argmin(rho)]
+
+
+def test_sampling_ess_is_kish_of_rho_star():
+    policy = make_policy("cures", batch_size=8, budget=32, tau=0.1)
+    state = policy.init(30, seed=0)
+    run(policy, state, 3, binomial_outcome(p_true(30)))
+    rho = sampling_distribution(state.posterior_mean(), 0.1)
+    assert state.sampling_ess() == pytest.approx(1.0 / np.sum(rho**2), rel=1e-9)
+    assert 1.0 < state.sampling_ess() < 30.0
+    grpo = make_policy("grpo", batch_size=8, budget=32)
+    assert grpo.init(30).sampling_ess() is None  # uniform samplers do not draw from rho*
+
+
+def test_one_budget_for_every_policy():
+    assert make_policy_for_budget("cures", 8, 64).params["budget"] == 64
+    assert make_policy_for_budget("dapo", 8, 64).params["n"] == 8  # fixed-n policies: n = budget / batch_size
+    assert make_policy_for_budget("mopps", 8, 64, n=4).params["n"] == 4  # explicit parameters win
+    assert make_policy_for_budget("gvm", 8, 64).params == make_policy("gvm", batch_size=8).params  # no budget
+    with pytest.raises(ValueError, match="no parameter 'bogus'"):
+        make_policy_for_budget("grpo", 8, 64, bogus=1)
 
 
 def test_cures_allocation_is_eq20_of_the_posterior_and_the_update_is_eq23():

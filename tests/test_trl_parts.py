@@ -155,3 +155,19 @@ def test_bad_datasets_are_one_line_errors(tmp_path, content, name, match):
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="not found"):
         load_problems(str(tmp_path / "missing.jsonl"))
+
+
+def test_vllm_server_mode_asks_one_completion_per_row(monkeypatch):
+    """Rows are already repeated n_i times, so server mode must not dedupe them by TRL's group size."""
+    from trl import GRPOTrainer
+
+    from backends.trl.trainer import CuresGRPOTrainer
+
+    seen = []
+    monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", lambda self, ids, im, mm, num_generations, tool=False:
+                        seen.append(num_generations))
+    trainer = CuresGRPOTrainer.__new__(CuresGRPOTrainer)  # the override only reads these two attributes
+    for use_vllm, mode, expected in ((True, "server", 1), (True, "colocate", 2), (False, "colocate", 2)):
+        trainer.use_vllm, trainer.vllm_mode = use_vllm, mode
+        trainer._generate_single_turn([[1, 2]], None, {}, 2)
+        assert seen[-1] == expected

@@ -246,7 +246,7 @@ def test_cures_train_command_trains_resumes_and_reports(tmp_path):
     base = [sys.executable, "-m", "cures", "train", "--backend", "trl", "--model", "tiny", "--dataset", "arith",
             "--policy", "cures", "--budget", "16", "--batch-size", "4", "--output-dir", str(out),
             "--set", "reward=parity", "--set", "max_completion_length=6", "--set", "eval_size=4",
-            "--set", "save_steps=2"]
+            "--set", "save_steps=2", "--set", "eval_steps=2"]
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     first = subprocess.run([*base, "--max-steps", "2"], capture_output=True, text=True, env=env, timeout=600)
     assert first.returncode == 0, first.stderr
@@ -257,6 +257,8 @@ def test_cures_train_command_trains_resumes_and_reports(tmp_path):
     assert summary["steps"] == 4 and summary["rollouts_total"] == 4 * 16  # the resumed policy state kept counting
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("cures/zero_variance_fraction" in m for m in metrics)
+    assert [m["step"] for m in metrics if "heldout_accuracy" in m] == [2, 4]  # periodic evaluation, kept on resume
+    assert [e["step"] for e in summary["heldout_accuracy_during"]] == [4]
     for args, message in ((["--policy", "bogus"], "unknown policy 'bogus'"),
                           (["--vllm", "colocate"], "--vllm needs a CUDA GPU"),
                           (["--dataset", str(tmp_path / "missing.jsonl")], "not found"),

@@ -145,9 +145,9 @@ class CuresGRPOTrainer(GRPOTrainer):
         self.policy_seconds += time.perf_counter() - t0
         index, groups = _trained_rollouts(batch, step.slot)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        # TRL needs the same row count on every process and a multiple of its (dummy) group size: pad with masked
-        # copies that carry no loss (at most num_generations * processes - 1 rows)
-        quantum = self.num_generations * world
+        # TRL needs the same row count on every process, a multiple of its (dummy) group size, and local rows that
+        # split evenly into its steps_per_generation pieces: pad with masked copies that carry no loss
+        quantum = self.num_generations * world * self.args.steps_per_generation
         padded = np.resize(index if index.size else np.arange(len(step.rows)), -(-max(index.size, 1) // quantum)
                            * quantum)
         local = padded.size // world
@@ -225,9 +225,10 @@ class CuresGRPOTrainer(GRPOTrainer):
             rollouts += gather_object(local)[: len(piece)]
             matrices.append(matrix.float().cpu()[: len(piece)])
             if measure_norms and self.score_norms:
-                norms += gather_object(response_score_norms(self.accelerator.unwrap_model(self.model), local))
+                model = self.accelerator.unwrap_model(self.model)
+                norms += gather_object(response_score_norms(model, local))[: len(piece)]
         matrix = torch.cat(matrices) if matrices else torch.zeros(0, len(self.reward_funcs))
-        return rollouts, matrix, np.asarray(norms[: len(rows)]) if measure_norms and self.score_norms else None
+        return rollouts, matrix, np.asarray(norms) if measure_norms and self.score_norms else None
 
     # -- logs ----------------------------------------------------------------------------------------------------
     def _log_plan(self, plan) -> None:
