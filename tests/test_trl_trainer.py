@@ -261,6 +261,7 @@ def test_cures_train_command_trains_resumes_and_reports(tmp_path):
     assert [e["step"] for e in summary["heldout_accuracy_during"]] == [4]
     for args, message in ((["--policy", "bogus"], "unknown policy 'bogus'"),
                           (["--vllm", "colocate"], "--vllm needs a CUDA GPU"),
+                          (["--set", "scale_rewards=bogus"], "scale_rewards must be one of group, batch, none"),
                           (["--dataset", str(tmp_path / "missing.jsonl")], "not found"),
                           (["--set", "bogus=1"], "unknown setting 'bogus'"),
                           (["--resume", "--output-dir", str(tmp_path / "empty")], "no checkpoint")):

@@ -135,8 +135,11 @@ def train(cfg: TrainConfig, progress=None) -> dict:
     from backends.trl.trainer import CuresGRPOTrainer, resume_point
     from cures.policies import make_policy_for_budget
 
-    if cfg.vllm not in ("none", "colocate", "server"):
-        raise ValueError(f"--vllm must be colocate or server; got {cfg.vllm!r}")
+    choices = {"vllm": ("none", "colocate", "server"), "estimator": ("grpo", "rloo"),
+               "scale_rewards": ("group", "batch", "none"), "weighting": ("policy", "prompt", "rollout")}
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}")
     if cfg.eval_steps < 0:
         raise ValueError(f"eval_steps must be >= 0; got {cfg.eval_steps}")
     policy = make_policy_for_budget(cfg.policy, cfg.batch_size, cfg.budget, **cfg.policy_params)
