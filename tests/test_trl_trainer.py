@@ -174,6 +174,7 @@ def test_score_norms_feed_eq21_on_screening_rounds(tmp_path):
     plans = record_plans(policy)
     trainer.train()
     assert plans[0].purpose == "screen" and stats[0] is not None and stats[1] is None
+    assert trainer.score_norm_seconds > 0
     mixed = np.isfinite(stats[0]).all(axis=1)
     assert mixed.any()
     ids = plans[0].prompt_ids[mixed]

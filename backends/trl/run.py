@@ -197,7 +197,7 @@ def train(cfg: TrainConfig, progress=None) -> dict:
         "policy": cfg.policy, "model": cfg.model, "dataset": cfg.dataset, "steps": trainer.state.global_step,
         "rollouts_total": trainer.policy_state.rollouts_total, "heldout_accuracy_before": before,
         "heldout_accuracy_after": after, "heldout_accuracy_during": evals.history, "train_wall_seconds": wall,
-        "policy_seconds": trainer.policy_seconds,
+        "policy_seconds": trainer.policy_seconds, "score_norm_seconds": trainer.score_norm_seconds,
         "policy_share_of_train_time": trainer.policy_seconds / wall if wall > 0 else None,
         "device": "cuda" if cuda else "cpu", "processes": world, "config": asdict(cfg),
     }

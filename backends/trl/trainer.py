@@ -102,6 +102,7 @@ class CuresGRPOTrainer(GRPOTrainer):
         self.score_norms = score_norms
         self._replay = None  # (this rank's Rollouts, the gathered reward matrix) while TRL scores a finished step
         self.policy_seconds = 0.0  # time spent inside the policy's plan/observe/training_batch
+        self.score_norm_seconds = 0.0  # time spent measuring score norms (score_norms=True)
         rank = self.accelerator.process_index
         self.plan_log = Path(self.args.output_dir) / f"plans.rank{rank}.jsonl"  # every rank's plans, for audits
 
@@ -225,8 +226,10 @@ class CuresGRPOTrainer(GRPOTrainer):
             rollouts += gather_object(local)[: len(piece)]
             matrices.append(matrix.float().cpu()[: len(piece)])
             if measure_norms and self.score_norms:
+                t0 = time.perf_counter()
                 model = self.accelerator.unwrap_model(self.model)
                 norms += gather_object(response_score_norms(model, local))[: len(piece)]
+                self.score_norm_seconds += time.perf_counter() - t0
         matrix = torch.cat(matrices) if matrices else torch.zeros(0, len(self.reward_funcs))
         return rollouts, matrix, np.asarray(norms) if measure_norms and self.score_norms else None
 
