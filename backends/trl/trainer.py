@@ -149,8 +149,8 @@ class CuresGRPOTrainer(GRPOTrainer):
         # TRL needs the same row count on every process, a multiple of its (dummy) group size, and local rows that
         # split evenly into its steps_per_generation pieces: pad with masked copies that carry no loss
         quantum = self.num_generations * world * self.args.steps_per_generation
-        padded = np.resize(index if index.size else np.arange(len(step.rows)), -(-max(index.size, 1) // quantum)
-                           * quantum)
+        size = -(-max(index.size, 1) // quantum) * quantum
+        padded = np.resize(index if index.size else np.arange(len(step.rows)), size)  # cycles through the rows
         local = padded.size // world
         mine = padded[rank * local : (rank + 1) * local]
         self._replay = ([step.rollouts[i] for i in mine], step.reward_matrix[padded])
@@ -172,7 +172,7 @@ class CuresGRPOTrainer(GRPOTrainer):
             filler = torch.arange(rank * local, (rank + 1) * local) >= index.size
             out["completion_mask"][filler.to(out["completion_mask"].device)] = 0
             out["num_items_in_batch"] = self.accelerator.gather(out["completion_mask"].sum()).sum()
-        self._log_step_metrics(step, batch, index, rewards, keys)
+        self._log_step_metrics(step, batch, index, keys)
         return out
 
     # -- one policy step ---------------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ class CuresGRPOTrainer(GRPOTrainer):
                                  "prompt_ids": plan.prompt_ids.tolist(), "n_rollouts": plan.n_rollouts.tolist()})
                      + "\n")
 
-    def _log_step_metrics(self, step: StepRollouts, batch: TrainingBatch, index: np.ndarray, trained_rewards,
+    def _log_step_metrics(self, step: StepRollouts, batch: TrainingBatch, index: np.ndarray,
                           groups: torch.Tensor) -> None:
         """TRL's group metrics assume equal groups of its dummy size; these are the policy's."""
         rewards = _combined_rewards(step.reward_matrix, self.reward_weights).numpy()
