@@ -29,17 +29,17 @@ def make_trainer(policy_name, budget, batch_size, steps, tmp_path, num_generatio
     return trainer, policy, state
 
 
+def record_plans(policy):
+    """Every plan the policy makes from now on, in order."""
+    plans = []
+    original = policy.plan
+    policy.plan = lambda s: plans.append(original(s)) or plans[-1]
+    return plans
+
+
 def test_generates_exactly_the_plan_and_updates_the_posterior(tmp_path):
     trainer, policy, state = make_trainer("cures", budget=16, batch_size=4, steps=4, tmp_path=tmp_path)
-    plans, seen = [], []
-    original_plan = policy.plan
-
-    def recording_plan(s):
-        plan = original_plan(s)
-        plans.append(plan)
-        return plan
-
-    policy.plan = recording_plan
+    plans, seen = record_plans(policy), []
     trainer.reward_funcs[0] = lambda completions, prompt_id, _slot, **kw: (seen.append(list(prompt_id)),
                                                                          parity_reward(completions))[1]
     before = state.arrays.alpha + state.arrays.beta
@@ -84,13 +84,6 @@ def test_advantages_equal_trls_when_groups_are_equal(tmp_path):
     for trl_adv, cures_adv in zip(pairs, ours, strict=True):
         torch.testing.assert_close(cures_adv, trl_adv, rtol=1e-5, atol=1e-6)
     assert any(a.abs().sum() > 0 for a in ours)  # the reward did vary
-
-
-def record_plans(policy):
-    plans = []
-    original = policy.plan
-    policy.plan = lambda s: plans.append(original(s)) or plans[-1]
-    return plans
 
 
 @pytest.mark.parametrize("name", ["cures-paper", "dapo", "speed", "gvm", "greso", "cures-released"])
@@ -213,9 +206,7 @@ def test_killed_and_resumed_run_continues_with_the_same_plans(tmp_path):
         if resume:
             checkpoint, state = resume_point(out)
             trainer.policy_state = state
-        plans = []
-        original = policy.plan
-        policy.plan = lambda s: plans.append(original(s)) or plans[-1]
+        plans = record_plans(policy)
         trainer.train(resume_from_checkpoint=checkpoint)
         return trainer.policy_state, plans
 

@@ -11,6 +11,7 @@ import torch
 
 SCALES = ("group", "batch", "none")
 ESTIMATORS = ("grpo", "rloo")
+WEIGHTINGS = ("policy", "prompt", "rollout")  # the policy's own, Eq. 16's per-prompt mean (`prompt_weights`), TRL's
 
 
 def _group_sums(values: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:

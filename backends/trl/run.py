@@ -130,13 +130,14 @@ def train(cfg: TrainConfig, progress=None) -> dict:
     import torch
     from trl import GRPOConfig
 
+    from backends.trl.advantages import ESTIMATORS, SCALES, WEIGHTINGS
     from backends.trl.data import load_problems
     from backends.trl.rewards import MathAnswerReward
     from backends.trl.trainer import CuresGRPOTrainer, resume_point
     from cures.policies import make_policy_for_budget
 
-    choices = {"vllm": ("none", "colocate", "server"), "estimator": ("grpo", "rloo"),
-               "scale_rewards": ("group", "batch", "none"), "weighting": ("policy", "prompt", "rollout")}
+    choices = {"vllm": ("none", "colocate", "server"), "estimator": ESTIMATORS, "scale_rewards": SCALES,
+               "weighting": WEIGHTINGS}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}")

@@ -27,7 +27,7 @@ import torch
 from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
-from backends.trl.advantages import ESTIMATORS, prompt_weights, slot_advantages
+from backends.trl.advantages import ESTIMATORS, WEIGHTINGS, prompt_weights, slot_advantages
 from backends.trl.compat import check_trl_version
 from backends.trl.score_norms import response_score_norms, slot_score_stats
 from cures.policies import Policy, PolicyState, TrainingBatch
@@ -69,6 +69,7 @@ class StepRollouts:
     rows: list  # dataset rows, with `_slot` (the slot in the step) added
     rollouts: list  # Rollout
     reward_matrix: torch.Tensor  # (rollouts, reward functions), NaN where a function gave no reward
+    rewards: torch.Tensor  # the matrix combined with TRL's reward weights, NaN where unscorable
     slot: np.ndarray  # the step slot of every rollout
 
 
@@ -85,8 +86,8 @@ class CuresGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, policy: Policy, policy_state: PolicyState, weighting: str = "policy",
                  estimator: str = "grpo", score_norms: bool = False, **kwargs):
         check_trl_version()
-        if weighting not in ("policy", "prompt", "rollout"):
-            raise ValueError(f"weighting must be policy, prompt or rollout; got {weighting!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}; got {weighting!r}")
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
         super().__init__(*args, **kwargs)
@@ -159,7 +160,7 @@ class CuresGRPOTrainer(GRPOTrainer):
         finally:
             self._replay = None
 
-        rewards = _combined_rewards(step.reward_matrix[index], self.reward_weights)
+        rewards = step.rewards[index]
         keys = torch.as_tensor(groups)
         adv = torch.zeros(padded.size)
         if index.size:
@@ -179,7 +180,7 @@ class CuresGRPOTrainer(GRPOTrainer):
     def _run_policy_step(self, chunk: int) -> StepRollouts:
         """Plan, generate, score and observe rounds until the policy's step is done; generation runs in pieces of
         at most `chunk` rows per process."""
-        rows, rollouts, matrices, slots = [], [], [], []
+        rows, rollouts, matrices, combined, slots = [], [], [], [], []
         first_slot = 0
         while True:
             t0 = time.perf_counter()
@@ -202,10 +203,11 @@ class CuresGRPOTrainer(GRPOTrainer):
             rows += round_rows
             rollouts += round_rollouts
             matrices.append(matrix)
+            combined.append(rewards)
             slots.append(first_slot + plan.rollout_slots())
             first_slot += plan.prompt_ids.size
             if done:
-                return StepRollouts(rows, rollouts, torch.cat(matrices), np.concatenate(slots))
+                return StepRollouts(rows, rollouts, torch.cat(matrices), torch.cat(combined), np.concatenate(slots))
 
     def _generate_round(self, rows: list, chunk: int, measure_norms: bool):
         """Generate and score `rows` on all processes, `chunk` rows per process at a time; every process returns all
@@ -218,10 +220,9 @@ class CuresGRPOTrainer(GRPOTrainer):
             padded = piece + [piece[-1]] * (size * world - len(piece))
             mine = padded[rank * size : (rank + 1) * size]
             prompts = [row["prompt"] for row in mine]
-            prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, _, _ = self._generate(prompts)
-            local = [Rollout(p, c, t, None if logprobs is None else lp)
-                     for p, c, t, lp in zip(prompt_ids, completion_ids, completions,
-                                            logprobs or [None] * len(mine), strict=True)]
+            prompt_ids, completion_ids, _, completions, logprobs, _, _, _ = self._generate(prompts)
+            local = [Rollout(*fields) for fields in zip(prompt_ids, completion_ids, completions,
+                                                        logprobs or [None] * len(mine), strict=True)]
             matrix = self._calculate_rewards(mine, prompts, completions, completion_ids)
             rollouts += gather_object(local)[: len(piece)]
             matrices.append(matrix.float().cpu()[: len(piece)])
@@ -244,7 +245,7 @@ class CuresGRPOTrainer(GRPOTrainer):
     def _log_step_metrics(self, step: StepRollouts, batch: TrainingBatch, index: np.ndarray,
                           groups: torch.Tensor) -> None:
         """TRL's group metrics assume equal groups of its dummy size; these are the policy's."""
-        rewards = _combined_rewards(step.reward_matrix, self.reward_weights).numpy()
+        rewards = step.rewards.numpy()
         zero = [np.nanstd(rewards[step.slot == k]) == 0 for k in range(batch.prompt_ids.size)]
         sizes = np.bincount(groups.numpy()) if index.size else np.zeros(1)
         metrics = self._metrics["train"]
