@@ -1,7 +1,10 @@
 """Test-wide settings: no network model hubs, and no Hypothesis deadline (first calls compile Numba kernels)."""
 
 import os
+import subprocess
+import sys
 
+import pytest
 from hypothesis import settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -10,3 +13,21 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 settings.register_profile("cures", deadline=None)
 settings.load_profile("cures")
+
+
+@pytest.fixture
+def outputs_by_thread_count():
+    """`run(script, timeout)`: the stdout of `python -c script THREADS` with 1 and then 2 Numba/OpenMP threads (the
+    thread count is also argv[1]); each run must succeed."""
+
+    def run(script: str, timeout: int) -> list[str]:
+        outputs = []
+        for threads in ("1", "2"):
+            env = {"PATH": "/usr/bin:/bin", "NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+            res = subprocess.run([sys.executable, "-c", script, threads], capture_output=True, text=True, env=env,
+                                 timeout=timeout)
+            assert res.returncode == 0, res.stderr
+            outputs.append(res.stdout)
+        return outputs
+
+    return run

@@ -409,10 +409,7 @@ def test_initial_counts_are_used_and_kept():
         policy.init(40, posterior=post)
 
 
-def test_same_plans_whatever_the_thread_count(tmp_path):
-    import subprocess
-    import sys
-
+def test_same_plans_whatever_the_thread_count(outputs_by_thread_count):
     script = (
         "import numpy as np; from cures.policies import make_policy\n"
         "out = []\n"
@@ -423,10 +420,4 @@ def test_same_plans_whatever_the_thread_count(tmp_path):
         "        out.append(np.r_[b.prompt_ids, b.n_rollouts])\n"
         "print(np.concatenate(out).tobytes().hex())\n"
     )
-    outputs = set()
-    for threads in ("1", "2"):
-        env = {"PATH": "/usr/bin:/bin", "NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
-        res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-        assert res.returncode == 0, res.stderr
-        outputs.add(res.stdout)
-    assert len(outputs) == 1
+    assert len(set(outputs_by_thread_count(script, timeout=300))) == 1

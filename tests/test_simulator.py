@@ -2,8 +2,6 @@
 bookkeeping, determinism and the calibrated scenario."""
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -115,7 +113,7 @@ def test_rollout_cap_stops_every_seed_at_equal_rollouts():
         assert 2000 <= r.rollouts_total < 2000 + 10 * 48 * 8  # stops at the first step boundary past the cap
 
 
-def test_same_seed_bit_identical_whatever_the_thread_count():
+def test_same_seed_bit_identical_whatever_the_thread_count(outputs_by_thread_count):
     script = (
         "from simulator.config import build_config; from simulator.run import run_seeds\n"
         "import sys, numpy as np\n"
@@ -124,14 +122,7 @@ def test_same_seed_bit_identical_whatever_the_thread_count():
         "runs = run_seeds('cures', cfg)\n"
         "print(np.concatenate([r.curves.ravel() for r in runs]).tobytes().hex())\n"
     )
-    outs = set()
-    for threads in ("1", "2"):
-        env = {"PATH": "/usr/bin:/bin", "NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
-        res = subprocess.run([sys.executable, "-c", script, threads], capture_output=True, text=True, env=env,
-                             timeout=600)
-        assert res.returncode == 0, res.stderr
-        outs.add(res.stdout)
-    assert len(outs) == 1
+    assert len(set(outputs_by_thread_count(script, timeout=600))) == 1
 
 
 # ------------------------------------------------------------------------------------------------ population
