@@ -31,6 +31,7 @@ from backends.trl.advantages import ESTIMATORS, WEIGHTINGS, prompt_weights, slot
 from backends.trl.compat import check_trl_version
 from backends.trl.score_norms import response_score_norms, slot_score_stats
 from cures.policies import Policy, PolicyState, TrainingBatch
+from cures.posterior import successes_from_rewards
 
 STATE_FILE = "policy_state.npz"
 SUCCESS_THRESHOLD = 0.5  # a reward above this is a success for the posterior (math-verify gives 0 or 1)
@@ -191,13 +192,13 @@ class CuresGRPOTrainer(GRPOTrainer):
                           for k, x in enumerate(plan.prompt_ids) for _ in range(int(plan.n_rollouts[k]))]
             round_rollouts, matrix, norms = self._generate_round(round_rows, chunk, plan.purpose == "screen")
             rewards = _combined_rewards(matrix, self.reward_weights)
-            success = torch.nan_to_num(rewards, nan=0.0).numpy()  # unscorable rollouts count as failures
+            scored = torch.nan_to_num(rewards, nan=0.0).numpy()  # unscorable rollouts count as failures
             stats = None
             if norms is not None:
-                stats = slot_score_stats(norms, success > SUCCESS_THRESHOLD, plan.rollout_slots(),
-                                         plan.prompt_ids.size)
+                correct = successes_from_rewards(scored, SUCCESS_THRESHOLD).astype(bool)  # observe's own rule
+                stats = slot_score_stats(norms, correct, plan.rollout_slots(), plan.prompt_ids.size)
             t0 = time.perf_counter()
-            done = self.policy.observe(self.policy_state, rewards=success, threshold=SUCCESS_THRESHOLD,
+            done = self.policy.observe(self.policy_state, rewards=scored, threshold=SUCCESS_THRESHOLD,
                                        score_stats=stats)
             self.policy_seconds += time.perf_counter() - t0
             rows += round_rows
