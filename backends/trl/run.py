@@ -125,7 +125,7 @@ class HeldOutEval(TrainerCallback):
             state.log_history.append({"step": state.global_step, "heldout_accuracy": acc})
 
 
-def train(cfg: TrainConfig, progress=None) -> dict:
+def train(cfg: TrainConfig) -> dict:
     """Train with TRL; writes metrics.jsonl and summary.json into cfg.output_dir and returns the summary."""
     import torch
     from trl import GRPOConfig
