@@ -10,11 +10,14 @@ generated (no second generation), and the advantages are replaced by per-group o
 the policy's training group, since a prompt can be drawn twice).
 
 The overridden private methods (`_generate`, `_calculate_rewards`, `_generate_and_score_completions`,
-`_generate_single_turn`, `_save_checkpoint`) are those of trl 1.16.0, checked by `compat.check_trl_version`.
+`_generate_single_turn`, `_prepare_inputs`, `_get_train_sampler`, `_save_checkpoint`) and `training_step` are those of
+trl 1.16.0 and transformers 5.24.0, checked by `compat.check_trl_version`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import os
 import re
@@ -24,17 +27,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedType, gather_object
+from torch.utils.data import IterableDataset, Sampler
+from transformers import Trainer
 from trl import GRPOTrainer
 
-from backends.trl.advantages import ESTIMATORS, WEIGHTINGS, prompt_weights, slot_advantages
+from backends.trl.advantages import prompt_weights, slot_advantages
 from backends.trl.compat import check_trl_version
+from backends.trl.config import CuresGRPOConfig
+from backends.trl.microbatch import LOSS_TYPES, REAL, loss_multipliers, micro_batches
 from backends.trl.score_norms import response_score_norms, slot_score_stats
 from cures.policies import Policy, PolicyState, TrainingBatch
 from cures.posterior import successes_from_rewards
 
 STATE_FILE = "policy_state.npz"
-SUCCESS_THRESHOLD = 0.5  # a reward above this is a success for the posterior (math-verify gives 0 or 1)
 
 
 def resume_point(output_dir) -> tuple[str, PolicyState] | None:
@@ -74,41 +80,105 @@ class StepRollouts:
     slot: np.ndarray  # the step slot of every rollout
 
 
-class CuresGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer with the policy's plan deciding which prompts are generated and how many rollouts each gets.
+class PolicyClock(Sampler):
+    """TRL's dataloader only keeps time here (the policy picks the prompts at generation time): row indices, cycled,
+    `length` of them per epoch, whatever the dataset's size."""
 
-    `policy` and `policy_state` come from `cures.policies`; the training dataset needs a `prompt_id` column equal to
-    the row number (the policy's prompt ids). `weighting="prompt"` folds the paper's per-prompt mean (Eq. 16) into the
-    advantages, `"rollout"` keeps TRL's weighting, `"policy"` uses the policy's own. `estimator` is "grpo" (with
-    TRL's `scale_rewards`: group = GRPO, none = Dr. GRPO, batch) or "rloo". `score_norms=True` measures per-response
-    score norms on screening rounds for Eq. 21 (`score_norms.py`; one backward pass per response).
+    def __init__(self, n_rows: int, length: int):
+        self.n_rows, self.length = n_rows, length
+
+    def __iter__(self):
+        return (i % self.n_rows for i in range(self.length))
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class CuresGRPOTrainer(GRPOTrainer):
+    """A drop-in `GRPOTrainer` whose prompts, and rollouts per prompt, come from a `cures` policy.
+
+    `args` is a `CuresGRPOConfig`; the policy and its state are built from it (`policy=` and `policy_state=` accept
+    ready ones). Reward functions have TRL's signature; the training dataset is map-style with a `prompt` column
+    (conversational or plain), one policy prompt id per row. Per policy step: every round is planned from the current
+    posterior, generated with TRL's generation (transformers or vLLM), scored with TRL's reward code and observed by
+    the policy identically on every process; the rollouts the step trains on are handed back to TRL's scoring path
+    (no second generation) with advantages per training group of any size (`estimator`, `scale_rewards`,
+    `weighting`), then trained in micro-batches of at most `per_device_train_batch_size` rows (`microbatch.py`).
+    The policy state is saved in every checkpoint and restored by `train(resume_from_checkpoint=...)`.
     """
 
-    def __init__(self, *args, policy: Policy, policy_state: PolicyState, weighting: str = "policy",
-                 estimator: str = "grpo", score_norms: bool = False, **kwargs):
+    def __init__(self, model, reward_funcs, args: CuresGRPOConfig | None = None, train_dataset=None,
+                 eval_dataset=None, processing_class=None, reward_processing_classes=None, callbacks=None,
+                 optimizers=(None, None), peft_config=None, policy: Policy | None = None,
+                 policy_state: PolicyState | None = None, **kwargs):
         check_trl_version()
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}; got {weighting!r}")
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
-        super().__init__(*args, **kwargs)
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = CuresGRPOConfig(f"{name.split('/')[-1]}-CuresGRPO")
+        if not isinstance(args, CuresGRPOConfig):
+            raise ValueError("CuresGRPOTrainer needs args=CuresGRPOConfig(...) (a GRPOConfig with the policy's "
+                             f"settings); got {type(args).__name__}")
+        n_rows = _check_train_dataset(train_dataset, args.prompts_per_step)
+        policy = policy if policy is not None else args.build_policy()
+        state = policy_state if policy_state is not None else policy.init(n_rows, seed=args.seed)
+        _check_state_fits(state, policy, n_rows, "policy_state")
+        self.policy, self.policy_state = policy, state
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class,
+                         reward_processing_classes=reward_processing_classes, callbacks=callbacks,
+                         optimizers=optimizers, peft_config=peft_config, **kwargs)
         if self.tools or self.rollout_func is not None or self.environment_factories is not None:
             raise ValueError("CuresGRPOTrainer does not support tools, environments or a custom rollout_func")
         if self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError("CuresGRPOTrainer needs multi_objective_aggregation='sum_then_normalize'")
-        self.policy = policy
-        self.policy_state = policy_state
-        per_prompt = policy.spec.loss_weighting == "per-prompt" if weighting == "policy" else weighting == "prompt"
-        self.per_prompt_weighting = per_prompt
-        self.estimator = estimator
-        self.score_norms = score_norms
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type {self.loss_type!r} is not supported; use one of {', '.join(LOSS_TYPES)}")
+        if args.score_norms:
+            _check_score_norms_supported(self)
+        weighting = args.weighting
+        self.per_prompt_weighting = (policy.spec.loss_weighting == "per-prompt" if weighting == "policy"
+                                     else weighting == "prompt")
+        self.estimator = args.estimator
+        self.score_norms = args.score_norms
         self._replay = None  # (this rank's Rollouts, the gathered reward matrix) while TRL scores a finished step
+        self._micro = False  # True while a prepared micro-batch goes through Trainer.training_step
+        self._loss_multiplier = 1.0
         self.policy_seconds = 0.0  # time spent inside the policy's plan/observe/training_batch
         self.score_norm_seconds = 0.0  # time spent measuring score norms (score_norms=True)
+        self.eval_seconds = 0.0  # time spent in evaluate()
         rank = self.accelerator.process_index
         self.plan_log = Path(self.args.output_dir) / f"plans.rank{rank}.jsonl"  # every rank's plans, for audits
 
-    # -- TRL hooks (trl 1.16.0) ----------------------------------------------------------------------------------
+    # -- training loop hooks (trl 1.16.0 / transformers 5.24.0) ---------------------------------------------------
+    def _get_train_sampler(self, dataset=None):
+        """One epoch = ceil(rows / prompts_per_step) policy steps; each takes steps_per_generation x num_iterations
+        dataloader batches of generation_batch_size indices (TRL's clock)."""
+        n = len(dataset if dataset is not None else self.train_dataset)
+        steps = -(-n // self.args.prompts_per_step)
+        per_step = self.args.steps_per_generation * self.num_iterations * self.args.generation_batch_size
+        return PolicyClock(n, steps * per_step)
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """TRL's training; `resume_from_checkpoint` (True: the newest checkpoint of output_dir holding a policy
+        state, or a checkpoint path) also restores the policy state saved there."""
+        if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
+            if resume_from_checkpoint is True or str(resume_from_checkpoint).lower() == "true":
+                found = resume_point(self.args.output_dir)
+                if found is None:
+                    raise ValueError(f"resume_from_checkpoint: no checkpoint with a policy state in "
+                                     f"{self.args.output_dir}")
+                resume_from_checkpoint, state = found
+            else:
+                path = Path(resume_from_checkpoint) / STATE_FILE
+                if not path.is_file():
+                    raise ValueError(f"resume_from_checkpoint: {resume_from_checkpoint} holds no policy state "
+                                     f"({STATE_FILE})")
+                state = PolicyState.load(path)
+            _check_state_fits(state, self.policy, len(self.train_dataset), f"checkpoint {resume_from_checkpoint}")
+            self.policy_state = state
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
     def _save_checkpoint(self, model, trial):
         """TRL's checkpoint, then the policy state beside it (written atomically; every process holds the same)."""
         super()._save_checkpoint(model, trial)
@@ -116,6 +186,49 @@ class CuresGRPOTrainer(GRPOTrainer):
             folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
             self.policy_state.save(os.path.join(folder, STATE_FILE))
 
+    def training_step(self, model, inputs, num_items_in_batch):
+        """TRL's training step, with the piece TRL serves cut into micro-batches of at most
+        `per_device_train_batch_size` rows, each one more gradient-accumulation micro-step (`microbatch.py`)."""
+        t0 = time.perf_counter()
+        piece = self._prepare_inputs(inputs)  # generates a policy step when TRL's schedule says so
+        pieces = micro_batches(piece, self.args.per_device_train_batch_size)
+        factors = loss_multipliers(self.loss_type, pieces)
+        k, sync, ga = len(pieces), self.accelerator.sync_gradients, self.current_gradient_accumulation_steps
+        spg = self.args.steps_per_generation
+        deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
+        total = None
+        self._micro = True
+        self.current_gradient_accumulation_steps, self.args.steps_per_generation = ga * k, spg * k
+        try:
+            for i, (micro, factor) in enumerate(zip(pieces, factors, strict=True)):
+                last = i == k - 1
+                self.accelerator.gradient_state._set_sync_gradients(sync and last)
+                context = contextlib.nullcontext() if last or deepspeed else self.accelerator.no_sync(model)
+                self._loss_multiplier = factor
+                with context:
+                    loss = Trainer.training_step(self, model, micro, num_items_in_batch)
+                total = loss if total is None else total + loss
+        finally:
+            self._micro, self._loss_multiplier = False, 1.0
+            self.current_gradient_accumulation_steps, self.args.steps_per_generation = ga, spg
+            self.accelerator.gradient_state._set_sync_gradients(sync)
+        self._step += 1  # GRPOTrainer.training_step's bookkeeping, once per TRL micro-step
+        self._current_train_step_time += time.perf_counter() - t0
+        if self._step % self.current_gradient_accumulation_steps == 0:
+            self._metrics["train"]["step_time"].append(self._current_train_step_time)
+            self._current_train_step_time = 0.0
+        return total
+
+    def _prepare_inputs(self, generation_batch):
+        if self._micro:  # an already prepared micro-batch
+            return generation_batch
+        return super()._prepare_inputs(generation_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return loss * self._loss_multiplier if self._micro else loss
+
+    # -- generation and scoring hooks ---------------------------------------------------------------------------
     def _generate(self, prompts):
         """TRL's generation, or, while a finished step is being scored, the rollouts that step already generated."""
         if self._replay is None:
@@ -142,7 +255,7 @@ class CuresGRPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
-        step = self._run_policy_step(chunk=len(inputs))
+        step = self._run_policy_step(chunk=self._generation_chunk(len(inputs)))
         t0 = time.perf_counter()
         batch = self.policy.training_batch(self.policy_state)
         self.policy_seconds += time.perf_counter() - t0
@@ -170,19 +283,97 @@ class CuresGRPOTrainer(GRPOTrainer):
             if self.per_prompt_weighting:
                 adv[: index.size] *= prompt_weights(keys)
         out["advantages"] = adv[rank * local : (rank + 1) * local].to(out["advantages"].device)
+        real = torch.arange(rank * local, (rank + 1) * local) < index.size
+        out[REAL] = real.to(out["completion_mask"].device)
         if padded.size > index.size:  # the same on every process: the gather below is collective
-            filler = torch.arange(rank * local, (rank + 1) * local) >= index.size
-            out["completion_mask"][filler.to(out["completion_mask"].device)] = 0
+            out["completion_mask"][~out[REAL]] = 0
             out["num_items_in_batch"] = self.accelerator.gather(out["completion_mask"].sum()).sum()
+        self._replace_trl_group_metrics(step, padded.size, adv, index)
         self._log_step_metrics(step, batch, index, keys)
         return out
 
+    def _generation_chunk(self, rows: int) -> int | None:
+        """Rows per process per generation call: the config's, else the whole round with vLLM, else TRL's local
+        generation batch."""
+        if self.args.generation_chunk_size is not None:
+            return self.args.generation_chunk_size
+        return None if self.use_vllm else rows
+
+    # -- evaluation ------------------------------------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
+        """Accuracy on the evaluation set: greedy (`eval_greedy`, one completion per problem) and sampled avg@k
+        (k = `num_generations_eval`, at the training temperature), generated in batches of
+        `per_device_eval_batch_size` per process with TRL's generation (vLLM when on). A completion is correct when
+        its combined reward exceeds `success_threshold`. Logged through the trainer, so every tracker gets it."""
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("evaluation needs an eval_dataset")
+        if isinstance(dataset, dict):
+            metrics = {}
+            for name, part in dataset.items():
+                metrics.update(self.evaluate(part, ignore_keys, f"{metric_key_prefix}_{name}"))
+            return metrics
+        t0 = time.perf_counter()
+        rows = [dataset[i] for i in range(len(dataset))]
+        metrics = {}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            if self.args.eval_greedy:
+                with self._greedy_generation():
+                    metrics[f"{metric_key_prefix}_accuracy"] = self._accuracy(rows, 1)
+            if self.args.avg_k:
+                k = self.args.avg_k
+                metrics[f"{metric_key_prefix}_avg_at_{k}"] = self._accuracy(rows, k)
+            seconds = time.perf_counter() - t0
+            metrics[f"{metric_key_prefix}_runtime"] = seconds
+            metrics[f"{metric_key_prefix}_samples"] = float(len(rows))
+            self.log(dict(metrics))  # in eval mode: TRL's eval metrics (completion lengths) get the eval_ prefix
+        finally:
+            if was_training:
+                self.model.train()
+        self.eval_seconds += seconds
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def _accuracy(self, rows: list, k: int) -> float:
+        """Mean over problems of the fraction of k completions whose combined reward exceeds the success threshold."""
+        repeated = [dict(row) for row in rows for _ in range(k)]
+        chunk = None if self.use_vllm else self.args.per_device_eval_batch_size
+        _, matrix, _ = self._generate_round(repeated, chunk, measure_norms=False)
+        rewards = torch.nan_to_num(_combined_rewards(matrix, self.reward_weights), nan=0.0).numpy()
+        correct = successes_from_rewards(rewards, self.args.success_threshold)
+        return float(np.mean(correct)) if correct.size else float("nan")
+
+    @contextlib.contextmanager
+    def _greedy_generation(self):
+        """Temperature 0 for transformers generation and for vLLM, restored afterwards."""
+        config, kwargs = self.generation_config, getattr(self, "generation_kwargs", None)
+        vllm = getattr(self, "vllm_generation", None) if self.use_vllm else None
+        sampling = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None, "min_p": None}
+        try:
+            if config is not None:
+                self.generation_config = copy.deepcopy(config)
+                self.generation_config.update(**sampling)
+            if kwargs is not None:
+                self.generation_kwargs = {**kwargs, **sampling}
+            if vllm is not None:
+                temperature, vllm.temperature = vllm.temperature, 0.0
+            yield
+        finally:
+            self.generation_config = config
+            if kwargs is not None:
+                self.generation_kwargs = kwargs
+            if vllm is not None:
+                vllm.temperature = temperature
+
     # -- one policy step ---------------------------------------------------------------------------------------
-    def _run_policy_step(self, chunk: int) -> StepRollouts:
+    def _run_policy_step(self, chunk: int | None) -> StepRollouts:
         """Plan, generate, score and observe rounds until the policy's step is done; generation runs in pieces of
-        at most `chunk` rows per process."""
+        at most `chunk` rows per process (None: a whole round at once)."""
         rows, rollouts, matrices, combined, slots = [], [], [], [], []
         first_slot = 0
+        threshold = self.args.success_threshold
         while True:
             t0 = time.perf_counter()
             plan = self.policy.plan(self.policy_state)
@@ -195,11 +386,10 @@ class CuresGRPOTrainer(GRPOTrainer):
             scored = torch.nan_to_num(rewards, nan=0.0).numpy()  # unscorable rollouts count as failures
             stats = None
             if norms is not None:
-                correct = successes_from_rewards(scored, SUCCESS_THRESHOLD).astype(bool)  # observe's own rule
+                correct = successes_from_rewards(scored, threshold).astype(bool)  # observe's own rule
                 stats = slot_score_stats(norms, correct, plan.rollout_slots(), plan.prompt_ids.size)
             t0 = time.perf_counter()
-            done = self.policy.observe(self.policy_state, rewards=scored, threshold=SUCCESS_THRESHOLD,
-                                       score_stats=stats)
+            done = self.policy.observe(self.policy_state, rewards=scored, threshold=threshold, score_stats=stats)
             self.policy_seconds += time.perf_counter() - t0
             rows += round_rows
             rollouts += round_rollouts
@@ -210,10 +400,12 @@ class CuresGRPOTrainer(GRPOTrainer):
             if done:
                 return StepRollouts(rows, rollouts, torch.cat(matrices), torch.cat(combined), np.concatenate(slots))
 
-    def _generate_round(self, rows: list, chunk: int, measure_norms: bool):
-        """Generate and score `rows` on all processes, `chunk` rows per process at a time; every process returns all
-        rollouts (gathered, in row order), the gathered reward matrix and, if asked, the per-rollout score norms."""
+    def _generate_round(self, rows: list, chunk: int | None, measure_norms: bool):
+        """Generate and score `rows` on all processes, `chunk` rows per process at a time (None: all at once); every
+        process returns all rollouts (gathered, in row order), the gathered reward matrix and, if asked, the
+        per-rollout score norms."""
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        chunk = chunk or max(1, -(-len(rows) // world))
         rollouts, matrices, norms = [], [], []
         for start in range(0, len(rows), chunk * world):
             piece = rows[start : start + chunk * world]
@@ -243,14 +435,43 @@ class CuresGRPOTrainer(GRPOTrainer):
                                  "prompt_ids": plan.prompt_ids.tolist(), "n_rollouts": plan.n_rollouts.tolist()})
                      + "\n")
 
+    def _replace_trl_group_metrics(self, step: StepRollouts, replayed: int, advantages: torch.Tensor,
+                                   index: np.ndarray) -> None:
+        """TRL computed `reward`, `reward_std`, `frac_reward_zero_std`, `rewards/<f>/mean|std` and the completions
+        table over the replayed rows (padded copies, in dummy groups of its fixed size): replace them with the values
+        over every rollout the step generated, each counted once."""
+        from trl.trainer.utils import nanstd
+
+        metrics = self._metrics["train"]
+        per_func = [f"rewards/{name}/{stat}" for name in self.reward_func_names for stat in ("mean", "std")]
+        for name in ["reward", "reward_std", "frac_reward_zero_std", *per_func]:
+            if metrics.get(name):
+                metrics[name].pop()
+        metrics["reward"].append(torch.nanmean(step.rewards).item())
+        metrics["reward_std"].append(nanstd(step.rewards).item())
+        metrics["frac_reward_zero_std"].append(_zero_variance_fraction(step))
+        for i, name in enumerate(self.reward_func_names):
+            metrics[f"rewards/{name}/mean"].append(torch.nanmean(step.reward_matrix[:, i]).item())
+            metrics[f"rewards/{name}/std"].append(nanstd(step.reward_matrix[:, i]).item())
+
+        logs = self._logs
+        for column in (logs["prompt"], logs["completion"], logs["advantages"], *logs["rewards"].values()):
+            for _ in range(min(replayed, len(column))):
+                column.pop()
+        adv = np.zeros(len(step.rows))
+        adv[index] = advantages[: index.size].numpy()
+        logs["prompt"].extend(row["prompt"] for row in step.rows)
+        logs["completion"].extend(r.completion for r in step.rollouts)
+        logs["advantages"].extend(adv.tolist())
+        for i, name in enumerate(self.reward_func_names):
+            logs["rewards"][name].extend(step.reward_matrix[:, i].tolist())
+
     def _log_step_metrics(self, step: StepRollouts, batch: TrainingBatch, index: np.ndarray,
                           groups: torch.Tensor) -> None:
         """TRL's group metrics assume equal groups of its dummy size; these are the policy's."""
-        rewards = step.rewards.numpy()
-        zero = [np.nanstd(rewards[step.slot == k]) == 0 for k in range(batch.prompt_ids.size)]
         sizes = np.bincount(groups.numpy()) if index.size else np.zeros(1)
         metrics = self._metrics["train"]
-        metrics["cures/zero_variance_fraction"].append(float(np.mean(zero)))  # over every generated slot
+        metrics["cures/zero_variance_fraction"].append(_zero_variance_fraction(step))  # over every generated slot
         metrics["cures/rollouts_generated"].append(float(len(step.rows)))
         metrics["cures/rollouts_trained"].append(float(index.size))
         metrics["cures/rounds"].append(float(batch.round.max() + 1))
@@ -261,6 +482,13 @@ class CuresGRPOTrainer(GRPOTrainer):
         ess = self.policy_state.sampling_ess()
         if ess is not None:
             metrics["cures/sampling_ess"].append(ess)
+
+
+def _zero_variance_fraction(step: StepRollouts) -> float:
+    """The share of the step's generated slots whose rollouts all got the same reward (no GRPO signal)."""
+    rewards = step.rewards.numpy()
+    slots = np.unique(step.slot)
+    return float(np.mean([np.nanstd(rewards[step.slot == k]) == 0 for k in slots])) if slots.size else 0.0
 
 
 def _combined_rewards(matrix: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -279,3 +507,42 @@ def _trained_rollouts(batch: TrainingBatch, slot_of_rollout: np.ndarray) -> tupl
     index = np.flatnonzero(group >= 0)
     index = index[np.argsort(group[index], kind="stable")]
     return index, group[index]
+
+
+def _check_train_dataset(dataset, prompts_per_step: int) -> int:
+    """The training set's row count, after checking that the policy can index it and that one step fits."""
+    if dataset is None:
+        raise ValueError("CuresGRPOTrainer needs a train_dataset")
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        raise ValueError("CuresGRPOTrainer needs a map-style train_dataset (the policy picks prompts by row); load "
+                         "it without streaming")
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None and "prompt" not in columns:
+        raise ValueError(f"train_dataset has no 'prompt' column; columns: {', '.join(columns)}")
+    n = len(dataset)
+    if n < prompts_per_step:
+        raise ValueError(f"train_dataset has {n} rows, fewer than prompts_per_step={prompts_per_step}: one policy "
+                         "step needs at least that many prompts")
+    return n
+
+
+def _check_state_fits(state: PolicyState, policy: Policy, n_rows: int, what: str) -> None:
+    if state.n_prompts != n_rows:
+        raise ValueError(f"{what} covers {state.n_prompts} prompts but train_dataset has {n_rows} rows")
+    if state.policy != policy.name or state.params != policy.params:
+        raise ValueError(f"{what} belongs to {state.policy!r} with parameters {state.params}, not to {policy!r}")
+
+
+def _check_score_norms_supported(trainer) -> None:
+    """Score norms are gradients over the full input-embedding matrix, so it must be trainable and unsharded."""
+    if trainer.is_fsdp_enabled:
+        raise ValueError("score_norms needs the full embedding matrix on every process; FSDP shards it: turn "
+                         "score_norms off")
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    if trainer.is_deepspeed_enabled and plugin is not None and plugin.zero_stage == 3:
+        raise ValueError("score_norms needs the full embedding matrix on every process; DeepSpeed ZeRO-3 shards it: "
+                         "use ZeRO-2 or turn score_norms off")
+    weight = trainer.accelerator.unwrap_model(trainer.model).get_input_embeddings().weight
+    if not weight.requires_grad:
+        raise ValueError("score_norms measures gradients over the input-embedding matrix, which is frozen here "
+                         "(LoRA/PEFT): turn score_norms off")
