@@ -1,4 +1,4 @@
-"""Pickle-free, versioned, atomically written array files (.npz) for posterior and policy state."""
+"""Atomic file writes, and pickle-free, versioned array files (.npz) for posterior and policy state."""
 
 from __future__ import annotations
 
@@ -11,25 +11,39 @@ from pathlib import Path
 import numpy as np
 
 
-def atomic_save_npz(path, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
-    """Write `arrays` plus a JSON `meta` record to `path` atomically (temp file, fsync, rename)."""
+def atomic_write(path, write) -> Path:
+    """Create `path` atomically: `write(binary file)` fills a temporary file beside it, which is fsynced, given the
+    usual permissions (0666 minus the umask) and renamed over `path`; a failure leaves `path` untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if "__meta__" in arrays:
-        raise ValueError("'__meta__' is a reserved array name")
-    payload = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
-    payload["__meta__"] = np.array(json.dumps(meta, sort_keys=True))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **payload)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """`atomic_write` of UTF-8 text."""
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def atomic_save_npz(path, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
+    """Write `arrays` plus a JSON `meta` record to `path` atomically (`atomic_write`)."""
+    if "__meta__" in arrays:
+        raise ValueError("'__meta__' is a reserved array name")
+    payload = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    payload["__meta__"] = np.array(json.dumps(meta, sort_keys=True))
+    return atomic_write(path, lambda fh: np.savez(fh, **payload))
 
 
 def load_npz(path, expected_format: str, supported_versions: tuple[int, ...]) -> tuple[dict, dict[str, np.ndarray]]:

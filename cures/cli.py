@@ -301,56 +301,25 @@ def report(
     console.print(f"wrote {len(files)} files to {out} (open {out / 'report.html'})", highlight=False)
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+             add_help_option=False)
 @user_errors
-def train(
-    backend: Annotated[str, typer.Option("--backend", help="Training backend (trl).")] = "trl",
-    model: Annotated[str, typer.Option("--model", help="'tiny' (random, for tests), 'smollm2-135m' or a local model "
-                                       "directory.")] =
-    "tiny",
-    dataset: Annotated[str, typer.Option("--dataset", help="arith, gsm-symbolic, a .jsonl/.parquet file or a "
-                                         "datasets directory.")] = "arith",
-    policy: Annotated[str, typer.Option("--policy", help="Any policy of `cures policies`.")] = "cures",
-    max_steps: Annotated[int, typer.Option("--max-steps", help="Optimizer steps.")] = 10,
-    budget: Annotated[int, typer.Option("--budget", help="Rollouts per step (fixed-n policies: n = budget / batch "
-                                        "size); also the generation chunk.")] = 32,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per step.")] = 8,
-    output_dir: Annotated[Path, typer.Option("--output-dir", help="Checkpoints, metrics.jsonl, summary.json.")] =
-    Path("train-out"),
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --output-dir.")] =
-    False,
-    vllm: Annotated[str, typer.Option("--vllm", help="Generate with vLLM: none, colocate or server (GPU only).")] =
-    "none",
-    set_: SetOpt = None,
-):
-    """Train a model with a policy choosing prompts and rollouts per prompt (TRL GRPOTrainer, CPU or one GPU)."""
-    import dataclasses
-
-    if backend != "trl":
-        fail(f"unknown backend {backend!r}; available: trl")
-    from backends.trl.run import TrainConfig
+def train(ctx: typer.Context):
+    """Train with TRL's GRPOTrainer, a policy choosing prompts and rollouts per prompt. Takes what `trl grpo` takes:
+    --config recipe.yaml and any script, GRPOConfig or ModelConfig field as --field value, plus --policy,
+    --policy_params, --prompts_per_step, --rollouts_per_step (`cures train --help` lists them all)."""
     from backends.trl.run import train as run_training
-    from simulator.config import parse_value
 
-    cfg = TrainConfig(model=model, dataset=dataset, policy=policy, max_steps=max_steps, budget=budget,
-                      batch_size=batch_size, output_dir=str(output_dir), resume=resume, vllm=vllm)
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    for pair in set_ or []:
-        key, _, text = pair.partition("=")
-        if key.startswith("policy."):
-            cfg.policy_params[key[7:]] = parse_value(text)
-        elif key in fields and key != "policy_params":
-            setattr(cfg, key, type(getattr(cfg, key))(parse_value(text)))
-        else:
-            fail(f"unknown setting {key!r}; allowed: {', '.join(k for k in fields if k != 'policy_params')}, "
-                 "or policy.PARAM")
-    summary = run_training(cfg)
+    summary = run_training(ctx.args)
     if not summary:  # not the main process of a multi-process run
         return
-    for key in ("steps", "rollouts_total", "heldout_accuracy_before", "heldout_accuracy_after",
-                "train_wall_seconds", "policy_share_of_train_time"):
+    for key in ("steps", "rollouts_total", "train_wall_seconds", "policy_share_of_train_time"):
         console.print(f"{key}: {summary[key]}", highlight=False)
-    console.print(f"wrote {output_dir / 'summary.json'} and {output_dir / 'metrics.jsonl'}", highlight=False)
+    for entry in summary["evaluations"][-1:]:
+        scores = {k: round(v, 4) for k, v in entry.items() if k == "eval_accuracy" or k.startswith("eval_avg_at_")}
+        console.print(f"last evaluation (step {entry['step']}): {scores}", highlight=False)
+    console.print(f"wrote {Path(summary['config']['output_dir']) / 'summary.json'} and metrics.jsonl",
+                  highlight=False)
 
 
 @app.command()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from cures._io import atomic_write_text
 from simulator.engine import COLUMNS
 from simulator.run import SeedRun, mean_ci, stacked
 
@@ -45,11 +44,7 @@ def _clean(o):
 def write_json(path: Path, data: dict) -> Path:
     """Strict JSON (NaN -> null), written atomically."""
     text = json.dumps(_clean(json.loads(json.dumps(data, default=_json_default))), indent=2, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text + "\n")
 
 
 def write_curves(path: Path, runs_by_policy: dict[str, list[SeedRun]]) -> Path:

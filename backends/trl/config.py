@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from backends.trl.advantages import ESTIMATORS, WEIGHTINGS
+from backends.trl.microbatch import LOSS_TYPES
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -82,6 +83,7 @@ class CuresGRPOConfig(GRPOConfig):
             if key in self.policy_params:
                 raise ValueError(f"policy_params may not set {key!r}: use rollouts_per_step / prompts_per_step")
         _choice("estimator", self.estimator, ESTIMATORS)
+        _choice("loss_type", self.loss_type, LOSS_TYPES)
         _choice("weighting", self.weighting, WEIGHTINGS)
         if not (isinstance(self.success_threshold, int | float) and math.isfinite(self.success_threshold)):
             raise ValueError(f"success_threshold must be a finite number; got {self.success_threshold!r}")

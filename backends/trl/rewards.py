@@ -19,8 +19,10 @@ def _completion_text(completion) -> str:
 
 
 def _gold(answer: str) -> str:
-    """Gold answers are wrapped in $...$ so math-verify reads them as LaTeX."""
+    """The gold answer of a reference: the text after #### (GSM8K), the last \\boxed{} (MATH solutions) or the whole
+    value, wrapped in $...$ so math-verify reads it as LaTeX."""
     text = str(answer).strip()
+    text = extract_answer(text) or text
     return text if text.startswith("$") else f"${text}$"
 
 
@@ -84,3 +86,51 @@ class MathAnswerReward:
 def format_reward(prompts=None, completions=(), **kwargs) -> list[float]:
     """0.1 for a completion that states a final answer (\\boxed{} or ####), else 0: an optional shaping term."""
     return [0.1 if extract_answer(_completion_text(c)) is not None else 0.0 for c in completions]
+
+
+def parity_reward(completions, **kwargs) -> list[float]:
+    """A test signal for random models: the parity of the completion's first character."""
+    return [float(ord(t[0]) % 2) if t else 0.0 for t in map(_completion_text, completions)]
+
+
+def reward_registry() -> dict:
+    """Reward functions by name: this package's and `trl grpo`'s."""
+    from trl.rewards import (
+        accuracy_reward,
+        get_soft_overlong_punishment,
+        reasoning_accuracy_reward,
+        think_format_reward,
+    )
+
+    return {
+        "math_answer": MathAnswerReward(), "format": format_reward, "parity": parity_reward,
+        "accuracy_reward": accuracy_reward, "reasoning_accuracy_reward": reasoning_accuracy_reward,
+        "think_format_reward": think_format_reward,
+        "get_soft_overlong_punishment": get_soft_overlong_punishment(max_completion_len=1280, soft_punish_cache=256),
+    }
+
+
+def resolve_reward_funcs(names: list[str] | None, reward_model: str | None = None) -> list:
+    """`trl grpo`'s rule: registry names or dotted import paths (the working directory is importable), plus a reward
+    model id; `math_answer` when nothing is given. An unknown name is a one-line ValueError listing the choices."""
+    import importlib
+    import os
+    import sys
+
+    registry = reward_registry()
+    funcs = [reward_model] if reward_model else []
+    for name in names or ([] if reward_model else ["math_answer"]):
+        if name in registry:
+            funcs.append(registry[name])
+        elif "." in name:
+            module_name, _, attr = name.rpartition(".")
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            try:
+                funcs.append(getattr(importlib.import_module(module_name), attr))
+            except (ImportError, AttributeError) as exc:
+                raise ValueError(f"reward_funcs: cannot import {name!r} ({exc})") from None
+        else:
+            raise ValueError(f"reward_funcs: unknown reward {name!r}; use one of {', '.join(registry)} or a dotted "
+                             "import path")
+    return funcs

@@ -1,4 +1,9 @@
-"""`cures train --backend trl`: build the model, data, reward and policy, train, evaluate, write metrics."""
+"""`cures train`: `trl grpo`'s command line (a YAML recipe and any field as a flag) with a `cures` policy.
+
+Parsed by TRL's `TrlParser` over `CuresScriptArguments` (data, rewards, evaluation set), `CuresGRPOConfig` (every
+GRPOConfig field plus the policy), `ModelConfig` (dtype, attention, LoRA) and `DatasetMixtureConfig`. A recipe that
+works with `trl grpo` works here once `policy:` is added. Writes `metrics.jsonl` and `summary.json` into output_dir.
+"""
 
 from __future__ import annotations
 
@@ -8,199 +13,220 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from transformers import TrainerCallback
+from trl import DatasetMixtureConfig, ModelConfig, TrlParser
+from trl.scripts.grpo import GRPOScriptArguments
 
-PROMPT_SUFFIX = " Give the final answer as \\boxed{answer}."
+from backends.trl.config import CuresGRPOConfig
+from backends.trl.data import BUILTIN, PROMPT_SUFFIX
 
 
 @dataclass
-class TrainConfig:
-    model: str = "tiny"  # "tiny" (random, for tests), "smollm2-135m" or a local Hugging Face model directory
-    dataset: str = "arith"
-    policy: str = "cures"
-    max_steps: int = 10
-    batch_size: int = 8  # prompts per step
-    budget: int = 32  # rollouts per step (= TRL's generation batch)
-    output_dir: str = "train-out"
-    resume: bool = False
-    n_problems: int = 512
-    eval_size: int = 32
-    max_completion_length: int = 64
-    learning_rate: float = 1e-5
-    question_column: str = "question"
-    answer_column: str = "answer"
-    seed: int = 0
-    save_steps: int = 5
-    reward: str = "math"  # "math" (math-verify) or "parity" (a random-model test signal)
-    arith_max_level: int = 5  # arith difficulty levels 1..this
-    eval_steps: int = 0  # greedy held-out accuracy every this many steps (0: only before and after training)
-    estimator: str = "grpo"  # "grpo" or "rloo"
-    scale_rewards: str = "group"  # TRL's: "group" (GRPO), "none" (Dr. GRPO) or "batch"
-    weighting: str = "policy"  # "policy", "prompt" (Eq. 16) or "rollout"
-    score_norms: bool = False  # measure per-response score norms on screening rounds (Eq. 21)
-    vllm: str = "none"  # "none", "colocate" or "server" (GPU only; the vllm extra)
-    policy_params: dict = field(default_factory=dict)
+class CuresScriptArguments(GRPOScriptArguments):
+    """`trl grpo`'s script arguments (dataset_name, dataset_config, splits, reward_funcs, reward model) plus the
+    question/answer columns, a system prompt, the built-in generators' sizes and the evaluation set."""
+
+    question_column: str | None = field(
+        default=None, metadata={"help": "Column with the problem text (default: prompt as is, else question or "
+                                "problem)."})
+    answer_column: str | None = field(
+        default=None, metadata={"help": "Column with the gold answer for the math reward (default: answer or "
+                                "solution; #### and \\boxed{} answers are extracted)."})
+    system_prompt: str | None = field(default=None, metadata={"help": "System message put before every question."})
+    prompt_suffix: str = field(default=PROMPT_SUFFIX, metadata={"help": "Text appended to every question."})
+    n_problems: int = field(default=512, metadata={"help": "Training problems of a built-in generator (arith, "
+                                                   "gsm-symbolic)."})
+    n_eval_problems: int = field(default=64, metadata={"help": "Test problems of a built-in generator."})
+    arith_max_level: int = field(default=5, metadata={"help": "arith difficulty levels 1..this."})
+    eval_dataset_name: str | None = field(
+        default=None, metadata={"help": "A separate evaluation set (path or Hub id, e.g. a MATH500 file); default: "
+                                "the dataset's test split."})
+    eval_holdout_size: int = field(
+        default=0, metadata={"help": "Hold out this many training rows for evaluation instead (0: off)."})
+
+    def __post_init__(self):
+        for name in ("n_problems", "n_eval_problems", "arith_max_level", "eval_holdout_size"):
+            low = 1 if name in ("n_problems", "arith_max_level") else 0
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be at least {low}; got {getattr(self, name)}")
 
 
-def _load_model(name: str, seed: int):
-    if name == "tiny":
-        from backends.trl.models import tiny_model, tiny_tokenizer
+class CuresParser(TrlParser):
+    """TrlParser whose errors are exceptions (one line each) instead of a usage dump and exit."""
 
-        tok = tiny_tokenizer()
-        return tiny_model(tok, seed), tok
-    if name == "smollm2-135m":
-        from backends.trl.models import smollm2_dir
-
-        name = smollm2_dir()
-    path = Path(name)
-    if not path.is_dir():
-        raise ValueError(f"model {name!r}: use 'tiny', 'smollm2-135m' or a local Hugging Face model directory")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(path)
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return AutoModelForCausalLM.from_pretrained(path), tok
+    def error(self, message):
+        raise ValueError(message.replace("argument ", "option ", 1))
 
 
-def _check_vllm(cuda: bool, model) -> None:
-    if not cuda:
-        raise ValueError("--vllm needs a CUDA GPU; leave it out to generate with transformers")
-    if not Path(str(getattr(model, "name_or_path", ""))).is_dir():
-        raise ValueError("--vllm loads the model from disk: give a local model directory or smollm2-135m")
+def make_parser() -> CuresParser:
+    return CuresParser((CuresScriptArguments, CuresGRPOConfig, ModelConfig, DatasetMixtureConfig),
+                       prog="cures train")
+
+
+def parse_args(argv: list[str]):
+    """(script args, config, model args, mixture args) from `--config recipe.yaml` and flags; flags win over the
+    recipe. Unknown keys, bad types and bad values raise a one-line ValueError naming them."""
+    argv = list(argv)
+    tokens: list[str] = []
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv):
+            raise ValueError("--config needs a YAML file")
+        path = argv[i + 1]
+        del argv[i : i + 2]
+        tokens = _recipe_tokens(path)
+    parser = make_parser()
     try:
-        import vllm  # noqa: F401
-    except ImportError:
-        raise ValueError("--vllm needs the vllm extra: pip install 'cures[vllm]'") from None
+        *parsed, rest = parser.parse_args_into_dataclasses(args=tokens + argv, return_remaining_strings=True)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    if rest:
+        unknown = [t for t in rest if t.startswith("-")] or rest
+        raise ValueError(f"unknown option{'s' if len(unknown) > 1 else ''}: {' '.join(unknown)} (see cures train "
+                         "--help)")
+    return tuple(parsed)
 
 
-def parity_reward(completions, **kwargs) -> list[float]:
-    """Test signal for random models: the parity of the completion's first character."""
-    texts = [c if isinstance(c, str) else str(c[-1].get("content", "")) if c else "" for c in completions]
-    return [float(ord(t[0]) % 2) if t else 0.0 for t in texts]
+def _recipe_tokens(path: str) -> list[str]:
+    """A YAML recipe as command-line tokens, so that its values are type-checked like flags; its `env:` mapping
+    sets environment variables (as TrlParser does)."""
+    import yaml
+
+    try:
+        with open(path) as fh:
+            recipe = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ValueError(f"--config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if recipe is None:
+        return []
+    if not isinstance(recipe, dict):
+        raise ValueError(f"--config {path} must be a YAML mapping of option: value")
+    env = recipe.pop("env", {}) or {}
+    if not isinstance(env, dict):
+        raise ValueError(f"--config {path}: env must be a mapping")
+    for key, value in env.items():
+        os.environ[str(key)] = str(value)
+    tokens = []
+    for key, value in recipe.items():
+        if value is None:
+            continue
+        tokens.append(f"--{key}")
+        if isinstance(value, bool):
+            tokens.append(str(value).lower())
+        elif isinstance(value, dict):
+            tokens.append(json.dumps(value))
+        elif isinstance(value, list):
+            tokens += [json.dumps(v) if isinstance(v, dict | list) else str(v) for v in value]
+        else:
+            tokens.append(str(value))
+    return tokens
 
 
-def greedy_accuracy(model, tokenizer, rows, max_new_tokens: int) -> float:
-    """Greedy held-out accuracy under the math-verify reward."""
-    import torch
+def build_datasets(script: CuresScriptArguments, args: CuresGRPOConfig, mixture: DatasetMixtureConfig):
+    """(train, eval or None) in TRL's prompt format."""
+    from backends.trl.data import load_source, split, to_prompts
 
-    from backends.trl.rewards import MathAnswerReward
+    sizes = dict(n_train=script.n_problems, n_test=script.n_eval_problems, seed=args.seed,
+                 max_level=script.arith_max_level)
+    columns = dict(question_column=script.question_column, answer_column=script.answer_column,
+                   system_prompt=script.system_prompt, prompt_suffix=script.prompt_suffix)
+    if mixture.datasets:
+        from trl import get_dataset
 
-    reward = MathAnswerReward()
-    model.eval()
-    correct = 0.0
-    with torch.no_grad():
-        for row in rows:
-            enc = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, return_tensors="pt",
-                                                return_dict=True).to(model.device)
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-            text = tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            correct += reward.score(text, row["answer"])
-    model.train()
-    return correct / max(len(rows), 1)
-
-
-class HeldOutEval(TrainerCallback):
-    """Greedy held-out accuracy (`greedy_accuracy`) every `every` optimizer steps, on the main process, logged as
-    `heldout_accuracy`; evaluation time is kept out of the policy's share of training time."""
-
-    def __init__(self, trainer, tokenizer, rows, max_new_tokens: int, every: int):
-        self.trainer, self.tokenizer, self.rows, self.max_new_tokens, self.every = (trainer, tokenizer, rows,
-                                                                                  max_new_tokens, every)
-        self.history: list[dict] = []
-        self.seconds = 0.0
-
-    def accuracy(self, model) -> float:
-        t0 = time.perf_counter()
-        acc = greedy_accuracy(model, self.tokenizer, self.rows, self.max_new_tokens)
-        self.seconds += time.perf_counter() - t0
-        return acc
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.every and state.global_step % self.every == 0 and state.is_world_process_zero:
-            acc = self.accuracy(self.trainer.model)
-            self.history.append({"step": state.global_step, "heldout_accuracy": acc})
-            state.log_history.append({"step": state.global_step, "heldout_accuracy": acc})
+        data, source = get_dataset(mixture), "mixture"
+    elif script.dataset_name:
+        data, source = load_source(script.dataset_name, script.dataset_config, **sizes), script.dataset_name
+    else:
+        raise ValueError(f"dataset_name is required: {', '.join(BUILTIN)}, a .jsonl/.parquet file, a local dataset "
+                         "directory or a Hub dataset id")
+    train = to_prompts(split(data, script.dataset_train_split, source), source, **columns)
+    if args.eval_strategy == "no" and not args.eval_on_start:
+        return train, None
+    if script.eval_dataset_name:
+        held = load_source(script.eval_dataset_name, **sizes)
+        name = script.dataset_test_split if script.dataset_test_split in held else next(iter(held))
+        return train, to_prompts(held[name], script.eval_dataset_name, **columns)
+    if script.eval_holdout_size:
+        if script.eval_holdout_size >= len(train):
+            raise ValueError(f"eval_holdout_size={script.eval_holdout_size} leaves no training rows of {len(train)}")
+        cut = len(train) - script.eval_holdout_size
+        held, train = train.select(range(cut, len(train))), train.select(range(cut))
+        train = train.remove_columns("prompt_id").add_column("prompt_id", list(range(cut)))
+        return train, held
+    if script.dataset_test_split in data:
+        return train, to_prompts(data[script.dataset_test_split], source, **columns)
+    raise ValueError(f"evaluation is on (eval_strategy={args.eval_strategy}) but dataset {source} has no "
+                     f"{script.dataset_test_split!r} split: set eval_dataset_name or eval_holdout_size")
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train with TRL; writes metrics.jsonl and summary.json into cfg.output_dir and returns the summary."""
-    import torch
-    from trl import GRPOConfig
+def _check_output_dir(path: str) -> None:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {path} is a file, not a directory")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"output_dir {path}: {parent} is a file")
+            if not os.access(parent if not out.exists() else out, os.W_OK):
+                raise ValueError(f"output_dir {path} is not writable")
+            break
 
-    from backends.trl.advantages import ESTIMATORS, SCALES, WEIGHTINGS
-    from backends.trl.data import load_problems
-    from backends.trl.rewards import MathAnswerReward
-    from backends.trl.trainer import CuresGRPOTrainer, resume_point
-    from cures.policies import make_policy_for_budget
 
-    choices = {"vllm": ("none", "colocate", "server"), "estimator": ESTIMATORS, "scale_rewards": SCALES,
-               "weighting": WEIGHTINGS}
-    for name, allowed in choices.items():
-        if getattr(cfg, name) not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(cfg, name)!r}")
-    if cfg.eval_steps < 0:
-        raise ValueError(f"eval_steps must be >= 0; got {cfg.eval_steps}")
-    policy = make_policy_for_budget(cfg.policy, cfg.batch_size, cfg.budget, **cfg.policy_params)
-    out = Path(cfg.output_dir)
-    problems = load_problems(cfg.dataset, cfg.question_column, cfg.answer_column, n=cfg.n_problems + cfg.eval_size,
-                             seed=cfg.seed, levels=tuple(range(1, cfg.arith_max_level + 1)))
-    if len(problems) <= cfg.eval_size:
-        raise ValueError(f"dataset {cfg.dataset} has {len(problems)} rows; need more than eval_size={cfg.eval_size}")
-    problems = problems.map(lambda r: {"prompt": [{"role": "user", "content": r["question"] + PROMPT_SUFFIX}]})
-    held_out = [problems[i] for i in range(len(problems) - cfg.eval_size, len(problems))]
-    train_rows = problems.select(range(len(problems) - cfg.eval_size))
-    train_rows = train_rows.remove_columns("prompt_id").add_column("prompt_id", list(range(len(train_rows))))
+def train(argv: list[str]) -> dict:
+    """Parse, build, train, write metrics and summary; returns the summary (empty on non-main processes)."""
+    script, args, model_args, mixture = parse_args(argv)
+    _check_output_dir(args.output_dir)
+    from trl import get_peft_config, get_quantization_config
 
-    state = policy.init(len(train_rows), seed=cfg.seed)
-    checkpoint = None
-    if cfg.resume:
-        found = resume_point(out)
-        if found is None:
-            raise ValueError(f"--resume: no checkpoint with a policy state in {out}")
-        checkpoint, state = found
-    model, tok = _load_model(cfg.model, cfg.seed)
-    cuda = torch.cuda.is_available()
-    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
-    if cfg.budget % world:
-        raise ValueError(f"budget {cfg.budget} must be divisible by the {world} processes")
-    use_vllm = cfg.vllm != "none"
-    if use_vllm:
-        _check_vllm(cuda, model)
-    args = GRPOConfig(
-        output_dir=str(out), per_device_train_batch_size=cfg.budget // world, num_generations=2,
-        max_completion_length=cfg.max_completion_length, use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False, gradient_checkpointing=False, report_to="none",
-        save_strategy="steps", save_steps=cfg.save_steps, logging_steps=1, max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate, dataloader_num_workers=0, seed=cfg.seed, scale_rewards=cfg.scale_rewards,
-        use_vllm=use_vllm, vllm_mode=cfg.vllm if use_vllm else "colocate",
-    )
-    reward = MathAnswerReward() if cfg.reward == "math" else parity_reward
-    trainer = CuresGRPOTrainer(model=model, processing_class=tok, reward_funcs=reward, args=args,
-                               train_dataset=train_rows, policy=policy, policy_state=state, weighting=cfg.weighting,
-                               estimator=cfg.estimator, score_norms=cfg.score_norms)
-    main = trainer.accelerator.is_main_process
-    evals = HeldOutEval(trainer, tok, held_out, cfg.max_completion_length, cfg.eval_steps)
-    trainer.add_callback(evals)
-    before = evals.accuracy(model) if main else None
-    t0, eval_seconds = time.perf_counter(), evals.seconds
-    trainer.train(resume_from_checkpoint=checkpoint)
-    wall = time.perf_counter() - t0 - (evals.seconds - eval_seconds)  # periodic evaluations left out
-    if not main:
-        return {}
-    after = evals.accuracy(trainer.model)
-    with (out / "metrics.jsonl").open("w") as fh:
-        for entry in trainer.state.log_history:
-            fh.write(json.dumps(entry) + "\n")
+    from backends.trl.models import resolve_model
+    from backends.trl.rewards import resolve_reward_funcs
+    from backends.trl.trainer import CuresGRPOTrainer
+
+    reward_funcs = resolve_reward_funcs(script.reward_funcs, script.reward_model_name_or_path)
+    model, tokenizer = resolve_model(model_args.model_name_or_path, args.seed)
+    train_set, eval_set = build_datasets(script, args, mixture)
+    kwargs = {}
+    if isinstance(model, str):
+        init = dict(revision=model_args.model_revision, trust_remote_code=args.trust_remote_code,
+                    attn_implementation=model_args.attn_implementation, dtype=model_args.dtype)
+        args.model_init_kwargs = {**init, **(args.model_init_kwargs or {})}
+        quantization = get_quantization_config(model_args)
+        if quantization is not None:
+            kwargs["quantization_config"] = quantization
+    try:
+        trainer = CuresGRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_set,
+                                   eval_dataset=eval_set, processing_class=tokenizer,
+                                   peft_config=get_peft_config(model_args), **kwargs)
+    except OSError as exc:  # transformers' loading errors for missing or unreadable models
+        raise ValueError(f"cannot load model {model_args.model_name_or_path}: {str(exc).splitlines()[0]}") from None
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    wall = time.perf_counter() - t0
+    trainer.save_model(args.output_dir)
+    summary = _summary(trainer, script, model_args, wall) if trainer.accelerator.is_main_process else {}
+    trainer.end()  # finishes the trackers and destroys the process group (a clean multi-process exit)
+    return summary
+
+
+def _summary(trainer, script, model_args, wall: float) -> dict:
+    from cures._io import atomic_write_text
+
+    out = Path(trainer.args.output_dir)
+    history = trainer.state.log_history
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(entry) + "\n" for entry in history))
+    evals = [e for e in history if "eval_accuracy" in e or any(k.startswith("eval_avg_at_") for k in e)]
+    train_wall = wall - trainer.eval_seconds
     summary = {
-        "policy": cfg.policy, "model": cfg.model, "dataset": cfg.dataset, "steps": trainer.state.global_step,
-        "rollouts_total": trainer.policy_state.rollouts_total, "heldout_accuracy_before": before,
-        "heldout_accuracy_after": after, "heldout_accuracy_during": evals.history, "train_wall_seconds": wall,
+        "policy": trainer.args.policy, "model": model_args.model_name_or_path, "dataset": script.dataset_name,
+        "steps": trainer.state.global_step, "rollouts_total": trainer.policy_state.rollouts_total,
+        "evaluations": [{k: v for k, v in e.items() if k == "step" or k.startswith("eval_")} for e in evals],
+        "train_wall_seconds": train_wall, "eval_seconds": trainer.eval_seconds,
         "policy_seconds": trainer.policy_seconds, "score_norm_seconds": trainer.score_norm_seconds,
-        "policy_share_of_train_time": trainer.policy_seconds / wall if wall > 0 else None,
-        "device": "cuda" if cuda else "cpu", "processes": world, "config": asdict(cfg),
+        "policy_share_of_train_time": trainer.policy_seconds / train_wall if train_wall > 0 else None,
+        "device": str(trainer.accelerator.device), "processes": trainer.accelerator.num_processes,
+        "script_args": asdict(script),
+        "config": {k: v for k, v in trainer.args.to_dict().items() if isinstance(v, str | int | float | bool | None)},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
