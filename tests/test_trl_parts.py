@@ -8,7 +8,7 @@ import torch
 
 from backends.trl.advantages import prompt_weights, slot_advantages
 from backends.trl.compat import TRL_VERSION, check_trl_version
-from backends.trl.data import arith_problems, load_problems
+from backends.trl.data import arith_problems, builtin_source, load_source, to_prompts
 from backends.trl.rewards import MathAnswerReward, extract_answer, format_reward
 
 
@@ -122,39 +122,88 @@ def test_arith_is_deterministic_and_spans_levels():
     assert a == b and a != arith_problems(50, seed=4)
     assert {r["level"] for r in a} == {1, 2, 3, 4, 5}
     assert all(r["answer"].lstrip("-").isdigit() for r in a)
-    ds = load_problems("arith", n=30)
-    assert ds.column_names[:3] == ["prompt_id", "question", "answer"] and list(ds["prompt_id"]) == list(range(30))
+    data = builtin_source("arith", 30, 8)
+    assert len(data["train"]) == 30 and len(data["test"]) == 8
+    assert not set(data["train"]["question"]) & set(data["test"]["question"])  # another seed for the test split
+    ds = to_prompts(data["train"], "arith")
+    assert list(ds["prompt_id"]) == list(range(30))
+    assert ds[0]["prompt"][-1]["role"] == "user" and ds[0]["prompt"][-1]["content"].startswith("Compute")
 
 
-def test_local_files_with_configurable_columns(tmp_path):
+def test_local_files_and_directories_with_column_mapping(tmp_path):
+    rows = [{"problem": f"{i}+1", "solution": f"so \\boxed{{{i + 1}}}"} for i in range(5)]
     path = tmp_path / "data.jsonl"
-    path.write_text("\n".join(json.dumps({"problem": f"{i}+1", "solution": i + 1}) for i in range(5)))
-    ds = load_problems(str(path), question_column="problem", answer_column="solution")
-    assert ds["question"][2] == "2+1" and ds["answer"][2] == "3" and list(ds["prompt_id"]) == [0, 1, 2, 3, 4]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    ds = to_prompts(load_source(str(path))["train"], "data", system_prompt="Think step by step.")
+    assert ds[2]["prompt"][0] == {"role": "system", "content": "Think step by step."}
+    assert ds[2]["prompt"][1]["content"].startswith("2+1") and ds["answer"][2] == "so \\boxed{3}"
+    assert "solution" in ds.column_names  # kept for trl.rewards.accuracy_reward
+    assert MathAnswerReward().score("\\boxed{3}", ds["answer"][2]) == 1.0  # the gold is the boxed part
     ds.to_parquet(str(tmp_path / "data.parquet"))
-    assert len(load_problems(str(tmp_path / "data.parquet"))) == 5
+    assert len(load_source(str(tmp_path / "data.parquet"))["train"]) == 5
     ds.save_to_disk(str(tmp_path / "saved"))
-    assert len(load_problems(str(tmp_path / "saved"))) == 5
+    assert len(load_source(str(tmp_path / "saved"))["train"]) == 5
+    folder = tmp_path / "gsm"  # a Hub-style directory of data files, GSM8K columns
+    folder.mkdir()
+    for name, n in (("train", 6), ("test", 3)):
+        (folder / f"{name}.jsonl").write_text("\n".join(json.dumps({"question": f"q{i}", "answer": f"work #### {i}"})
+                                                        for i in range(n)))
+    data = load_source(str(folder))
+    assert sorted(data) == ["test", "train"] and len(data["test"]) == 3
+    gsm = to_prompts(data["train"], "gsm")
+    assert MathAnswerReward().score("\\boxed{4}", gsm["answer"][4]) == 1.0
+    plain = to_prompts(load_source(str(path))["train"].map(lambda r: {"prompt": "Q: " + r["problem"]}), "plain")
+    assert plain["prompt"][1] == "Q: 1+1"  # a TRL-format prompt column is used as it is
 
 
 @pytest.mark.parametrize(
     ("content", "name", "match"),
     [
-        ('{"question": "1+1"}\n', "x.jsonl", "no column 'answer'"),
+        ('{"question": "1+1"}\n', "x.jsonl", None),
         ("", "empty.jsonl", "empty|cannot read"),
         ("not json at all {", "bad.jsonl", "cannot read"),
         ("PAR1garbage", "bad.parquet", "cannot read"),
-        ("a,b\n", "x.csv", "unsupported"),
+        ("a,b\n", "x.tsv", "unsupported"),
+        ('{"question": null, "answer": 1}\n{"question": "2+2", "answer": 4}\n', "null.jsonl", "null 'question'"),
+        ('{"text": "hi", "answer": 1}\n', "nocol.jsonl", "no prompt or question column"),
     ],
 )
 def test_bad_datasets_are_one_line_errors(tmp_path, content, name, match):
     path = tmp_path / name
     path.write_text(content)
+    if match is None:  # no answer column: fine for reward functions that need none
+        assert "answer" not in to_prompts(load_source(str(path))["train"], name).column_names
+        return
     with pytest.raises(ValueError, match=match) as info:
-        load_problems(str(path))
+        to_prompts(load_source(str(path))["train"], name)
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="not found"):
-        load_problems(str(tmp_path / "missing.jsonl"))
+        load_source(str(tmp_path / "missing.jsonl"))
+
+
+def test_uncached_hub_ids_fail_at_once_offline(monkeypatch):
+    from backends.trl.models import resolve_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="not in the Hugging Face cache, and the machine is offline"):
+        load_source("nobody/no-such-dataset")
+    with pytest.raises(ValueError, match="not in the Hugging Face cache, and the machine is offline"):
+        resolve_model("nobody/no-such-model")
+    with pytest.raises(ValueError, match="no such directory"):
+        resolve_model("./no/such/model")
+
+
+def test_reward_functions_by_name_or_import_path():
+    from trl.rewards import accuracy_reward
+
+    from backends.trl.rewards import parity_reward, resolve_reward_funcs
+
+    funcs = resolve_reward_funcs(["accuracy_reward", "backends.trl.rewards.parity_reward"])
+    assert funcs == [accuracy_reward, parity_reward]
+    assert type(resolve_reward_funcs(None)[0]).__name__ == "MathAnswerReward"
+    for bad, match in (("accuracy_rewrd", "unknown reward"), ("no.such.module.fn", "cannot import")):
+        with pytest.raises(ValueError, match=match):
+            resolve_reward_funcs([bad])
 
 
 def test_vllm_server_mode_asks_one_completion_per_row(monkeypatch):

@@ -4,29 +4,29 @@ TRL's on equal groups, and the posterior moves with the rewards."""
 import numpy as np
 import pytest
 import torch
-from trl import GRPOConfig
 
-from backends.trl.data import load_problems
+from backends.trl.config import CuresGRPOConfig
+from backends.trl.data import builtin_source, to_prompts
 from backends.trl.models import tiny_model, tiny_tokenizer
-from backends.trl.run import parity_reward  # noqa: E402 - a reward that varies across a random model's completions
+from backends.trl.rewards import parity_reward  # a reward that varies across a random model's completions
 from backends.trl.trainer import CuresGRPOTrainer
-from cures.policies import make_policy_for_budget
 
 
-def make_trainer(policy_name, budget, batch_size, steps, tmp_path, num_generations=2, seed=0, trainer_kw=None,
-                 **policy_kw):
+def arith_prompts(n=48):
+    return to_prompts(builtin_source("arith", n, 0)["train"], "arith", prompt_suffix="")
+
+
+def make_trainer(policy_name, budget, batch_size, steps, tmp_path, seed=0, micro_batch=None, eval_dataset=None,
+                 policy_params=None, **config):
     tok = tiny_tokenizer()
-    ds = load_problems("arith", n=48).map(lambda r: {"prompt": r["question"]})
-    policy = make_policy_for_budget(policy_name, batch_size, budget, **policy_kw)
-    state = policy.init(len(ds), seed=seed)
-    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=budget, num_generations=num_generations,
-                      max_completion_length=6, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
-                      report_to="none", save_strategy="no", logging_steps=1, max_steps=steps, learning_rate=1e-3,
-                      dataloader_num_workers=0, seed=seed)
+    args = CuresGRPOConfig(output_dir=str(tmp_path), policy=policy_name, policy_params=policy_params or {},
+                           prompts_per_step=batch_size, rollouts_per_step=budget,
+                           per_device_train_batch_size=micro_batch or budget, max_completion_length=6,
+                           gradient_checkpointing=False, logging_steps=1, max_steps=steps, learning_rate=1e-3,
+                           seed=seed, **{"save_strategy": "no", **config})
     trainer = CuresGRPOTrainer(model=tiny_model(tok, seed), processing_class=tok, reward_funcs=parity_reward,
-                               args=args, train_dataset=ds, policy=policy, policy_state=state,
-                               **(trainer_kw or {}))
-    return trainer, policy, state
+                               args=args, train_dataset=arith_prompts(), eval_dataset=eval_dataset)
+    return trainer, trainer.policy, trainer.policy_state
 
 
 def record_plans(policy):
@@ -57,7 +57,8 @@ def test_generates_exactly_the_plan_and_updates_the_posterior(tmp_path):
 
 
 def test_advantages_equal_trls_when_groups_are_equal(tmp_path):
-    trainer, _, _ = make_trainer("grpo", budget=16, batch_size=4, steps=3, tmp_path=tmp_path, num_generations=4)
+    trainer, _, _ = make_trainer("grpo", budget=16, batch_size=4, steps=3, tmp_path=tmp_path)
+    trainer.num_generations = 4  # TRL's own grouping then matches the policy's groups of n = 16 / 4
     pairs = []
     parent = CuresGRPOTrainer.__mro__[1]._generate_and_score_completions
 
@@ -91,7 +92,8 @@ def test_multi_round_policies_train_on_the_rollouts_they_generated(tmp_path, nam
     """Screening and refill rounds run through TRL's generation; each rollout is generated once, reaches the
     posterior, and the step trains exactly on the policy's training groups, with per-group advantages."""
     kw = {"gen_batch_size": 6} if name in ("dapo", "speed") else {}
-    trainer, policy, state = make_trainer(name, budget=16, batch_size=4, steps=3, tmp_path=tmp_path, **kw)
+    trainer, policy, state = make_trainer(name, budget=16, batch_size=4, steps=3, tmp_path=tmp_path,
+                                          policy_params=kw)
     plans = record_plans(policy)
     generated, trained = [], []
 
@@ -153,7 +155,7 @@ def test_score_norms_feed_eq21_on_screening_rounds(tmp_path):
     from cures.theory import rollout_sigma
 
     trainer, policy, state = make_trainer("cures-paper", budget=16, batch_size=4, steps=1, tmp_path=tmp_path,
-                                          trainer_kw={"score_norms": True}, n_pre=4, subsets=4)
+                                          score_norms=True, policy_params={"n_pre": 4, "subsets": 4})
     stats, p_hat = [], []
     original = policy.observe
 
@@ -196,18 +198,13 @@ def test_score_norms_feed_eq21_on_screening_rounds(tmp_path):
 def test_killed_and_resumed_run_continues_with_the_same_plans(tmp_path):
     """Train 4 steps with checkpoints every 2; resume a fresh trainer from checkpoint-2: the plans of steps 3 and 4
     equal the uninterrupted run's, and the final policy states are identical."""
-    from backends.trl.trainer import STATE_FILE, resume_point
+    from backends.trl.trainer import STATE_FILE
 
     def run(out, steps, resume=False):
-        trainer, policy, state = make_trainer("cures", budget=16, batch_size=4, steps=4, tmp_path=out)
-        trainer.args.save_strategy = "steps"
-        trainer.args.save_steps = 2
-        checkpoint = None
-        if resume:
-            checkpoint, state = resume_point(out)
-            trainer.policy_state = state
+        trainer, policy, state = make_trainer("cures", budget=16, batch_size=4, steps=4, tmp_path=out,
+                                              save_strategy="steps", save_steps=2)
         plans = record_plans(policy)
-        trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.train(resume_from_checkpoint=True if resume else None)  # the newest checkpoint with a policy state
         return trainer.policy_state, plans
 
     full_state, full_plans = run(tmp_path / "full", 4)
@@ -229,36 +226,62 @@ def test_killed_and_resumed_run_continues_with_the_same_plans(tmp_path):
     assert resumed_state.steps_done == full_state.steps_done == 4
 
 
-def test_cures_train_command_trains_resumes_and_reports(tmp_path):
-    import json
+ENV = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+TINY = ["--model_name_or_path", "tiny", "--dataset_name", "arith", "--reward_funcs", "parity",
+        "--max_completion_length", "6", "--gradient_checkpointing", "false", "--logging_steps", "1"]
+
+
+def cures_train(args, timeout=600, launcher=None, env=None):
     import subprocess
     import sys
 
+    cmd = [*(launcher or [sys.executable, "-m"]), "cures", "train", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env or ENV, timeout=timeout)
+
+
+def test_cures_train_command_trains_resumes_and_reports(tmp_path):
+    import json
+
     out = tmp_path / "run"
-    base = [sys.executable, "-m", "cures", "train", "--backend", "trl", "--model", "tiny", "--dataset", "arith",
-            "--policy", "cures", "--budget", "16", "--batch-size", "4", "--output-dir", str(out),
-            "--set", "reward=parity", "--set", "max_completion_length=6", "--set", "eval_size=4",
-            "--set", "save_steps=2", "--set", "eval_steps=2"]
-    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    first = subprocess.run([*base, "--max-steps", "2"], capture_output=True, text=True, env=env, timeout=600)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("policy: cures\nrollouts_per_step: 16\nprompts_per_step: 4\nper_device_train_batch_size: 8\n"
+                      "n_eval_problems: 4\nsave_steps: 2\neval_strategy: steps\neval_steps: 2\n"
+                      "report_to: [tensorboard]\npolicy_params: {tau: 0.2}\n")
+    base = ["--config", str(recipe), *TINY, "--output_dir", str(out)]
+    first = cures_train([*base, "--max_steps", "2"])
     assert first.returncode == 0, first.stderr
-    resumed = subprocess.run([*base, "--max-steps", "4", "--resume"], capture_output=True, text=True, env=env,
-                             timeout=600)
+    resumed = cures_train([*base, "--max_steps", "4", "--resume_from_checkpoint", "true"])
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["rollouts_total"] == 4 * 16  # the resumed policy state kept counting
+    assert summary["config"]["policy"] == "cures" and summary["config"]["per_device_train_batch_size"] == 8
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("cures/zero_variance_fraction" in m for m in metrics)
-    assert [m["step"] for m in metrics if "heldout_accuracy" in m] == [2, 4]  # periodic evaluation, kept on resume
-    assert [e["step"] for e in summary["heldout_accuracy_during"]] == [4]
+    assert [m["step"] for m in metrics if "eval_accuracy" in m] == [2, 4]  # periodic evaluation, kept on resume
+    assert list((out / "runs").rglob("events.out.tfevents.*"))  # report_to reached TensorBoard
     for args, message in ((["--policy", "bogus"], "unknown policy 'bogus'"),
-                          (["--vllm", "colocate"], "--vllm needs a CUDA GPU"),
-                          (["--set", "scale_rewards=bogus"], "scale_rewards must be one of group, batch, none"),
-                          (["--dataset", str(tmp_path / "missing.jsonl")], "not found"),
-                          (["--set", "bogus=1"], "unknown setting 'bogus'"),
-                          (["--resume", "--output-dir", str(tmp_path / "empty")], "no checkpoint")):
-        bad = subprocess.run([*base, *args], capture_output=True, text=True, env=env, timeout=600)
-        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+                          (["--scale_rewards", "bogus"], "scale_rewards"),
+                          (["--dataset_name", str(tmp_path / "missing.jsonl")], "not found"),
+                          (["--bogus", "1"], "unknown option: --bogus"),
+                          (["--learning_rate", "fast"], "invalid float value: 'fast'"),
+                          (["--reward_funcs", "accuracy_rewrd"], "unknown reward 'accuracy_rewrd'"),
+                          (["--max_steps", "0"], "max_steps must be at least 1"),
+                          (["--prompts_per_step", "9999"], "fewer than prompts_per_step=9999"),
+                          (["--model_name_or_path", "someone/uncached-model"], "not in the Hugging Face cache"),
+                          (["--resume_from_checkpoint", "true", "--output_dir", str(tmp_path / "empty")],
+                           "no checkpoint")):
+        bad = cures_train([*TINY, "--output_dir", str(tmp_path / "bad"), *args])
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, (args, bad.stderr)
+        assert len(bad.stderr.strip().splitlines()) <= 2, bad.stderr
+
+
+def test_score_norms_score_false_parses_as_false(tmp_path):
+    from backends.trl.run import parse_args
+
+    _, args, _, _ = parse_args(["--score_norms", "no", "--output_dir", str(tmp_path)])
+    assert args.score_norms is False
+    _, args, _, _ = parse_args(["--score_norms", "--output_dir", str(tmp_path)])
+    assert args.score_norms is True
 
 
 @pytest.mark.parametrize("policy", ["cures", "gvm"])
@@ -268,21 +291,18 @@ def test_two_gloo_processes_make_identical_plans(tmp_path, policy):
     round and training rounds of odd sizes, split unevenly over the two processes."""
     import json
     import shutil
-    import subprocess
     import sys
     from pathlib import Path
 
     launcher = Path(sys.executable).with_name("accelerate")
     assert launcher.exists() or shutil.which("accelerate")
     out = tmp_path / "ddp"
-    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cures", "train", "--model", "tiny",
-           "--policy", policy, "--max-steps", "6", "--budget", "16", "--batch-size", "4", "--output-dir", str(out),
-           "--set", "reward=parity", "--set", "max_completion_length=6", "--set", "eval_size=4",
-           "--set", "n_problems=12", "--set", "save_steps=3"]
-    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "CUDA_VISIBLE_DEVICES": ""}
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    env = {**ENV, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""}
+    res = cures_train([*TINY, "--policy", policy, "--max_steps", "6", "--rollouts_per_step", "16",
+                       "--prompts_per_step", "4", "--per_device_train_batch_size", "4", "--output_dir", str(out),
+                       "--n_problems", "12", "--save_steps", "3"],
+                      launcher=[str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                                "--mixed_precision", "no", "--dynamo_backend", "no", "-m"], env=env, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     ranks = [[json.loads(x) for x in (out / f"plans.rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
     assert len({p["step"] for p in ranks[0]}) == 6 and ranks[0] == ranks[1]  # draws depend on each rank's posterior
@@ -300,16 +320,18 @@ def test_smollm2_on_easy_arith_gets_rewards_and_moves_the_posterior(tmp_path):
     must score some completions correct and move the Beta posterior."""
     import json
 
-    from backends.trl.run import TrainConfig, train
+    from backends.trl.run import train
 
-    cfg = TrainConfig(model="smollm2-135m", dataset="arith", policy="cures", max_steps=2, batch_size=4, budget=16,
-                      output_dir=str(tmp_path / "smol"), n_problems=64, eval_size=4, max_completion_length=32,
-                      learning_rate=1e-6, arith_max_level=1, save_steps=2)
-    summary = train(cfg)
-    metrics = [json.loads(x) for x in (tmp_path / "smol" / "metrics.jsonl").read_text().splitlines()]
+    out = tmp_path / "smol"
+    summary = train(["--model_name_or_path", "smollm2-135m", "--dataset_name", "arith", "--policy", "cures",
+                     "--max_steps", "2", "--prompts_per_step", "4", "--rollouts_per_step", "16",
+                     "--per_device_train_batch_size", "8", "--output_dir", str(out), "--n_problems", "64",
+                     "--max_completion_length", "32", "--learning_rate", "1e-6", "--arith_max_level", "1",
+                     "--gradient_checkpointing", "false", "--logging_steps", "1", "--save_strategy", "no"])
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     rewards = [m["rewards/math_answer/mean"] for m in metrics if "rewards/math_answer/mean" in m]
     assert len(rewards) == 2 and max(rewards) > 0
-    plans = [json.loads(x) for x in (tmp_path / "smol" / "plans.rank0.jsonl").read_text().splitlines()]
+    plans = [json.loads(x) for x in (out / "plans.rank0.jsonl").read_text().splitlines()]
     assert summary["rollouts_total"] == 32 and len(plans) == 2
     p_hat = [m["cures/mean_p_hat"] for m in metrics if "cures/mean_p_hat" in m]
     assert p_hat[-1] != 0.5  # the posterior moved from its Beta(1, 1) start

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from backends.trl.advantages import ESTIMATORS, WEIGHTINGS
+from backends.trl.advantages import ESTIMATORS, SCALES, WEIGHTINGS
 from backends.trl.microbatch import LOSS_TYPES
 
 
@@ -84,6 +84,8 @@ class CuresGRPOConfig(GRPOConfig):
                 raise ValueError(f"policy_params may not set {key!r}: use rollouts_per_step / prompts_per_step")
         _choice("estimator", self.estimator, ESTIMATORS)
         _choice("loss_type", self.loss_type, LOSS_TYPES)
+        self.scale_rewards = {True: "group", False: "none"}.get(self.scale_rewards, self.scale_rewards)
+        _choice("scale_rewards", self.scale_rewards, SCALES)
         _choice("weighting", self.weighting, WEIGHTINGS)
         if not (isinstance(self.success_threshold, int | float) and math.isfinite(self.success_threshold)):
             raise ValueError(f"success_threshold must be a finite number; got {self.success_threshold!r}")
@@ -110,6 +112,8 @@ class CuresGRPOConfig(GRPOConfig):
         self.build_policy()  # an unknown policy or parameter fails here, before any model is loaded
         if self.bf16 is None and not _cuda_bf16():
             self.bf16 = False  # TRL's default (bf16 unless fp16) cannot run on a CPU or an older GPU
+        if not _has_accelerator():
+            self.use_cpu = True  # so that several processes on a CPU-only machine form a gloo group
         self.avg_k = self.num_generations_eval  # sampled evaluation; TRL's own eval sampler is not used
         user_generations = self.num_generations
         self.num_generations = self.num_generations_eval = _dummy_group_size(self)
@@ -131,6 +135,14 @@ def _cuda_bf16() -> bool:
     import torch
 
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    xpu = getattr(torch, "xpu", None)
+    return (torch.cuda.is_available() or torch.backends.mps.is_available()
+            or bool(xpu is not None and xpu.is_available()))
 
 
 def _dummy_group_size(cfg) -> int:

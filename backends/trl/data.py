@@ -79,22 +79,27 @@ def load_source(name: str, config: str | None = None, **builtin):
     if name in BUILTIN:
         return builtin_source(name, **builtin)
     path = Path(name).expanduser()
+    if path.is_file():
+        kind = FILE_TYPES.get(path.suffix)
+        if kind is None:
+            raise ValueError(f"unsupported dataset file type {path.suffix!r} (use {', '.join(FILE_TYPES)})")
+
+        def load():
+            return datasets.load_dataset(kind, data_files=str(path))
+    elif path.is_dir():
+        saved = (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+        def load():
+            return datasets.load_from_disk(str(path)) if saved else datasets.load_dataset(str(path), name=config)
+    elif name.startswith((".", "/", "~")) or path.suffix in FILE_TYPES:
+        raise ValueError(f"dataset {name!r} not found: no such file or directory")
+    else:
+        _check_hub_reachable("dataset", name)
+
+        def load():
+            return datasets.load_dataset(name, name=config)
     try:
-        if path.is_file():
-            kind = FILE_TYPES.get(path.suffix)
-            if kind is None:
-                raise ValueError(f"unsupported dataset file type {path.suffix!r} (use {', '.join(FILE_TYPES)})")
-            data = datasets.load_dataset(kind, data_files=str(path))
-        elif path.is_dir():
-            saved = (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
-            data = datasets.load_from_disk(str(path)) if saved else datasets.load_dataset(str(path), name=config)
-        elif name.startswith((".", "/", "~")) or path.suffix in FILE_TYPES:
-            raise ValueError(f"dataset {name!r} not found: no such file or directory")
-        else:
-            _check_hub_reachable("dataset", name)
-            data = datasets.load_dataset(name, name=config)
-    except ValueError:
-        raise
+        data = load()
     except Exception as exc:  # datasets, pyarrow and the Hub client raise many types for unreadable input
         raise ValueError(f"cannot read dataset {name}: {_first_line(exc)}") from None
     if isinstance(data, datasets.Dataset):

@@ -175,6 +175,12 @@ def _check_output_dir(path: str) -> None:
 
 def train(argv: list[str]) -> dict:
     """Parse, build, train, write metrics and summary; returns the summary (empty on non-main processes)."""
+    import warnings
+
+    import datasets
+
+    datasets.disable_progress_bars()  # small maps; a failing run's stderr should be its one-line error
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
     script, args, model_args, mixture = parse_args(argv)
     _check_output_dir(args.output_dir)
     from trl import get_peft_config, get_quantization_config
