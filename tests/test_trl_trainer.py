@@ -24,7 +24,8 @@ def make_trainer(policy_name, budget, batch_size, steps, tmp_path, seed=0, micro
                            per_device_train_batch_size=micro_batch or budget, max_completion_length=6,
                            gradient_checkpointing=False, logging_steps=1, max_steps=steps, learning_rate=1e-3,
                            seed=seed, **{"save_strategy": "no", **config})
-    trainer = CuresGRPOTrainer(model=tiny_model(tok, seed), processing_class=tok, reward_funcs=parity_reward,
+    model = tiny_model(tok, seed).eval()  # as from_pretrained leaves it: the first step must still be the policy's
+    trainer = CuresGRPOTrainer(model=model, processing_class=tok, reward_funcs=parity_reward,
                                args=args, train_dataset=arith_prompts(), eval_dataset=eval_dataset)
     return trainer, trainer.policy, trainer.policy_state
 

@@ -190,6 +190,9 @@ class CuresGRPOTrainer(GRPOTrainer):
         """TRL's training step, with the piece TRL serves cut into micro-batches of at most
         `per_device_train_batch_size` rows, each one more gradient-accumulation micro-step (`microbatch.py`)."""
         t0 = time.perf_counter()
+        model.train()  # as Trainer.training_step does, before generation: a loaded model starts in eval mode
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
         piece = self._prepare_inputs(inputs)  # generates a policy step when TRL's schedule says so
         pieces = micro_batches(piece, self.args.per_device_train_batch_size)
         factors = loss_multipliers(self.loss_type, pieces)
