@@ -1,5 +1,11 @@
-"""TRL backend: variable rollouts per prompt for GRPOTrainer, driven by `cures.policies`.
+"""TRL backend: a drop-in `GRPOTrainer` whose prompts and rollouts per prompt come from a `cures` policy.
 
-`trainer.CuresGRPOTrainer` runs one policy step (every screening, refill and training round) per TRL generation
-batch; `run.train` is `cures train`; `score_norms` measures the per-response norms of Eq. 21.
+`CuresGRPOConfig` (config.py) is TRL's `GRPOConfig` plus the policy; `CuresGRPOTrainer` (trainer.py) runs one policy
+step (every screening, refill and training round) per TRL generation batch; `run.train` is `cures train`;
+`score_norms` measures the per-response norms of Eq. 21.
 """
+
+from backends.trl.config import CuresGRPOConfig
+from backends.trl.trainer import CuresGRPOTrainer
+
+__all__ = ["CuresGRPOConfig", "CuresGRPOTrainer"]
