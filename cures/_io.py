@@ -61,7 +61,12 @@ def load_npz(path, expected_format: str, supported_versions: tuple[int, ...]) ->
         raise ValueError(f"{path} is not a readable .npz state file ({exc})") from None
     if "__meta__" not in arrays:
         raise ValueError(f"{path} has no metadata record; not a cures state file")
-    meta = json.loads(str(arrays.pop("__meta__")))
+    try:
+        meta = json.loads(str(arrays.pop("__meta__")))
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: its metadata record is not a JSON object; not a cures state file")
     if meta.get("format") != expected_format:
         raise ValueError(f"{path} holds {meta.get('format')!r}, expected {expected_format!r}")
     if meta.get("version") not in supported_versions:

@@ -166,9 +166,27 @@ class BetaPosterior:
 
     @classmethod
     def load(cls, path) -> BetaPosterior:
+        """Read a file written by `save`; a missing or malformed key, array or value is a ValueError naming the
+        file."""
         meta, arrays = load_npz(path, FORMAT, (VERSION,))
-        post = cls(arrays["alpha"].shape[0], prior=meta["prior"], decay=meta["decay"])
-        for name in ("alpha", "beta", "alpha0", "beta0"):
+        names = ("alpha", "beta", "alpha0", "beta0")
+        try:
+            if set(arrays) != set(names):
+                raise ValueError(f"arrays must be exactly {', '.join(names)}; found {', '.join(sorted(arrays))}")
+            n = arrays["alpha"].shape[0] if arrays["alpha"].ndim == 1 else 0
+            for name in names:
+                a = arrays[name]
+                if a.dtype != np.float64 or a.shape != (n,) or n < 1:
+                    raise ValueError(f"array {name} must be a non-empty float64 vector as long as alpha; got "
+                                     f"{a.dtype} {a.shape}")
+                if not (np.isfinite(a).all() and (a >= 0).all()):
+                    raise ValueError(f"array {name} must be finite and >= 0")
+            if "prior" not in meta or "decay" not in meta:
+                raise ValueError("metadata lacks prior or decay")
+            post = cls(n, prior=meta["prior"], decay=meta["decay"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        for name in names:
             getattr(post, name)[:] = arrays[name]
         return post
 

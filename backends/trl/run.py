@@ -131,6 +131,9 @@ def build_datasets(script: CuresScriptArguments, args: CuresGRPOConfig, mixture:
                  max_level=script.arith_max_level)
     columns = dict(question_column=script.question_column, answer_column=script.answer_column,
                    system_prompt=script.system_prompt, prompt_suffix=script.prompt_suffix)
+    if script.dataset_streaming:
+        raise ValueError("dataset_streaming is not supported: the policy picks prompts by row, so the training set "
+                         "must be map-style")
     if mixture.datasets:
         from trl import get_dataset
 

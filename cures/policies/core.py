@@ -160,15 +160,98 @@ class PolicyState:
 
     @classmethod
     def load(cls, path) -> PolicyState:
+        """Read a state written by `save`. Every metadata key, array shape, dtype and value range is checked against
+        a fresh state of the same policy and size, so a damaged file is a ValueError naming the file and the problem,
+        never a crash inside compiled code."""
         meta, arrays = load_npz(path, STATE_FORMAT, (STATE_VERSION,))
-        spec = get_spec(meta["policy"])
-        params = {k: (tuple(v) if isinstance(spec.defaults().get(k), tuple) else v) for k, v in meta["params"].items()}
-        return cls(
-            policy=meta["policy"], params=params, kernel=K.Params(**meta["kernel"]),
-            arrays=K.State(**{f: arrays[f"state.{f}"] for f in K.State._fields}),
-            step=K.StepBuffer(**{f: arrays[f"step.{f}"] for f in K.StepBuffer._fields}),
-            rng=_rng_from_state(meta["rng"]),
-        )
+        try:
+            return _checked_state(meta, arrays)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+
+def _checked_state(meta: dict, arrays: dict) -> PolicyState:
+    missing = {"policy", "params", "kernel", "rng"} - set(meta)
+    if missing:
+        raise ValueError(f"metadata lacks {', '.join(sorted(missing))}")
+    if not isinstance(meta["policy"], str) or not isinstance(meta["params"], dict):
+        raise ValueError("metadata 'policy' must be a name and 'params' a mapping")
+    spec = get_spec(meta["policy"])
+    params = {k: (tuple(v) if isinstance(spec.defaults().get(k), tuple) and isinstance(v, list) else v)
+              for k, v in meta["params"].items()}
+    policy = make_policy(meta["policy"], **params)
+    alpha = arrays.get("state.alpha")
+    if alpha is None or alpha.ndim != 1 or alpha.size < 1:
+        raise ValueError("array state.alpha is missing or not a non-empty vector")
+    ref = policy.init(alpha.size, seed=0)  # the layout this policy has for this many prompts
+    kernel = meta["kernel"]
+    if not isinstance(kernel, dict) or set(kernel) != set(K.Params._fields):
+        fields, known = (set(kernel) if isinstance(kernel, dict) else set()), set(K.Params._fields)
+        raise ValueError(f"kernel parameters differ from this version's (missing: {sorted(known - fields)}, "
+                         f"unknown: {sorted(fields - known)})")
+    if K.Params(**kernel) != ref.kernel:
+        bad = [f for f in K.Params._fields if kernel[f] != getattr(ref.kernel, f)]
+        raise ValueError(f"kernel parameters {', '.join(bad)} do not follow from the policy's parameters")
+    loaded = {}
+    for prefix, template in (("state", ref.arrays), ("step", ref.step)):
+        for name, want in template._asdict().items():
+            key = f"{prefix}.{name}"
+            got = arrays.get(key)
+            if got is None:
+                raise ValueError(f"array {key} is missing")
+            if got.dtype != want.dtype or got.shape != want.shape:
+                raise ValueError(f"array {key} has dtype {got.dtype} and shape {got.shape}; expected {want.dtype} "
+                                 f"and {want.shape}")
+            loaded[key] = np.ascontiguousarray(got)
+    unknown = set(arrays) - set(loaded)
+    if unknown:
+        raise ValueError(f"unknown arrays {', '.join(sorted(unknown))}")
+    S = K.State(**{f: loaded[f"state.{f}"] for f in K.State._fields})
+    B = K.StepBuffer(**{f: loaded[f"step.{f}"] for f in K.StepBuffer._fields})
+    _check_ranges(S, B, ref)
+    try:
+        rng = _rng_from_state(meta["rng"])
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"metadata 'rng' is not a PCG64 state ({exc})") from None
+    return PolicyState(meta["policy"], dict(policy.params), ref.kernel, S, B, rng)
+
+
+def _check_ranges(S: K.State, B: K.StepBuffer, ref: PolicyState) -> None:
+    """Values the compiled kernels index with or divide by must lie where a real run can put them."""
+    n, cap = S.alpha.size, B.prompt.size
+
+    def need(ok, what):
+        if not ok:
+            raise ValueError(what)
+
+    for name in ("alpha", "beta", "alpha0", "beta0"):
+        a = getattr(S, name)
+        need(np.isfinite(a).all() and (a >= 0).all(), f"state.{name} must be finite and >= 0")
+    for name in ("sigma", "weight", "tree", "last"):
+        a = getattr(S, name)
+        need(np.isfinite(a).all() and (a >= 0).all(), f"state.{name} must be finite and >= 0")
+    need((S.n_static >= 0).all() and (S.streak >= 0).all(), "state counts must be >= 0")
+    need(np.array_equal(np.sort(S.order), np.arange(n)), "state.order must be a permutation of the prompts")
+    need(((S.queue >= 0) & (S.queue < n)).all(), "state.queue holds prompt ids outside 0..n-1")
+    need(np.isfinite(S.freg).all(), "state.freg must be finite")
+    r = S.ireg
+    need((r >= -1).all() and (np.delete(r, K.SUBSET) >= 0).all(), "state.ireg holds negative counters")
+    need(r[K.N_SUBSETS] == ref.arrays.ireg[K.N_SUBSETS] and r[K.TREE_HEIGHT] == ref.arrays.ireg[K.TREE_HEIGHT],
+         "state.ireg disagrees with the policy's subsets or sum-tree height")
+    need(r[K.SUBSET] < r[K.N_SUBSETS], "state.ireg subset index out of range")
+    need(r[K.CURSOR] <= n and r[K.QUEUE_LEN] <= n, "state.ireg cursor or queue length exceeds the prompts")
+    need(r[K.PHASE] in (K.NEED_SUBSET, K.TRAINING), "state.ireg phase is not a known phase")
+    b = B.reg
+    need((b >= 0).all() and b[K.N_SLOTS] <= cap and b[K.ROUND_START] <= b[K.N_SLOTS],
+         "step.reg slot counters out of range")
+    need(b[K.DONE] in (0, 1) and b[K.AWAITING] in (0, 1) and b[K.PURPOSE] in (K.TRAIN, K.SCREEN),
+         "step.reg flags out of range")
+    need(((B.prompt >= 0) & (B.prompt < n)).all(), "step.prompt holds prompt ids outside 0..n-1")
+    need((B.n >= 0).all() and (B.group >= -1).all() and (B.round >= 0).all(), "step counts must be >= 0")
+    need(np.isfinite(B.succ).all() and (B.succ >= 0).all() and (B.succ <= B.n).all(),
+         "step.succ must lie in 0..n_rollouts")
+    need(not (np.isfinite(B.score) & (B.score < 0)).any() and not np.isinf(B.score).any(),
+         "step.score must be >= 0 or NaN")
 
 
 def _rng_state(rng: np.random.Generator) -> dict:
