@@ -32,6 +32,23 @@ def atomic_write(path, write) -> Path:
     return path
 
 
+def check_output_dir(path, option: str) -> Path:
+    """Fail before any work, with a one-line ValueError naming `option`, if `path` cannot become a directory of
+    results: it is a file, sits under a file, or its nearest existing folder is not writable."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is a file, not a directory")
+    nearest = next((p for p in (path, *path.parents) if p.exists()), None)
+    if nearest is None or not nearest.is_dir():
+        raise ValueError(f"{option} {path}: {nearest} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=nearest):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot write in {nearest} ({exc.strerror})") from None
+    return path
+
+
 def atomic_write_text(path, text: str) -> Path:
     """`atomic_write` of UTF-8 text."""
     return atomic_write(path, lambda fh: fh.write(text.encode()))

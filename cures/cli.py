@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 import cures
+from cures._io import check_output_dir
 
 app = typer.Typer(
     name="cures",
@@ -185,6 +186,8 @@ def simulate(
 
     cfg = _sim_config(scenario, n_prompts, steps, batch_size, budget, seeds, seed, init_pass_rate, estimator,
                       threads, eval_every, max_rollouts, set_)
+    if out is not None:
+        check_output_dir(out, "--out")
     bar, task = _progress(cfg.steps * cfg.seeds)
     with bar:
         summary, runs = run_simulation(policy, cfg, progress=lambda k: bar.advance(task, k))
@@ -234,6 +237,7 @@ def compare(
         get_spec(name)
     cfg = _sim_config(scenario, n_prompts, steps, batch_size, budget, seeds, seed, init_pass_rate, estimator,
                       threads, eval_every, None, set_)
+    check_output_dir(out, "--out")
     bar, task = _progress(cfg.steps * cfg.seeds * len(names))
     with bar:
         result, runs = run_compare(names, cfg, progress=lambda k: bar.advance(task, min(k, cfg.steps)))
@@ -294,6 +298,7 @@ def report(
     for name, value in (("--n-prompts", n_prompts), ("--seeds", seeds), ("--steps", steps), ("--mc-reps", mc_reps)):
         if value < (2 if name in ("--seeds", "--mc-reps") else 1):
             fail(f"{name} must be at least {2 if name in ('--seeds', '--mc-reps') else 1}; got {value}")
+    check_output_dir(out, "--out")
     sizes = ReportSizes.quick() if quick else ReportSizes(scenario, n_prompts, seeds, steps, seeds, mc_reps)
     sizes.scenario = scenario
     with err_console.status("simulating and drawing the report"):

@@ -107,3 +107,15 @@ def test_bad_simulation_input_is_one_line_and_exit_2(args, message):
     assert out.returncode == 2, out.stdout
     assert message in out.stderr and "Traceback" not in out.stderr
     assert out.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("command", [("simulate", "--n-prompts", "50", "--steps", "3"),
+                                     ("compare", "--n-prompts", "50", "--steps", "3"), ("report", "--quick")])
+@pytest.mark.parametrize("where", ["file", "under-file"])
+def test_unusable_out_fails_before_any_work(tmp_path, command, where):
+    afile = tmp_path / "taken"
+    afile.write_text("x")
+    out = afile if where == "file" else afile / "sub"
+    res = cures_cli(*command, "--out", str(out))
+    assert res.returncode == 2 and "--out" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and afile.read_text() == "x"

@@ -18,6 +18,7 @@ from trl.scripts.grpo import GRPOScriptArguments
 
 from backends.trl.config import CuresGRPOConfig
 from backends.trl.data import BUILTIN, PROMPT_SUFFIX
+from cures._io import check_output_dir
 
 
 @dataclass
@@ -163,19 +164,6 @@ def build_datasets(script: CuresScriptArguments, args: CuresGRPOConfig, mixture:
                      f"{script.dataset_test_split!r} split: set eval_dataset_name or eval_holdout_size")
 
 
-def _check_output_dir(path: str) -> None:
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output_dir {path} is a file, not a directory")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"output_dir {path}: {parent} is a file")
-            if not os.access(parent if not out.exists() else out, os.W_OK):
-                raise ValueError(f"output_dir {path} is not writable")
-            break
-
-
 def train(argv: list[str]) -> dict:
     """Parse, build, train, write metrics and summary; returns the summary (empty on non-main processes)."""
     import warnings
@@ -185,7 +173,7 @@ def train(argv: list[str]) -> dict:
     datasets.disable_progress_bars()  # small maps; a failing run's stderr should be its one-line error
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
     script, args, model_args, mixture = parse_args(argv)
-    _check_output_dir(args.output_dir)
+    check_output_dir(args.output_dir, "output_dir")
     from trl import get_peft_config, get_quantization_config
 
     from backends.trl.models import resolve_model
