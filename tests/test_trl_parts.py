@@ -220,3 +220,27 @@ def test_vllm_server_mode_asks_one_completion_per_row(monkeypatch):
         trainer.use_vllm, trainer.vllm_mode = use_vllm, mode
         trainer._generate_single_turn([[1, 2]], None, {}, 2)
         assert seen[-1] == expected
+
+
+def test_train_and_eval_sets_from_the_command_line(tmp_path):
+    """GSM8K-style training rows (question/answer) with a MATH500-format evaluation file (problem/solution/answer);
+    or rows held out of training; or a test split; evaluation without any of them is a one-line error."""
+    from backends.trl.run import build_datasets, parse_args
+
+    train = tmp_path / "gsm.jsonl"
+    train.write_text("\n".join(json.dumps({"question": f"q{i}", "answer": f"w #### {i}"}) for i in range(10)))
+    math500 = tmp_path / "math500.jsonl"
+    math500.write_text("\n".join(json.dumps({"problem": f"p{i}", "solution": f"\\boxed{{{i}}}", "answer": str(i)})
+                                 for i in range(4)))
+
+    def sets(*extra):
+        script, args, _, mixture = parse_args(["--dataset_name", str(train), "--question_column", "question",
+                                               "--eval_strategy", "steps", "--output_dir", str(tmp_path), *extra])
+        return build_datasets(script, args, mixture)
+
+    tr, ev = sets("--eval_dataset_name", str(math500))
+    assert len(tr) == 10 and len(ev) == 4 and ev["answer"][3] == "3" and ev[3]["prompt"][-1]["content"][:2] == "p3"
+    tr, ev = sets("--eval_holdout_size", "3")
+    assert len(tr) == 7 and len(ev) == 3 and list(tr["prompt_id"]) == list(range(7))
+    with pytest.raises(ValueError, match="no 'test' split"):
+        sets()

@@ -149,8 +149,10 @@ def build_datasets(script: CuresScriptArguments, args: CuresGRPOConfig, mixture:
         return train, None
     if script.eval_dataset_name:
         held = load_source(script.eval_dataset_name, **sizes)
-        name = script.dataset_test_split if script.dataset_test_split in held else next(iter(held))
-        return train, to_prompts(held[name], script.eval_dataset_name, **columns)
+        part = held[script.dataset_test_split if script.dataset_test_split in held else next(iter(held))]
+        found = {k: (v if k not in ("question_column", "answer_column") or v in part.column_names else None)
+                 for k, v in columns.items()}  # columns the eval set lacks are found automatically there
+        return train, to_prompts(part, script.eval_dataset_name, **found)
     if script.eval_holdout_size:
         if script.eval_holdout_size >= len(train):
             raise ValueError(f"eval_holdout_size={script.eval_holdout_size} leaves no training rows of {len(train)}")
