@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
 import re
 import time
@@ -41,6 +42,7 @@ from cures.policies import Policy, PolicyState, TrainingBatch
 from cures.posterior import successes_from_rewards
 
 STATE_FILE = "policy_state.npz"
+logger = logging.getLogger(__name__)
 
 
 def resume_point(output_dir) -> tuple[str, PolicyState] | None:
@@ -178,6 +180,25 @@ class CuresGRPOTrainer(GRPOTrainer):
             self.policy_state = state
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    def end(self):
+        """TRL's end (trackers finished, process group destroyed), after every process has dropped its DDP wrapper
+        while the group is still alive: a gloo group destroyed under a live DDP reducer hangs or aborts
+        ("terminate called without an active exception") when the reducer is freed at exit."""
+        if self.accelerator.num_processes > 1:
+            import gc
+
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.accelerator.wait_for_everyone()
+            self.model_wrapped = self.model
+            self.accelerator._models = [self.accelerator.unwrap_model(m) for m in self.accelerator._models]
+            gc.collect()
+            left = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+            if left:
+                logger.warning(f"{left} DistributedDataParallel wrapper(s) still referenced at the end of training")
+            self.accelerator.wait_for_everyone()
+        super().end()
 
     def _save_checkpoint(self, model, trial):
         """TRL's checkpoint, then the policy state beside it (written atomically; every process holds the same)."""
