@@ -227,3 +227,29 @@ def test_the_readme_python_example_runs_offline(tmp_path):
                          timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / "runs" / "readme" / "checkpoint-2" / "policy_state.npz").is_file()
+
+
+@pytest.mark.parametrize("conversational", [True, False])
+def test_trls_own_reward_functions_and_plain_prompts(tmp_path, conversational):
+    """`trl.rewards.accuracy_reward` (reads a `solution` column; conversational completions), and a user reward on a
+    plain-text prompt column."""
+    import datasets
+    from trl.rewards import accuracy_reward
+
+    from backends.trl.models import tiny_model, tiny_tokenizer
+    from backends.trl.rewards import parity_reward
+    from backends.trl.trainer import CuresGRPOTrainer
+
+    tok = tiny_tokenizer()
+    rows = datasets.Dataset.from_list([
+        {"prompt": [{"role": "user", "content": f"{i} + 1 ="}] if conversational else f"{i} + 1 =",
+         "solution": f"${i + 1}$"} for i in range(8)])
+    args = CuresGRPOConfig(output_dir=str(tmp_path), policy="cures", prompts_per_step=4, rollouts_per_step=8,
+                           max_steps=2, max_completion_length=4, gradient_checkpointing=False, save_strategy="no",
+                           logging_steps=1)
+    reward = accuracy_reward if conversational else parity_reward
+    trainer = CuresGRPOTrainer(model=tiny_model(tok), processing_class=tok, reward_funcs=reward, args=args,
+                               train_dataset=rows)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if f"rewards/{reward.__name__}/mean" in h]
+    assert len(logged) == 2 and trainer.policy_state.rollouts_total == 16
