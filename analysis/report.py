@@ -12,6 +12,7 @@ from pathlib import Path
 
 from analysis import figures
 from analysis.experiments import ALL_POLICIES, CURES_FAMILY, PEERS, run_comparison, run_sensitivity
+from cures._io import staged_outputs
 from simulator.compare import markdown_table
 from simulator.config import build_config
 from simulator.output import write_json
@@ -54,9 +55,14 @@ def _ci(d: dict) -> str:
 
 
 def build_report(out: Path, sizes: ReportSizes | None = None, progress=None) -> list[Path]:
-    """Write every figure, report.md, report.html and report_data.json into `out`; returns the paths."""
-    sizes = sizes or ReportSizes()
-    out.mkdir(parents=True, exist_ok=True)
+    """Write every figure, report.md, report.html and report_data.json into `out` (all together, when the report
+    is complete: `staged_outputs`); returns the paths."""
+    with staged_outputs(out, "report.html") as stage:
+        files = _build_report(stage, sizes or ReportSizes(), progress)
+    return [Path(out) / f.name for f in files]
+
+
+def _build_report(out: Path, sizes: ReportSizes, progress) -> list[Path]:
     t0 = time.perf_counter()
     files: list[Path] = []
     files += figures.per_prompt_quantities(out)

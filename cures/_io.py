@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -47,6 +50,29 @@ def check_output_dir(path, option: str) -> Path:
     except OSError as exc:
         raise ValueError(f"{option} {path}: cannot write in {nearest} ({exc.strerror})") from None
     return path
+
+
+@contextlib.contextmanager
+def staged_outputs(out, primary: str):
+    """A result directory that never shows a mix of two runs or a half-written run: the block writes into a private
+    staging folder beside `out`; on success its files are moved into `out` one by one (each `os.replace` is atomic)
+    under an exclusive lock on `out/.cures.lock`, with `primary` (the file that says a run completed) removed first
+    and moved last. A failed or interrupted block leaves `out` as it was."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".staging", dir=out.parent))
+    try:
+        yield stage
+        names = sorted(p.name for p in stage.iterdir() if p.name != primary)
+        with open(out / ".cures.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            (out / primary).unlink(missing_ok=True)
+            for name in names:
+                os.replace(stage / name, out / name)
+            if (stage / primary).exists():
+                os.replace(stage / primary, out / primary)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def atomic_write_text(path, text: str) -> Path:

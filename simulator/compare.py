@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cures._io import staged_outputs
 from simulator.config import SimConfig
 from simulator.output import mean_curve, plot_curves, write_curves, write_json
 from simulator.run import SeedRun, accuracy_column, simulate
@@ -95,9 +96,11 @@ def markdown_table(result: dict) -> str:
 
 
 def write_comparison(out: Path, result: dict, runs: dict[str, list[SeedRun]], cfg: SimConfig) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.md").write_text(markdown_table(result))
-    curves = write_curves(out / "curves.csv", runs)
+    """comparison.json, comparison.md, curves.csv and comparison.png, moved into `out` together."""
     title = f"{len(runs)} policies, {cfg.n_prompts:,} prompts, {cfg.seeds} seeds, equal rollouts (95% bands)"
-    return [write_json(out / "comparison.json", result), out / "comparison.md", curves,
-            plot_curves(out / "comparison.png", runs, result["accuracy_metric"], title)]
+    with staged_outputs(out, "comparison.json") as stage:
+        (stage / "comparison.md").write_text(markdown_table(result))
+        files = [write_json(stage / "comparison.json", result), stage / "comparison.md",
+                 write_curves(stage / "curves.csv", runs),
+                 plot_curves(stage / "comparison.png", runs, result["accuracy_metric"], title)]
+    return [Path(out) / f.name for f in files]

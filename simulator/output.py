@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cures._io import atomic_write_text
+from cures._io import atomic_write_text, staged_outputs
 from simulator.engine import COLUMNS
 from simulator.run import SeedRun, mean_ci, stacked
 
@@ -107,12 +107,13 @@ def plot_curves(path: Path, runs_by_policy: dict[str, list[SeedRun]], accuracy: 
 
 
 def write_simulation(out: Path, summary: dict, runs: list[SeedRun]) -> list[Path]:
-    """Everything `cures simulate --out DIR` promises."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Everything `cures simulate --out DIR` promises, moved into `out` together (`staged_outputs`)."""
     title = f"{summary['policy']}: {summary['n_prompts']} prompts, {len(runs)} seeds"
-    return [
-        write_json(out / "summary.json", summary),
-        write_curves(out / "curves.csv", {summary["policy"]: runs}),
-        write_pass_rates(out / "pass_rates.csv", runs),
-        plot_curves(out / "curves.png", {summary["policy"]: runs}, summary["accuracy_metric"], title),
-    ]
+    with staged_outputs(out, "summary.json") as stage:
+        files = [
+            write_json(stage / "summary.json", summary),
+            write_curves(stage / "curves.csv", {summary["policy"]: runs}),
+            write_pass_rates(stage / "pass_rates.csv", runs),
+            plot_curves(stage / "curves.png", {summary["policy"]: runs}, summary["accuracy_metric"], title),
+        ]
+    return [Path(out) / f.name for f in files]

@@ -119,3 +119,37 @@ def test_unusable_out_fails_before_any_work(tmp_path, command, where):
     res = cures_cli(*command, "--out", str(out))
     assert res.returncode == 2 and "--out" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and afile.read_text() == "x"
+
+
+def test_concurrent_runs_into_one_out_never_mix(tmp_path):
+    """Two simulations writing the same --out at once: the directory ends up wholly one run's (summary, curves and
+    pass rates agree on the seed), and no staging folder is left behind."""
+    import csv
+    import json
+
+    out = tmp_path / "shared"
+    env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin", "NO_COLOR": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "cures", "simulate", "--n-prompts", "300", "--steps", "30",
+                               "--seeds", "1", "--seed", str(seed), "--out", str(out)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for seed in (11, 22)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    summary = json.loads((out / "summary.json").read_text())
+    with (out / "curves.csv").open() as fh:
+        seeds = {row["seed"] for row in csv.DictReader(fh)}
+    assert seeds == {str(summary["config"]["seed"])}
+    assert not list(tmp_path.glob(".shared.*"))
+
+
+def test_staged_outputs_leave_out_untouched_on_failure(tmp_path):
+    from cures._io import staged_outputs
+
+    out = tmp_path / "res"
+    with staged_outputs(out, "summary.json") as stage:
+        (stage / "summary.json").write_text("one")
+        (stage / "data.csv").write_text("a")
+    with pytest.raises(KeyboardInterrupt), staged_outputs(out, "summary.json") as stage:
+        (stage / "data.csv").write_text("b")
+        raise KeyboardInterrupt
+    assert (out / "data.csv").read_text() == "a" and (out / "summary.json").read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]
