@@ -33,7 +33,8 @@ def fail(message: str, code: int = 2):
 
 
 def user_errors(fn):
-    """Turn the library's ValueError (bad input) into a one-line error and exit code 2, never a traceback."""
+    """Turn the library's ValueError (bad input) into a one-line error and exit code 2, and Ctrl-C into
+    "interrupted" and exit code 130; never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -41,6 +42,8 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError) as exc:
             fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except KeyboardInterrupt:
+            fail("interrupted", code=130)
 
     return wrapper
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from simulator.config import SimConfig
 from simulator.population import build_population, pass_rates
-from simulator.run import SeedRun, engine_config, policy_for, seed_streams
+from simulator.run import SeedRun, Stopped, engine_config, policy_for, seed_streams
 
 
 def group_advantages(rewards: np.ndarray, estimator: str, eps: float, batch_mean: float, batch_sd: float
@@ -52,7 +52,7 @@ def rollout_scores(model, tabular: bool, x: int, p: float, rewards: np.ndarray, 
 
 
 def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_rollouts: int | None = None,
-                   timer: list | None = None) -> SeedRun:
+                   timer: list | None = None, stop=None) -> SeedRun:
     """One seed of the per-rollout reference: same population, policy and schedule as `simulator.run.run_seed`."""
     policy = policy_for(name, cfg)
     C = engine_config(cfg, policy, max_rollouts)
@@ -89,6 +89,8 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
 
     record()
     for step in range(cfg.steps):
+        if stop is not None and stop.is_set():
+            raise Stopped
         if C.max_rollouts and state.rollouts_total >= C.max_rollouts:
             break
         t0 = time.perf_counter()

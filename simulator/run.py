@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,9 +66,15 @@ def seed_streams(seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSeque
     return pop, pol, sim
 
 
+class Stopped(Exception):
+    """A seed was told to stop (Ctrl-C in another thread) between two chunks of steps."""
+
+
 def run_seed(name: str, cfg: SimConfig, seed: int, progress: Progress | None = None,
-             max_rollouts: int | None = None, timer: list | None = None) -> SeedRun:
-    """Simulate one seed with the compiled engine (`timer`, if given, receives the seconds spent stepping)."""
+             max_rollouts: int | None = None, timer: list | None = None, stop: threading.Event | None = None
+             ) -> SeedRun:
+    """Simulate one seed with the compiled engine, `eval_every` steps per compiled call (`timer`, if given,
+    receives the seconds spent stepping; a set `stop` ends the seed between calls with `Stopped`)."""
     policy = policy_for(name, cfg)
     pop_ss, pol_ss, sim_ss = seed_streams(seed)
     model, _ = build_population(cfg, np.random.default_rng(pop_ss))
@@ -88,6 +95,8 @@ def run_seed(name: str, cfg: SimConfig, seed: int, progress: Progress | None = N
     record()
     done = 0
     while done < cfg.steps:
+        if stop is not None and stop.is_set():
+            raise Stopped
         chunk = min(cfg.eval_every, cfg.steps - done)
         t0 = time.perf_counter()
         took = steps_fn(kind, P, S, B, prng, srng, model, C, T, chunk)
@@ -112,10 +121,22 @@ def run_seeds(name: str, cfg: SimConfig, progress: Progress | None = None, max_r
     """All seeds cfg.seed, cfg.seed + 1, ... in cfg.threads threads (each seed is independent, so the numbers do
     not depend on the thread count)."""
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
-    if cfg.threads == 1 or cfg.seeds == 1:
+    if cfg.threads == 1 or cfg.seeds == 1:  # Ctrl-C reaches this thread between two compiled calls
         return [runner(name, cfg, s, progress, max_rollouts) for s in seeds]
-    with ThreadPoolExecutor(max_workers=cfg.threads) as pool:
-        return list(pool.map(lambda s: runner(name, cfg, s, progress, max_rollouts), seeds))
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=cfg.threads)
+    futures = [pool.submit(runner, name, cfg, s, progress, max_rollouts, stop=stop) for s in seeds]
+    try:
+        while True:  # short waits keep the main thread responsive to Ctrl-C
+            done, pending = wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION)
+            if not pending or any(f.exception() is not None for f in done):
+                break
+        return [f.result() for f in futures]
+    except BaseException:
+        stop.set()  # every seed stops at its next chunk boundary
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
