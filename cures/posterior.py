@@ -53,6 +53,8 @@ def successes_from_rewards(rewards, threshold: float = 0.5) -> np.ndarray:
     r = np.asarray(rewards, dtype=np.float64)
     if np.isnan(r).any():
         raise ValueError("rewards contain NaN")
+    if not isinstance(threshold, int | float | np.number) or not np.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number; got {threshold!r}")
     return (r > threshold).astype(np.float64)
 
 
@@ -118,8 +120,8 @@ class BetaPosterior:
         n = np.asarray(trials, dtype=np.float64).reshape(-1)
         if not (s.shape == n.shape == ids.shape):
             raise ValueError(f"ids, successes and trials differ in length: {ids.size}, {s.size}, {n.size}")
-        if np.isnan(s).any() or np.isnan(n).any():
-            raise ValueError("successes and trials must not be NaN")
+        if not (np.isfinite(s).all() and np.isfinite(n).all()):
+            raise ValueError("successes and trials must be finite numbers")
         if (s < 0).any() or (n < 0).any():
             raise ValueError("successes and trials must be >= 0")
         if (s > n).any():

@@ -1,86 +1,128 @@
-"""Simulation settings: one validated dataclass, named TOML scenarios, `key=value` overrides."""
+"""Simulation settings: one dataclass typed with pydantic (the schema every scenario TOML, `--set` value and command
+line option goes through), named TOML scenarios, `key=value` overrides."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 ESTIMATORS = ("grpo", "drgrpo", "rloo", "reinforce++")
 WEIGHTINGS = ("policy", "prompt", "rollout")
 MODES = ("irt", "tabular")
 
+# Types of the schema: integers must be integers (not 1.5, not "3", not true), numbers finite numbers, flags booleans.
+Count = Annotated[int, Field(strict=True, ge=1)]
+NonNegCount = Annotated[int, Field(strict=True, ge=0)]
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Positive = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+Flag = Annotated[bool, Field(strict=True)]
+
 
 @dataclass
 class SimConfig:
     """The simulated world and the training loop (see the README's "Simulator" section for the equations)."""
 
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
     # population
-    n_prompts: int = 10_000
-    n_heldout: int = 2_000
-    mode: str = "irt"  # "irt": p = sigmoid(a.theta - b), shared theta; "tabular": one logit per prompt
-    dim: int = 8  # d, the skill dimensions
-    init_pass_rate: str = "beta:0.6,0.9"  # see simulator.population.parse_pass_rate_spec
-    unlearnable: float = 0.1  # share of prompts with a = 0 (no purchase)
-    a_scale: float = 1.0  # median discrimination |a_i|
-    a_spread: float = 0.5  # log-normal sigma of |a_i|
-    edge_logit: float = 9.0  # logit of the point masses at 0 and 1
+    n_prompts: Count = 10_000
+    n_heldout: NonNegCount = 2_000
+    mode: Literal["irt", "tabular"] = "irt"  # "irt": p = sigmoid(a.theta - b), shared theta; "tabular": own logits
+    dim: Annotated[int, Field(strict=True, ge=1, le=4096)] = 8  # d, the skill dimensions
+    init_pass_rate: Annotated[str, Field(strict=True)] = "beta:0.6,0.9"  # simulator.population.parse_pass_rate_spec
+    unlearnable: Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)] = 0.1  # share with a = 0
+    a_scale: Annotated[float, Field(strict=True, gt=0, le=1e3, allow_inf_nan=False)] = 1.0  # median |a_i|
+    a_spread: Annotated[float, Field(strict=True, ge=0, le=5, allow_inf_nan=False)] = 0.5  # log-normal sigma of |a_i|
+    edge_logit: Annotated[float, Field(strict=True, gt=0, le=50, allow_inf_nan=False)] = 9.0  # point masses' logit
     # rollouts and updates
-    sigma_correct: float = 1.0  # score noise scale of correct responses
-    sigma_wrong: float = 2.0  # score noise scale of wrong responses
-    estimator: str = "grpo"
-    weighting: str = "policy"  # "prompt" (Eq. 16), "rollout" (token-mean), or the policy's own
-    eps: float = 1e-4  # GRPO std epsilon (TRL)
-    lr: float = 0.5
-    clip: float = 0.0  # trust region: max ||delta theta|| per step (0: none)
-    score_norms: bool = False  # report exact score statistics to the policy (Eq. 21 with measured norms)
+    sigma_correct: NonNegative = 1.0  # score noise scale of correct responses
+    sigma_wrong: NonNegative = 2.0  # score noise scale of wrong responses
+    estimator: Literal["grpo", "drgrpo", "rloo", "reinforce++"] = "grpo"
+    weighting: Literal["policy", "prompt", "rollout"] = "policy"  # "prompt" (Eq. 16), "rollout" (token-mean)
+    eps: Positive = 1e-4  # GRPO std epsilon (TRL)
+    lr: Positive = 0.5
+    clip: NonNegative = 0.0  # trust region: max ||delta theta|| per step (0: none)
+    score_norms: Flag = False  # report exact score statistics to the policy (Eq. 21 with measured norms)
     # schedule
-    steps: int = 200
-    batch_size: int = 64
-    budget: int | None = None  # rollouts per step (None: the policy's default, 8 x batch_size)
-    max_rollouts: int = 0  # stop a seed once it has used this many rollouts (0: run all steps)
-    eval_every: int = 10
-    seeds: int = 4
-    seed: int = 0
-    threads: int = 2
-    hist_bins: int = 20
-    policy_params: dict = field(default_factory=dict)
+    steps: Count = 200
+    batch_size: Count = 64
+    budget: Annotated[int | None, Field(strict=True, ge=1)] = None  # rollouts per step (None: policy default)
+    max_rollouts: NonNegCount = 0  # stop a seed once it has used this many rollouts (0: run all steps)
+    eval_every: Count = 10
+    seeds: Count = 4
+    seed: NonNegCount = 0
+    threads: Annotated[int, Field(strict=True, ge=1, le=1024)] = 2
+    hist_bins: Annotated[int, Field(strict=True, ge=1, le=10_000)] = 20
+    policy_params: Annotated[dict[str, Any], Field(strict=True)] = field(default_factory=dict)
 
-    def validate(self) -> SimConfig:
-        def need(cond, msg):
-            if not cond:
-                raise ValueError(msg)
-
-        for name in ("n_prompts", "dim", "steps", "batch_size", "eval_every", "seeds", "threads", "hist_bins"):
-            v = getattr(self, name)
-            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
-            need(ok, f"{name} must be an integer >= 1; got {v!r}")
-        need(isinstance(self.n_heldout, int) and self.n_heldout >= 0, f"n_heldout must be >= 0; got {self.n_heldout}")
-        need(self.mode in MODES, f"mode must be one of {', '.join(MODES)}; got {self.mode!r}")
-        need(self.estimator in ESTIMATORS, f"unknown estimator {self.estimator!r}; choose from {', '.join(ESTIMATORS)}")
-        need(self.weighting in WEIGHTINGS, f"weighting must be one of {', '.join(WEIGHTINGS)}; got {self.weighting!r}")
-        need(0.0 <= self.unlearnable <= 1.0, f"unlearnable must lie in [0, 1]; got {self.unlearnable}")
-        for name in ("a_scale", "lr", "edge_logit"):
-            v = getattr(self, name)
-            need(math.isfinite(v) and v > 0, f"{name} must be > 0; got {v}")
-        for name in ("a_spread", "sigma_correct", "sigma_wrong", "eps", "clip"):
-            v = getattr(self, name)
-            need(math.isfinite(v) and v >= 0, f"{name} must be >= 0; got {v}")
-        need(self.budget is None or (isinstance(self.budget, int) and self.budget >= 1),
-             f"budget must be an integer >= 1; got {self.budget!r}")
-        need(isinstance(self.max_rollouts, int) and self.max_rollouts >= 0,
-             f"max_rollouts must be an integer >= 0; got {self.max_rollouts!r}")
-        need(isinstance(self.policy_params, dict), "policy_params must be a table of policy parameters")
+    def validate(self, source: dict | None = None) -> SimConfig:
+        """This config checked against the schema, the pass-rate spec, the policy parameters' names and the memory
+        it needs; ValueError names the setting and, through `source` (setting -> where it was given), its origin."""
+        try:
+            TypeAdapter(SimConfig).validate_python(dataclasses.asdict(self))
+        except ValidationError as exc:
+            raise ValueError(_one_line(exc, source or {})) from None
+        for key in ("budget", "batch_size"):
+            if key in self.policy_params:
+                raise ValueError(f"policy.{key}: set the top-level {key} (--{key.replace('_', '-')}) instead")
         from simulator.population import parse_pass_rate_spec
 
         parse_pass_rate_spec(self.init_pass_rate)
+        _check_memory(self)
         return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _one_line(exc: ValidationError, source: dict) -> str:
+    """The first schema error as one line: where it was given, the setting, the problem and the value."""
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    top = str(err["loc"][0]) if err["loc"] else ""
+    where = source.get(top, "")
+    msg = err["msg"][0].lower() + err["msg"][1:] if err["msg"] else "invalid"
+    if err["type"] == "unexpected_keyword_argument":
+        return f"{where}unknown setting {key!r}; allowed: {', '.join(FIELDS)}"
+    return f"{where}{key}: {msg}; got {err['input']!r}"
+
+
+def _available_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def estimated_bytes(cfg: SimConfig) -> int:
+    """Peak memory of a run, estimated from its array sizes: per prompt the population (a: d floats, b) and the
+    policy state (about 20 numbers), per slot the step buffer, for as many seeds as run at once, plus 300 MB of
+    interpreter and compiled code."""
+    per_prompt = 8 * (cfg.dim + 2) * 2 + 8 * 24
+    per_slot = 8 * 12
+    budget = cfg.budget or 8 * cfg.batch_size
+    per_seed = per_prompt * (cfg.n_prompts + cfg.n_heldout) + per_slot * (cfg.batch_size + budget + cfg.n_prompts)
+    return min(cfg.seeds, cfg.threads) * per_seed + 300 * 2**20
+
+
+def _check_memory(cfg: SimConfig) -> None:
+    need, have = estimated_bytes(cfg), _available_bytes()
+    if need > have:
+        raise ValueError(f"n_prompts={cfg.n_prompts:,}, batch_size={cfg.batch_size:,} and {min(cfg.seeds, cfg.threads)}"
+                         f" seeds at once need about {need / 2**30:.1f} GB; {have / 2**30:.1f} GB is available "
+                         "(lower --n-prompts, --batch-size or --threads)")
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(SimConfig)}
@@ -105,6 +147,8 @@ def load_scenario(name_or_path: str | None) -> dict:
         raise ValueError(f"scenario {path} is not valid TOML: {exc}") from None
     data.pop("description", None)
     policy = data.pop("policy", {})
+    if not isinstance(policy, dict):
+        raise ValueError(f"scenario {path}: policy must be a table of policy parameters ([policy]); got {policy!r}")
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise ValueError(f"scenario {path} has unknown settings {', '.join(unknown)}; allowed: {', '.join(FIELDS)}")
@@ -113,20 +157,15 @@ def load_scenario(name_or_path: str | None) -> dict:
     return data
 
 
-def _coerce(name: str, text: str):
-    """Parse an override's text according to the setting's default type."""
-    default = FIELDS[name].default
-    if name == "budget":
-        return None if text.lower() in ("none", "") else int(text)
-    if isinstance(default, bool):
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"{name} must be true or false; got {text!r}")
-        return text.lower() in ("true", "1")
-    if isinstance(default, int):
-        return int(text)
-    if isinstance(default, float):
-        return float(text)
-    return text
+def parse_value(text: str):
+    """A `--set` value as a TOML value (`3`, `1.5`, `true`, `"text"`, `[1, 2]`, `{a = 1}`), a bare word as a string,
+    `none` as None; the schema then checks its type."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
@@ -139,36 +178,27 @@ def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
         key, text = (s.strip() for s in pair.split("=", 1))
         if key.startswith("policy."):
             policy[key[7:]] = parse_value(text)
-            continue
-        if key not in FIELDS or key == "policy_params":
-            raise ValueError(f"unknown setting {key!r}; allowed: {', '.join(k for k in FIELDS if k != 'policy_params')}"
-                             ", or policy.PARAM")
-        try:
-            settings[key] = _coerce(key, text)
-        except ValueError as exc:
-            raise ValueError(f"bad value for {key}: {exc}") from None
+        elif key not in FIELDS or key == "policy_params":
+            raise ValueError(f"--set: unknown setting {key!r}; allowed: "
+                             f"{', '.join(k for k in FIELDS if k != 'policy_params')}, or policy.PARAM")
+        else:
+            settings[key] = parse_value(text)
     return settings, policy
-
-
-def parse_value(text: str):
-    """A `--set` value's text as int, float, bool, None or the string itself."""
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if text.lower() == "none":
-        return None
-    return text
 
 
 def build_config(scenario: str | None = None, overrides: dict | None = None, policy_overrides: dict | None = None
                  ) -> SimConfig:
-    """Defaults < scenario < explicit overrides, validated."""
+    """Defaults < scenario < explicit overrides, validated by the schema (errors name the setting and where it was
+    given)."""
     data = load_scenario(scenario)
+    source = {k: f"scenario {scenario or 'default'}: " for k in data}
+    source.update({k: "" for k in overrides or {}})
     data.update(overrides or {})
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r}; allowed: {', '.join(FIELDS)}")
     cfg = SimConfig(**data)
+    if not isinstance(cfg.policy_params, dict):
+        return cfg.validate(source)  # the schema names the problem
     cfg.policy_params = {**cfg.policy_params, **(policy_overrides or {})}
-    return cfg.validate()
+    return cfg.validate(source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -46,7 +47,7 @@ def parse_pass_rate_spec(spec: str) -> tuple[Sampler, int | None]:
                 beta_ab = (1.0, 1.0)
             elif kind == "beta":
                 a, b = (float(v) for v in arg.split(","))
-                if not (a > 0 and b > 0):
+                if not (0 < a < math.inf and 0 < b < math.inf):
                     raise ValueError
                 beta_ab = (a, b)
             elif kind == "zero":
@@ -59,8 +60,9 @@ def parse_pass_rate_spec(spec: str) -> tuple[Sampler, int | None]:
             raise ValueError(f"init pass-rate spec {spec!r}: unknown part {part!r} (use beta:A,B, uniform, zero:W, "
                              "one:W, file:PATH)") from None
         except ValueError:
-            raise ValueError(f"init pass-rate spec {spec!r}: malformed part {part!r}") from None
-    if not (0 <= w0 and 0 <= w1 and w0 + w1 <= 1):
+            raise ValueError(f"init pass-rate spec {spec!r}: malformed part {part!r} (beta:A,B needs finite A, B > 0; "
+                             "zero:W and one:W a weight)") from None
+    if not (0 <= w0 <= 1 and 0 <= w1 <= 1 and w0 + w1 <= 1):
         raise ValueError(f"init pass-rate spec {spec!r}: point-mass weights must be >= 0 and sum to <= 1")
     if beta_ab is None and w0 + w1 < 1:
         raise ValueError(f"init pass-rate spec {spec!r}: the weights leave {1 - w0 - w1:g} with no Beta part")
