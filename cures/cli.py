@@ -44,6 +44,8 @@ def user_errors(fn):
             fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except KeyboardInterrupt:
             fail("interrupted", code=130)
+        except MemoryError as exc:
+            fail(f"out of memory ({exc or 'allocation failed'}); choose smaller sizes")
 
     return wrapper
 
@@ -301,6 +303,8 @@ def report(
     for name, value in (("--n-prompts", n_prompts), ("--seeds", seeds), ("--steps", steps), ("--mc-reps", mc_reps)):
         if value < (2 if name in ("--seeds", "--mc-reps") else 1):
             fail(f"{name} must be at least {2 if name in ('--seeds', '--mc-reps') else 1}; got {value}")
+    if mc_reps > 10_000_000:
+        fail(f"--mc-reps must be at most 10,000,000 (Monte Carlo replicates per point); got {mc_reps:,}")
     check_output_dir(out, "--out")
     sizes = ReportSizes.quick() if quick else ReportSizes(scenario, n_prompts, seeds, steps, seeds, mc_reps)
     sizes.scenario = scenario
