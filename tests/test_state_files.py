@@ -93,6 +93,7 @@ def test_damaged_state_files_are_value_errors_not_crashes(name, tmp_path):
     last = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
     assert res.returncode == 0, f"crashed at {last!r}: {res.stderr[-2000:]}"
     outcomes = json.loads(last)
+    print(name, outcomes)
     assert outcomes["rejected"] > 100 and outcomes["loaded"] < outcomes["rejected"]
 
 
