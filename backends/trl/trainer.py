@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import json
 import logging
 import os
@@ -186,15 +187,12 @@ class CuresGRPOTrainer(GRPOTrainer):
         while the group is still alive: a gloo group destroyed under a live DDP reducer hangs or aborts
         ("terminate called without an active exception") when the reducer is freed at exit."""
         if self.accelerator.num_processes > 1:
-            import gc
-
             from torch.nn.parallel import DistributedDataParallel
 
             self.accelerator.wait_for_everyone()
             self.model_wrapped = self.model
             self.accelerator._models = [self.accelerator.unwrap_model(m) for m in self.accelerator._models]
-            gc.collect()
-            left = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+            left = live_instances(DistributedDataParallel)
             if left:
                 logger.warning(f"{left} DistributedDataParallel wrapper(s) still referenced at the end of training")
             self.accelerator.wait_for_everyone()
@@ -506,6 +504,13 @@ class CuresGRPOTrainer(GRPOTrainer):
         ess = self.policy_state.sampling_ess()
         if ess is not None:
             metrics["cures/sampling_ess"].append(ess)
+
+
+def live_instances(cls) -> int:
+    """How many objects the garbage collector tracks of type `cls` (after a collection). type(o), not isinstance:
+    gc also tracks dead weak proxies, and isinstance on one raises ReferenceError."""
+    gc.collect()
+    return sum(issubclass(type(o), cls) for o in gc.get_objects())
 
 
 def _zero_variance_fraction(step: StepRollouts) -> float:
