@@ -10,7 +10,7 @@ import numpy as np
 from simulator.compare import compare
 from simulator.config import SimConfig
 from simulator.engine import COLUMNS
-from simulator.run import SeedRun, mean_ci, simulate
+from simulator.run import BOUNDS, SeedRun, mean_ci, simulate
 
 CURES_FAMILY = ("grpo", "cures", "cures-sampling", "cures-allocation", "cures-paper", "cures-released")
 PEERS = ("grpo", "dapo", "gvm", "speed", "mopps", "greso", "knapsack")
@@ -30,7 +30,7 @@ class Sensitivity:
 
 
 def final_accuracy(runs: list[SeedRun], column: str = "heldout_accuracy") -> dict:
-    return mean_ci([r.curves[-1, COLUMNS.index(column)] for r in runs])
+    return mean_ci([r.curves[-1, COLUMNS.index(column)] for r in runs], BOUNDS[column])
 
 
 def run_comparison(cfg: SimConfig, policies=ALL_POLICIES, progress=None):

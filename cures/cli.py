@@ -229,14 +229,20 @@ def compare(
     threads: Annotated[int | None, SIM_OPTIONS["threads"]] = None,
     eval_every: Annotated[int | None, SIM_OPTIONS["eval_every"]] = None,
     set_: SetOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="Write comparison.json, comparison.md, curves.csv and "
-                                      "comparison.png here.")] = Path("compare-out"),
+    match: Annotated[str, typer.Option("--match", help="What every policy gets as much of as the baseline: "
+                                       "rollouts (generated), steps, or compute (generated + train_cost x trained "
+                                       "rollouts; --set train_cost=C, default 1).")] = "rollouts",
+    out: Annotated[Path, typer.Option("--out", help="Write comparison.json/.md/.csv/.parquet, seeds.csv/.parquet, "
+                                      "curves.csv/.parquet and comparison.png here.")] = Path("compare-out"),
 ):
-    """Run several policies on the same scenario and seeds at equal total rollouts; report speed-ups."""
+    """Run several policies on the same scenario and seeds, matched to the baseline in rollouts, steps or compute;
+    report speed-ups to the baseline's peak counted all three ways, and ScaleRL curve fits."""
     from cures.policies import get_spec
+    from simulator.compare import MATCHES, markdown_table, write_comparison
     from simulator.compare import compare as run_compare
-    from simulator.compare import markdown_table, write_comparison
 
+    if match not in MATCHES:
+        fail(f"--match must be one of {', '.join(MATCHES)}; got {match!r}")
     names = [p.strip() for p in policies.split(",") if p.strip()]
     for name in names:
         get_spec(name)
@@ -245,10 +251,62 @@ def compare(
     check_output_dir(out, "--out")
     bar, task = _progress(cfg.steps * cfg.seeds * len(names))
     with bar:
-        result, runs = run_compare(names, cfg, progress=lambda k: bar.advance(task, min(k, cfg.steps)))
+        result, runs = run_compare(names, cfg, progress=lambda k: bar.advance(task, min(k, cfg.steps)), match=match)
     console.print(markdown_table(result), markup=False, highlight=False, soft_wrap=True)
     for path in write_comparison(out, result, runs, cfg):
         console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def sweep(
+    grid: Annotated[list[str] | None, typer.Option("--grid", help="KEY=V1,V2,... (repeatable): a setting of "
+                                                   "`--set`, or policy.PARAM for every policy that has it; "
+                                                   "KEY=[...] as a TOML array for values with commas.")] = None,
+    grid_file: Annotated[str | None, typer.Option("--grid-file", help="A grid TOML file ([grid], [settings], "
+                                                  "policies, scenario, match) or a named one: regimes.")] = None,
+    policies: Annotated[str | None, typer.Option("--policies", help="Comma-separated policies, the baseline "
+                                                 "first (default grpo,cures, or the grid file's).")] = None,
+    scenario: ScenarioOpt = None,
+    seeds: Annotated[int | None, SIM_OPTIONS["seeds"]] = None,
+    set_: SetOpt = None,
+    match: Annotated[str | None, typer.Option("--match", help="rollouts, steps or compute (as `compare`).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="Cells run at once, each in its own process.")] = 2,
+    out: Annotated[Path, typer.Option("--out", help="Results directory; cells already in it are not run again.")] =
+    Path("sweep-out"),
+):
+    """Run `compare` over a grid of settings in parallel processes (resumable); write one tidy table (cell x policy x
+    seed, CSV and Parquet) and the regime map (each cell's speed-ups over the baseline, its best policy)."""
+    from simulator.config import parse_overrides
+    from simulator.sweep import Sweep, load_grid_file, parse_grid_option, run_sweep
+
+    spec = load_grid_file(grid_file) if grid_file else {}
+    axes = dict(spec.get("grid", {}))
+    for text in grid or []:
+        key, values = parse_grid_option(text)
+        axes[key] = values
+    settings, policy_params = parse_overrides(set_ or [])
+    settings = {**spec.get("settings", {}), **settings}
+    if seeds is not None:
+        settings["seeds"] = seeds
+    names = [p.strip() for p in policies.split(",") if p.strip()] if policies else spec.get("policies",
+                                                                                            ["grpo", "cures"])
+    if jobs < 1 or jobs > 256:
+        fail(f"--jobs must be between 1 and 256; got {jobs}")
+    plan = Sweep(grid=axes, policies=names, scenario=scenario or spec.get("scenario"), settings=settings,
+                 match=match or spec.get("match", "rollouts"), policy_settings=policy_params).validate()
+    check_output_dir(out, "--out")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=err_console, transient=True, disable=not err_console.is_terminal)
+    task = bar.add_task("sweep cells", total=len(plan.cells()))
+    with bar:
+        info = run_sweep(plan, out, jobs, progress=lambda done, total: bar.update(task, completed=done))
+    console.print(Path(out / "regime_map.md").read_text(), markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{info['cells']} cells ({info['cells_reused']} already done), {info['runs']} runs, "
+                  f"{info['wall_seconds']:.0f} s; wrote {out}/sweep.csv, sweep.parquet, regime_map.* and sweep.json",
+                  highlight=False)
 
 
 @app.command()

@@ -4,6 +4,7 @@ line option goes through), named TOML scenarios, `key=value` overrides."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -55,7 +56,11 @@ class SimConfig:
     steps: Count = 200
     batch_size: Count = 64
     budget: Annotated[int | None, Field(strict=True, ge=1)] = None  # rollouts per step (None: policy default)
+    passes: Annotated[float | None, Field(strict=True, gt=0, le=1e6, allow_inf_nan=False)] = None  # passes over
+    # the data; when given, steps = ceil(passes x n_prompts / batch_size) (a later layer's steps replaces it)
     max_rollouts: NonNegCount = 0  # stop a seed once it has used this many rollouts (0: run all steps)
+    train_cost: NonNegative = 1.0  # compute = generated + train_cost x trained rollouts (see TRAIN_COST_NOTE)
+    max_compute: NonNegative = 0.0  # stop a seed once it has spent this much compute (0: no cap)
     eval_every: Count = 10
     seeds: Count = 4
     seed: NonNegCount = 0
@@ -127,6 +132,13 @@ def _check_memory(cfg: SimConfig) -> None:
 
 FIELDS = {f.name: f for f in dataclasses.fields(SimConfig)}
 
+TRAIN_COST_NOTE = (
+    "train_cost = 1: a trained rollout costs as much as a generated one. In FLOPs a training pass (forward and "
+    "backward, about 3x a forward) costs more than generation (one forward per token), but generation decodes one "
+    "token at a time and is memory-bound, so in wall time the two are of the same order in published GRPO profiles; "
+    "set it from your own step-time profile (e.g. 0.5 when generation takes two thirds of a step that trains "
+    "everything it generates).")
+
 
 def available_scenarios() -> list[str]:
     return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
@@ -189,11 +201,20 @@ def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
 def build_config(scenario: str | None = None, overrides: dict | None = None, policy_overrides: dict | None = None
                  ) -> SimConfig:
     """Defaults < scenario < explicit overrides, validated by the schema (errors name the setting and where it was
-    given)."""
+    given). `passes` and `steps` are two ways to say one thing: the later layer's wins, both in one layer is an
+    error."""
     data = load_scenario(scenario)
+    overrides = dict(overrides or {})
+    for layer, where in ((data, f"scenario {scenario or 'default'}"), (overrides, "the command line")):
+        if layer.get("passes") is not None and layer.get("steps") is not None:
+            raise ValueError(f"{where} sets both steps and passes; give one (passes = steps x batch_size / n_prompts)")
+    if overrides.get("steps") is not None:
+        data.pop("passes", None)
+    if overrides.get("passes") is not None:
+        data.pop("steps", None)
     source = {k: f"scenario {scenario or 'default'}: " for k in data}
-    source.update({k: "" for k in overrides or {}})
-    data.update(overrides or {})
+    source.update({k: "" for k in overrides})
+    data.update(overrides)
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise ValueError(f"unknown setting {unknown[0]!r}; allowed: {', '.join(FIELDS)}")
@@ -201,4 +222,8 @@ def build_config(scenario: str | None = None, overrides: dict | None = None, pol
     if not isinstance(cfg.policy_params, dict):
         return cfg.validate(source)  # the schema names the problem
     cfg.policy_params = {**cfg.policy_params, **(policy_overrides or {})}
-    return cfg.validate(source)
+    cfg.validate(source)
+    if cfg.passes is not None:
+        cfg.steps = max(1, math.ceil(cfg.passes * cfg.n_prompts / cfg.batch_size))
+        cfg.validate(source)
+    return cfg

@@ -24,10 +24,10 @@ from cures.policies.kernels import N_GROUPS, N_SLOTS, ROLLOUTS, ROUND_START, STE
 GRPO_ADV, DRGRPO_ADV, RLOO_ADV, RPP_ADV = range(4)
 ESTIMATOR_CODES = {"grpo": GRPO_ADV, "drgrpo": DRGRPO_ADV, "rloo": RLOO_ADV, "reinforce++": RPP_ADV}
 COLUMNS = ("step", "rollouts", "train_accuracy", "heldout_accuracy", "zero_variance_fraction", "posterior_error",
-           "grad_norm", "grad_cosine", "groups_per_step", "trained_rollouts_per_step")
+           "grad_norm", "grad_cosine", "groups_per_step", "trained_rollouts_per_step", "trained_rollouts")
 # Tally.counts entries
 T_SLOTS, T_ZERO, T_SLOTS_ALL, T_ZERO_ALL, T_FIRST_SLOTS, T_FIRST_ZERO = range(6)
-T_STEPS, T_GROUPS, T_TRAINED, T_TOUCHED, T_SIMULATED = range(6, 11)
+T_STEPS, T_GROUPS, T_TRAINED, T_TOUCHED, T_SIMULATED, T_TRAINED_ALL = range(6, 12)
 
 
 class EngineConfig(NamedTuple):
@@ -40,13 +40,15 @@ class EngineConfig(NamedTuple):
     sigma_wrong: float
     eps: float
     score_norms: bool
-    max_rollouts: int
+    max_rollouts: int  # stop once this many rollouts were generated (0: no cap)
+    train_cost: float = 0.0  # compute = generated rollouts + train_cost x trained rollouts
+    max_compute: float = 0.0  # stop once this much compute was spent (0: no cap)
 
 
 class Tally(NamedTuple):
     """Counters and scratch carried between calls of `run_steps`."""
 
-    counts: np.ndarray  # int64[11], see T_*
+    counts: np.ndarray  # int64[12], see T_*
     grad: np.ndarray  # float64[D] the last step's gradient estimate
     touched: np.ndarray  # int64[D] coordinates the last step wrote (tabular: prompts)
     mark: np.ndarray  # uint8[D]
@@ -58,7 +60,7 @@ class Tally(NamedTuple):
 
 
 def new_tally(dim: int, capacity: int) -> Tally:
-    return Tally(np.zeros(11, np.int64), np.zeros(dim), np.zeros(dim, np.int64), np.zeros(dim, np.uint8),
+    return Tally(np.zeros(12, np.int64), np.zeros(dim), np.zeros(dim, np.int64), np.zeros(dim, np.uint8),
                  np.zeros(capacity), np.zeros(capacity), np.zeros(capacity), np.zeros(capacity, np.int64),
                  np.zeros(capacity))
 
@@ -136,6 +138,7 @@ def gradient_step(M, C, B, T, srng):
             n_all += B.n[j]
     T.counts[T_GROUPS] += G
     T.counts[T_TRAINED] += int(n_all)
+    T.counts[T_TRAINED_ALL] += int(n_all)
     if G == 0 or n_all == 0:
         return
     mu = k_all / n_all
@@ -174,10 +177,13 @@ def gradient_step(M, C, B, T, srng):
 
 @njit(cache=True, nogil=True)
 def run_steps(kind, P, S, B, prng, srng, M, C, T, steps):
-    """Train for up to `steps` steps (fewer if C.max_rollouts is reached); returns the steps taken."""
+    """Train for up to `steps` steps (fewer if C.max_rollouts or C.max_compute is reached); returns the steps
+    taken."""
     literally(kind)
     for done in range(steps):
         if C.max_rollouts > 0 and S.ireg[ROLLOUTS] >= C.max_rollouts:
+            return done
+        if C.max_compute > 0 and S.ireg[ROLLOUTS] + C.train_cost * T.counts[T_TRAINED_ALL] >= C.max_compute:
             return done
         first = S.ireg[STEP] == 0
         while True:
@@ -258,5 +264,6 @@ def evaluate(S, M, C, T, row, hist):
     row[7] = dot / np.sqrt(est2 * true2) if est2 > 0 and true2 > 0 else np.nan
     row[8] = T.counts[T_GROUPS] / steps if T.counts[T_STEPS] > 0 else np.nan
     row[9] = T.counts[T_TRAINED] / steps if T.counts[T_STEPS] > 0 else np.nan
+    row[10] = T.counts[T_TRAINED_ALL]
     for i in (T_SLOTS, T_ZERO, T_STEPS, T_GROUPS, T_TRAINED):
         T.counts[i] = 0

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from cures._io import atomic_write_text, staged_outputs
+from cures._io import atomic_write, atomic_write_text, staged_outputs
 from simulator.engine import COLUMNS
-from simulator.run import SeedRun, mean_ci, stacked
+from simulator.run import BOUNDS, SeedRun, mean_ci, stacked
 
-RANGES = {"grad_cosine": (-1.0, 1.0), "zero_variance_fraction": (0.0, 1.0), "train_accuracy": (0.0, 1.0),
-          "heldout_accuracy": (0.0, 1.0)}  # bands are clipped to what the quantity can take
 PANELS = (("zero_variance_fraction", "zero-variance groups (fraction)"),
           ("posterior_error", "posterior error mean |p_hat - p|"),
           ("grad_cosine", "cosine(estimated, true gradient)"))
@@ -47,16 +44,25 @@ def write_json(path: Path, data: dict) -> Path:
     return atomic_write_text(path, text + "\n")
 
 
-def write_curves(path: Path, runs_by_policy: dict[str, list[SeedRun]]) -> Path:
-    """Long-format CSV: one row per (policy, seed, evaluation) with every column of simulator.engine.COLUMNS."""
-    with path.open("w", newline="") as fh:
-        out = csv.writer(fh)
-        out.writerow(("policy", "seed", *COLUMNS))
-        for name, runs in runs_by_policy.items():
-            for r in runs:
-                for row in r.curves:
-                    out.writerow((name, r.seed, int(row[0]), int(row[1]), *(f"{v:.6g}" for v in row[2:])))
-    return path
+def curves_frame(runs_by_policy: dict[str, list[SeedRun]]):
+    """Long format: one row per (policy, seed, evaluation) with every column of simulator.engine.COLUMNS."""
+    import pandas as pd
+
+    frames = [pd.DataFrame(r.curves, columns=list(COLUMNS)).assign(policy=name, seed=r.seed)
+              for name, runs in runs_by_policy.items() for r in runs]
+    df = pd.concat(frames, ignore_index=True)
+    for col in ("step", "rollouts", "trained_rollouts"):
+        df[col] = df[col].astype("int64")
+    return df[["policy", "seed", *COLUMNS]]
+
+
+def write_table(stem: Path, df) -> list[Path]:
+    """A DataFrame as `stem`.csv and `stem`.parquet (pyarrow), each written atomically."""
+    stem = Path(stem)
+    csv_path, parquet_path = stem.with_suffix(".csv"), stem.with_suffix(".parquet")
+    atomic_write_text(csv_path, df.to_csv(index=False, float_format="%.6g"))
+    atomic_write(parquet_path, lambda fh: df.to_parquet(fh, index=False))
+    return [csv_path, parquet_path]
 
 
 def write_pass_rates(path: Path, runs: list[SeedRun]) -> Path:
@@ -72,7 +78,7 @@ def mean_curve(runs: list[SeedRun], column: str) -> tuple[np.ndarray, np.ndarray
     """(mean rollouts, mean, lo, hi) of a column at every evaluation, the band a 95% t-interval over seeds."""
     x = np.nanmean(stacked(runs, "rollouts"), axis=0)
     ys = stacked(runs, column)
-    cis = [mean_ci(ys[:, i]) for i in range(ys.shape[1])]
+    cis = [mean_ci(ys[:, i], BOUNDS.get(column, (-np.inf, np.inf))) for i in range(ys.shape[1])]
     return x, *(np.array([c[k] for c in cis]) for k in ("mean", "lo", "hi"))
 
 
@@ -93,8 +99,6 @@ def plot_curves(path: Path, runs_by_policy: dict[str, list[SeedRun]], accuracy: 
             keep = np.isfinite(mean) & (seeds_here == seeds_here.max())  # drop the ragged end of capped runs
             ax.plot(x[keep], mean[keep], label=name, lw=1.6, color=color)
             band = keep & np.isfinite(lo)
-            bounds = RANGES.get(column, (-np.inf, np.inf))
-            lo, hi = np.clip(lo, *bounds), np.clip(hi, *bounds)
             ax.fill_between(x[band], lo[band], hi[band], color=color, alpha=0.2, lw=0)
         ax.set_xlabel("rollouts")
         ax.set_ylabel(label)
@@ -112,7 +116,7 @@ def write_simulation(out: Path, summary: dict, runs: list[SeedRun]) -> list[Path
     with staged_outputs(out, "summary.json") as stage:
         files = [
             write_json(stage / "summary.json", summary),
-            write_curves(stage / "curves.csv", {summary["policy"]: runs}),
+            *write_table(stage / "curves", curves_frame({summary["policy"]: runs})),
             write_pass_rates(stage / "pass_rates.csv", runs),
             plot_curves(stage / "curves.png", {summary["policy"]: runs}, summary["accuracy_metric"], title),
         ]

@@ -65,7 +65,7 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
 
     rows, hists = [], []
     tally = {"slots": 0, "zero": 0, "slots_all": 0, "zero_all": 0, "first_slots": 0, "first_zero": 0,
-             "steps": 0, "groups": 0, "trained": 0}
+             "steps": 0, "groups": 0, "trained": 0, "trained_all": 0}
     grad = np.zeros(d)
 
     def record():
@@ -81,6 +81,7 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
             grad @ true_grad / (est * true) if est > 0 and true > 0 else np.nan,
             tally["groups"] / steps if tally["steps"] else np.nan,
             tally["trained"] / steps if tally["steps"] else np.nan,
+            tally["trained_all"],
         ])
         hists.append(np.histogram(np.minimum((p * cfg.hist_bins).astype(int), cfg.hist_bins - 1),
                                   bins=np.arange(cfg.hist_bins + 1))[0])
@@ -92,6 +93,8 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
         if stop is not None and stop.is_set():
             raise Stopped
         if C.max_rollouts and state.rollouts_total >= C.max_rollouts:
+            break
+        if C.max_compute and state.rollouts_total + C.train_cost * tally["trained_all"] >= C.max_compute:
             break
         t0 = time.perf_counter()
         rewards_of_slot, p_of_slot = [], []
@@ -133,6 +136,7 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
         tally["steps"] += 1
         tally["groups"] += len(groups)
         tally["trained"] += all_r.size
+        tally["trained_all"] += all_r.size
         step_size = cfg.lr
         norm = np.linalg.norm(grad)
         if cfg.clip > 0 and cfg.lr * norm > cfg.clip:

@@ -10,7 +10,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import stdtrit
+from scipy import stats
 
 from cures.policies import Policy, make_policy_for_budget
 from cures.policies.dispatch import specialised
@@ -56,7 +56,8 @@ def engine_config(cfg: SimConfig, policy: Policy, max_rollouts: int | None = Non
         tabular=cfg.mode == "tabular", estimator=ESTIMATOR_CODES[cfg.estimator],
         per_prompt=weighting in ("prompt", "per-prompt"), lr=cfg.lr, clip=cfg.clip,
         sigma_correct=cfg.sigma_correct, sigma_wrong=cfg.sigma_wrong, eps=cfg.eps, score_norms=cfg.score_norms,
-        max_rollouts=cfg.max_rollouts if max_rollouts is None else max_rollouts,
+        max_rollouts=cfg.max_rollouts if max_rollouts is None else max_rollouts, train_cost=cfg.train_cost,
+        max_compute=cfg.max_compute,
     )
 
 
@@ -144,8 +145,15 @@ def run_seeds(name: str, cfg: SimConfig, progress: Progress | None = None, max_r
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def mean_ci(values) -> dict:
-    """Mean and 95% t-interval over seeds (the interval is NaN with one seed)."""
+# What each metric can take: intervals are clipped to it (a t-interval of a fraction over 2 seeds can leave [0, 1]).
+BOUNDS = {"train_accuracy": (0.0, 1.0), "heldout_accuracy": (0.0, 1.0), "zero_variance_fraction": (0.0, 1.0),
+          "first_step_zero_variance_fraction": (0.0, 1.0), "grad_cosine": (-1.0, 1.0), "posterior_error": (0.0, 1.0),
+          "grad_norm": (0.0, math.inf), "rollouts": (0.0, math.inf), "trained_rollouts": (0.0, math.inf)}
+
+
+def mean_ci(values, bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict:
+    """Mean and 95% Student-t interval over seeds (`scipy.stats.t.interval`), clipped to `bounds`; the interval is
+    NaN with one seed, and the mean itself when every seed agrees."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -153,8 +161,9 @@ def mean_ci(values) -> dict:
     mean = float(v.mean())
     if v.size < 2:
         return {"mean": mean, "lo": math.nan, "hi": math.nan}
-    half = float(stdtrit(v.size - 1, 0.975) * v.std(ddof=1) / math.sqrt(v.size))
-    return {"mean": mean, "lo": mean - half, "hi": mean + half}
+    sem = float(stats.sem(v))
+    lo, hi = (mean, mean) if sem == 0 else stats.t.interval(0.95, v.size - 1, loc=mean, scale=sem)
+    return {"mean": mean, "lo": float(np.clip(lo, *bounds)), "hi": float(np.clip(hi, *bounds))}
 
 
 def stacked(runs: list[SeedRun], column: str) -> np.ndarray:
@@ -183,12 +192,12 @@ def summarize(name: str, cfg: SimConfig, runs: list[SeedRun], wall: float) -> di
         "steps": float(np.mean([r.steps for r in runs])),
         "seeds": [r.seed for r in runs],
         "rollouts_total": float(np.mean([r.rollouts_total for r in runs])),
-        "final_train_accuracy": mean_ci(final),
-        "final_heldout_accuracy": mean_ci(final_held),
-        "peak_heldout_accuracy": mean_ci(peak),
+        "final_train_accuracy": mean_ci(final, BOUNDS["train_accuracy"]),
+        "final_heldout_accuracy": mean_ci(final_held, BOUNDS["heldout_accuracy"]),
+        "peak_heldout_accuracy": mean_ci(peak, BOUNDS["heldout_accuracy"]),
         "accuracy_metric": acc,
-        "zero_variance_fraction": mean_ci([r.zero_variance_fraction for r in runs]),
-        "first_step_zero_variance_fraction": mean_ci([r.first_step_zero_variance_fraction for r in runs]),
+        "zero_variance_fraction": mean_ci([r.zero_variance_fraction for r in runs], (0.0, 1.0)),
+        "first_step_zero_variance_fraction": mean_ci([r.first_step_zero_variance_fraction for r in runs], (0.0, 1.0)),
         "wall_seconds": wall,
         "policy_params": policy_for(name, cfg).params,
         "config": cfg.to_dict(),

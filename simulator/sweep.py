@@ -1,0 +1,276 @@
+"""`cures sweep`: `compare` over a grid of scenario settings and policy parameters, in parallel processes, resumable,
+written as tidy tables (one row per cell x policy x seed) and a regime map (each cell's speed-ups over the baseline).
+
+A cell is one `compare` run. Its results are saved under `OUT/cells/` as soon as it finishes (atomically), keyed by
+a hash of everything that defines it, so an interrupted sweep, run again with the same definition, skips the cells
+it has and runs the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import itertools
+import json
+import multiprocessing
+import signal
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simulator.config import FIELDS, build_config, parse_value
+
+GRID_DIR = Path(__file__).parent / "grids"
+POLICY_PREFIX = "policy."
+
+
+@dataclass
+class Sweep:
+    """What a sweep runs: `grid` maps a setting (a SimConfig field, or policy.PARAM: applied to every policy that has
+    that parameter) to its values; every combination is a cell, run as `compare(policies, match=match)`."""
+
+    grid: dict[str, list]
+    policies: list[str] = field(default_factory=lambda: ["grpo", "cures"])
+    scenario: str | None = None
+    settings: dict = field(default_factory=dict)  # fixed settings of every cell
+    match: str = "rollouts"
+    policy_settings: dict = field(default_factory=dict)  # fixed policy parameters (for the policies that have them)
+
+    def cells(self) -> list[dict]:
+        keys = list(self.grid)
+        return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(self.grid[k] for k in keys))]
+
+    def cell_id(self, cell: dict) -> str:
+        text = json.dumps({"scenario": self.scenario, "settings": self.settings, "cell": cell,
+                           "policies": self.policies, "match": self.match, "policy": self.policy_settings},
+                          sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def config(self, cell: dict):
+        """The cell's SimConfig (validated; errors name the grid key) and per-policy parameters."""
+        settings = {**self.settings, **{k: v for k, v in cell.items() if not k.startswith(POLICY_PREFIX)}}
+        try:
+            cfg = build_config(self.scenario, settings)
+        except ValueError as exc:
+            raise ValueError(f"grid cell {_label(cell)}: {exc}") from None
+        cfg.threads = 1  # the sweep's parallelism is its processes
+        return cfg, self.policy_params(cell)
+
+    def policy_params(self, cell: dict) -> dict[str, dict]:
+        from cures.policies import get_spec
+
+        params = {**self.policy_settings,
+                  **{k[len(POLICY_PREFIX):]: v for k, v in cell.items() if k.startswith(POLICY_PREFIX)}}
+        return {name: {k: v for k, v in params.items() if k in {p.name for p in get_spec(name).params}}
+                for name in self.policies}
+
+    def validate(self) -> Sweep:
+        """Every name, key and cell checked before any work (one-line ValueErrors)."""
+        from cures.policies import get_spec
+        from simulator.compare import MATCHES
+
+        if self.match not in MATCHES:
+            raise ValueError(f"match must be one of {', '.join(MATCHES)}; got {self.match!r}")
+        if len(self.policies) < 2 or len(set(self.policies)) != len(self.policies):
+            raise ValueError(f"policies needs at least two distinct names, the baseline first; got {self.policies}")
+        for name in self.policies:
+            get_spec(name)
+        if not self.grid:
+            raise ValueError("the grid is empty: give --grid KEY=V1,V2 or a grid file")
+        known = set()
+        for name in self.policies:
+            known |= {p.name for p in get_spec(name).params}
+        for key in self.policy_settings:
+            if key not in known:
+                raise ValueError(f"policy.{key}: no policy of {', '.join(self.policies)} has this parameter")
+        for key, values in self.grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"grid {key}: needs a non-empty list of values; got {values!r}")
+            if key.startswith(POLICY_PREFIX):
+                if key[len(POLICY_PREFIX):] not in known:
+                    raise ValueError(f"grid {key}: no policy of {', '.join(self.policies)} has parameter "
+                                     f"{key[len(POLICY_PREFIX):]!r}")
+            elif key not in FIELDS or key in ("policy_params", "seeds", "seed", "threads"):
+                raise ValueError(f"grid {key}: not a setting that can vary over cells; allowed: "
+                                 f"{', '.join(k for k in FIELDS if k not in ('policy_params', 'threads'))}, "
+                                 "or policy.PARAM")
+        for cell in self.cells():
+            cfg, params = self.config(cell)
+            from simulator.run import policy_for
+
+            for name in self.policies:
+                try:
+                    policy_for(name, dataclasses.replace(cfg, policy_params={**cfg.policy_params, **params[name]}))
+                except ValueError as exc:
+                    raise ValueError(f"grid cell {_label(cell)}: {exc}") from None
+        return self
+
+
+def _label(cell: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in cell.items())
+
+
+def parse_grid_option(text: str) -> tuple[str, list]:
+    """`KEY=V1,V2,...` (each value read as a TOML value, a bare word as text), or `KEY=[...]` as one TOML array
+    (for values that contain commas, such as pass-rate specs)."""
+    if "=" not in text:
+        raise ValueError(f"--grid expects KEY=V1,V2,...; got {text!r}")
+    key, values = (s.strip() for s in text.split("=", 1))
+    if values.startswith("["):
+        parsed = parse_value(values)
+        if not isinstance(parsed, list):
+            raise ValueError(f"--grid {key}: {values!r} is not a TOML array")
+        return key, parsed
+    parsed = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
+    if not parsed:
+        raise ValueError(f"--grid {key}: no values")
+    return key, parsed
+
+
+def load_grid_file(name_or_path: str) -> dict:
+    """A grid file (TOML): `policies`, `scenario`, `match`, `seeds`, a [settings] table of fixed settings and a [grid]
+    table of KEY = [values]; a bare name is one of `simulator/grids/`."""
+    named = GRID_DIR / f"{name_or_path}.toml"
+    path = named if named.is_file() else Path(name_or_path)
+    if not path.is_file():
+        raise ValueError(f"--grid-file {name_or_path}: not a file and not one of "
+                         f"{', '.join(sorted(p.stem for p in GRID_DIR.glob('*.toml')))}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--grid-file {path} is not valid TOML: {exc}") from None
+    data.pop("description", None)
+    unknown = sorted(set(data) - {"policies", "scenario", "match", "settings", "grid"})
+    if unknown:
+        raise ValueError(f"--grid-file {path}: unknown keys {', '.join(unknown)}; allowed: policies, scenario, match, "
+                         "settings, grid")
+    for key, kind in (("policies", list), ("scenario", str), ("match", str), ("settings", dict), ("grid", dict)):
+        if key in data and not isinstance(data[key], kind):
+            raise ValueError(f"--grid-file {path}: {key} must be a {kind.__name__}; got {data[key]!r}")
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running cells
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def run_cell(sweep: Sweep, cell: dict):
+    """One cell: `compare` with the cell's settings; returns (seed rows, policy rows) as DataFrames, with the cell's
+    values as leading columns."""
+    import pandas as pd
+
+    from simulator.compare import compare, seeds_frame
+    from simulator.run import stacked
+    from simulator.scaling import ACCOUNTINGS, axis, cost_to_reach
+
+    cfg, params = sweep.config(cell)
+    result, runs = compare(sweep.policies, cfg, match=sweep.match, fits=False, policy_params=params)
+    acc, peak = result["accuracy_metric"], result["baseline_peak_accuracy"]
+    seeds = seeds_frame(runs, acc, cfg.train_cost)
+    for a in ACCOUNTINGS:  # each seed's own cost to reach the baseline's peak (NaN: never)
+        seeds[f"cost_to_baseline_peak_{a}"] = [
+            cost_to_reach(axis([r], a, cfg.train_cost)[0], stacked([r], acc)[0], peak)
+            for name in runs for r in runs[name]]
+    rows = []
+    for r in result["policies"]:
+        rec = {"policy": r["policy"], "baseline_peak_accuracy": peak}
+        for a in ACCOUNTINGS:
+            rec[f"speedup_{a}"] = r[f"speedup_{a}"]
+            rec[f"speedup_{a}_lo"], rec[f"speedup_{a}_hi"] = r[f"speedup_{a}_ci"]
+        rec.update({"final_accuracy": r["final_accuracy"]["mean"], "final_accuracy_lo": r["final_accuracy"]["lo"],
+                    "final_accuracy_hi": r["final_accuracy"]["hi"], "rollouts": r["rollouts_used"],
+                    "trained_rollouts": r["trained_rollouts"], "steps": r["steps"],
+                    "passes": r["steps"] * cfg.batch_size / cfg.n_prompts})
+        rows.append(rec)
+    policies = pd.DataFrame.from_records(rows)
+    lead = {"cell": sweep.cell_id(cell), **{k: _cell_value(v) for k, v in cell.items()}}
+
+    def with_cell(df):  # a measured column named like a grid key (steps, passes) becomes NAME_run
+        df = df.rename(columns={c: f"{c}_run" for c in df.columns if c in lead})
+        return df.assign(**lead)[[*lead, *df.columns]]
+
+    return with_cell(seeds), with_cell(policies)
+
+
+def _cell_value(v):
+    return v if isinstance(v, int | float | str | bool) else json.dumps(v)
+
+
+def _cell_paths(out: Path, cell_id: str) -> tuple[Path, Path]:
+    return out / "cells" / f"{cell_id}.seeds.parquet", out / "cells" / f"{cell_id}.policies.parquet"
+
+
+def _worker_init():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the workers
+
+
+def _run_and_save(args) -> str:
+    from cures._io import atomic_write
+
+    sweep, cell, out = args
+    seeds, policies = run_cell(sweep, cell)
+    seeds_path, policies_path = _cell_paths(Path(out), sweep.cell_id(cell))
+    atomic_write(seeds_path, lambda fh: seeds.to_parquet(fh, index=False))
+    atomic_write(policies_path, lambda fh: policies.to_parquet(fh, index=False))  # written last: the cell is done
+    return sweep.cell_id(cell)
+
+
+def run_sweep(sweep: Sweep, out: Path, jobs: int = 2, progress=None) -> dict:
+    """Run the cells not yet in `out/cells/` in `jobs` processes (`progress(done, total)` after each), then write
+    sweep.csv/.parquet (cell x policy x seed), regime_map.csv/.parquet/.md/.png and sweep.json."""
+    out = Path(out)
+    cells = sweep.cells()
+    todo = [c for c in cells if not _cell_paths(out, sweep.cell_id(c))[1].is_file()]
+    done = len(cells) - len(todo)
+    if progress is not None:
+        progress(done, len(cells))
+    t0 = time.perf_counter()
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    with open(out / ".cures-sweep.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"--out {out}: another cures sweep is writing there") from None
+        _run_cells(sweep, out, todo, jobs, done, len(cells), progress)
+        return write_results(sweep, out, cells, time.perf_counter() - t0, len(cells) - len(todo))
+
+
+def _run_cells(sweep: Sweep, out: Path, todo: list[dict], jobs: int, done: int, total: int, progress) -> None:
+    if todo:
+        jobs = max(1, min(jobs, len(todo)))
+        pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init)
+        try:
+            for _ in pool.imap_unordered(_run_and_save, [(sweep, c, str(out)) for c in todo]):
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            pool.close()
+        except BaseException:
+            pool.terminate()  # Ctrl-C or a failed cell: stop every worker now; finished cells stay for a resume
+            raise
+        finally:
+            pool.join()
+
+
+def write_results(sweep: Sweep, out: Path, cells: list[dict], wall: float, reused: int) -> dict:
+    import pandas as pd
+
+    from analysis.regime import regime_map_frame, regime_markdown, regime_plot
+    from simulator.output import write_json, write_table
+
+    seeds = pd.concat([pd.read_parquet(_cell_paths(out, sweep.cell_id(c))[0]) for c in cells], ignore_index=True)
+    policies = pd.concat([pd.read_parquet(_cell_paths(out, sweep.cell_id(c))[1]) for c in cells], ignore_index=True)
+    regime = regime_map_frame(policies, list(sweep.grid), sweep.match, sweep.policies[0])
+    files = [*write_table(out / "sweep", seeds), *write_table(out / "regime_map", regime)]
+    files.append(regime_plot(out / "regime_map.png", regime, list(sweep.grid), sweep.match, sweep.policies[0]))
+    (out / "regime_map.md").write_text(regime_markdown(regime, list(sweep.grid), sweep.match, sweep.policies[0]))
+    files.append(out / "regime_map.md")
+    info = {"grid": sweep.grid, "policies": sweep.policies, "scenario": sweep.scenario, "settings": sweep.settings,
+            "match": sweep.match, "cells": len(cells), "cells_reused": reused, "runs": int(len(seeds)),
+            "wall_seconds": wall}
+    files.append(write_json(out / "sweep.json", info))
+    return {"files": files, **info}
+
