@@ -257,3 +257,35 @@ def sensitivity_figure(out: Path, sens, ablation: list[dict]) -> list[Path]:
     ax.tick_params(axis="x", labelrotation=20)
     ax.set(ylabel="speed-up to grpo's peak (rollouts)", title="ablation: sampling, allocation, both")
     return save(fig, out, "fig8_sensitivity_ablation")
+
+
+# ----------------------------------------------------------------------------------------------------------- 9
+def reconcile_figure(out: Path, result: dict) -> list[Path]:
+    """Speed-up to the baseline's peak at equal steps (the paper's accounting) beside equal rollouts, and the
+    rollouts each policy generates per step."""
+    plt = _plt()
+    rows = result["rows"]
+    names = [r["policy"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4), constrained_layout=True)
+    y = np.arange(len(names))
+    for offset, key, label in ((-0.2, "equal_steps_speedup_steps", "equal steps (counted in steps)"),
+                               (0.2, "equal_rollouts_speedup_rollouts", "equal rollouts (counted in rollouts)")):
+        vals = np.array([r[key] if np.isfinite(r[key]) else 0.0 for r in rows])
+        ci = np.array([r[f"{key}_ci"] for r in rows], dtype=float)
+        err = np.where(np.isfinite(ci), np.abs(ci - vals[:, None]), 0.0).T
+        axes[0].barh(y + offset, vals, height=0.38, xerr=err, capsize=2, label=label)
+    axes[0].axvline(1.0, color="k", lw=1, ls="--")
+    axes[0].set(yticks=y, yticklabels=names, xlabel=f"speed-up to {result['baseline']}'s peak (0: not reached)",
+                title="the paper's accounting (steps) and ours (rollouts)")
+    axes[0].invert_yaxis()
+    axes[0].legend()
+    per_step = [r["rollouts_per_step_vs_baseline"] for r in rows]
+    untrained = [r["rollouts_per_step_vs_baseline"] * r["untrained_share"] for r in rows]
+    axes[1].barh(y, per_step, color="tab:gray", label="generated")
+    axes[1].barh(y, untrained, color="tab:red", label="generated, not trained (pre-rollouts, screening, drops)")
+    axes[1].axvline(1.0, color="k", lw=1, ls="--")
+    axes[1].set(yticks=y, yticklabels=names, xlabel=f"rollouts per step (x {result['baseline']})",
+                title="what a step costs")
+    axes[1].invert_yaxis()
+    axes[1].legend()
+    return save(fig, out, "fig9_reconcile")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from analysis import figures
 from analysis.experiments import ALL_POLICIES, CURES_FAMILY, PEERS, run_comparison, run_sensitivity
+from analysis.reconcile import markdown as reconcile_markdown
+from analysis.reconcile import reconcile
 from cures._io import staged_outputs
 from simulator.compare import markdown_table
 from simulator.config import build_config
@@ -26,7 +28,9 @@ FIGURES = (
     ("fig6_speedup", "Speed-up to the baseline's peak and final accuracy"),
     ("fig7_pass_rate_evolution", "The training pool's pass rates over training"),
     ("fig8_sensitivity_ablation", "Sensitivity of CurES and the ablation"),
+    ("fig9_reconcile", "Reconciling the paper: equal steps against equal rollouts"),
 )
+REGIME = ("regime_map", "Regime map: where each policy pays off")
 
 
 @dataclass
@@ -39,6 +43,7 @@ class ReportSizes:
     steps: int = 150
     sensitivity_seeds: int = 4
     mc_reps: int = 4_000
+    sweep: str | None = None  # a `cures sweep` output directory: its regime map becomes a section
 
     @classmethod
     def quick(cls) -> ReportSizes:
@@ -82,21 +87,41 @@ def _build_report(out: Path, sizes: ReportSizes, progress) -> list[Path]:
     sens = run_sensitivity(dataclasses.replace(cfg, seeds=sizes.sensitivity_seeds), progress=progress)
     ablation = [r for r in result["policies"] if r["policy"] in ("grpo", "cures-sampling", "cures-allocation", "cures")]
     files += figures.sensitivity_figure(out, sens, ablation)
+    recon = reconcile(cfg, progress=progress)
+    files += figures.reconcile_figure(out, recon)
 
     data = {"sizes": dataclasses.asdict(sizes), "gradient_variance": variance_rows, "total_variance": variances,
             "comparison": {k: v for k, v in result.items() if k != "summaries"},
             "sensitivity": {"taus": sens.taus, "tau_accuracy": sens.tau_accuracy, "n_pre": sens.n_pre,
                             "coefs": sens.coefs, "grid_accuracy": sens.grid_accuracy,
                             "grid_rollouts": sens.grid_rollouts},
+            "reconcile": {k: v for k, v in recon.items() if k not in ("steps", "rollouts")},
             "wall_seconds": time.perf_counter() - t0}
     files.append(write_json(out / "report_data.json", data))
-    sections = _sections(result, variances, variance_rows, sens, sizes)
+    sections = _sections(result, variances, variance_rows, sens, sizes, recon)
+    if sizes.sweep:
+        sections.append(_regime_section(out, Path(sizes.sweep)))
+        files.append(out / f"{REGIME[0]}.png")
     files.append(_write_markdown(out, sections))
     files.append(_write_html(out, sections))
     return files
 
 
-def _sections(result, variances, variance_rows, sens, sizes) -> list[tuple[str, str, str]]:
+def _regime_section(out: Path, sweep_dir: Path) -> tuple[str, str, str]:
+    """The regime map of a finished `cures sweep` (its figure copied in, its table as text)."""
+    import json
+    import shutil
+
+    info = json.loads((sweep_dir / "sweep.json").read_text())
+    shutil.copyfile(sweep_dir / "regime_map.png", out / f"{REGIME[0]}.png")
+    text = (f"From `cures sweep` ({info['cells']} cells x {len(info['policies'])} policies, "
+            f"{info['runs']} runs, scenario `{info['scenario']}`, equal {info['match']}; grid "
+            + ", ".join(f"{k} = {v}" for k, v in info["grid"].items()) + "):\n\n"
+            + (sweep_dir / "regime_map.md").read_text())
+    return (*REGIME, text)
+
+
+def _sections(result, variances, variance_rows, sens, sizes, recon) -> list[tuple[str, str, str]]:
     """(figure name, title, Markdown text) for each figure."""
     inside = sum(r["lo"] <= r["eq21"] <= r["hi"] for r in variance_rows)
     worst = max(variance_rows, key=lambda r: abs(r["mc"] - r["eq21"]) / r["eq21"])
@@ -132,6 +157,10 @@ def _sections(result, variances, variance_rows, sens, sizes) -> list[tuple[str, 
         "pre-rollouts N' and the budget coefficient n at equal steps, with the rollouts each cell used (the paper's "
         "Fig. 5 grid). Right: the ablation at equal rollouts, speed-up to grpo's peak for sampling only, "
         "allocation only and both.",
+        "The paper counts its speed-up in steps. Matched in steps, a policy that generates more per step (the "
+        "released code's x4, DAPO's and SPEED's refills and screens, Algorithm 1's pre-rollouts) gets its extra "
+        "compute for free; matched in rollouts, every generated rollout counts. Regenerate with `cures reconcile "
+        f"--scenario {sizes.scenario}`.\n\n" + reconcile_markdown(recon),
     ]
     return [(name, title, text) for (name, title), text in zip(FIGURES, texts, strict=True)]
 

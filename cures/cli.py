@@ -311,6 +311,47 @@ def sweep(
 
 @app.command()
 @user_errors
+def reconcile(
+    policies: Annotated[str, typer.Option("--policies", help="Comma-separated policies, the baseline first.")] =
+    "grpo,cures,cures-paper,cures-released,dapo,speed",
+    scenario: Annotated[str, typer.Option("--scenario", help="Named scenario or a .toml file.")] = "paper-1.5b",
+    n_prompts: Annotated[int | None, SIM_OPTIONS["n_prompts"]] = None,
+    steps: Annotated[int | None, SIM_OPTIONS["steps"]] = None,
+    seeds: Annotated[int | None, SIM_OPTIONS["seeds"]] = None,
+    set_: SetOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write reconcile.md/.csv/.parquet/.json here.")] = None,
+):
+    """The paper's accounting beside ours: the same policies at equal steps and at equal rollouts, with each one's
+    rollouts per step (the released code's x4) and the rollouts it generates without training on them."""
+    from analysis import reconcile as rec
+    from cures.policies import get_spec
+
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    if len(names) < 2 or len(set(names)) != len(names):
+        fail("--policies needs at least two distinct policy names, the baseline first")
+    for name in names:
+        get_spec(name)
+    cfg = _sim_config(scenario, n_prompts, steps, None, None, seeds, None, None, None, None, None, None, set_)
+    if out is not None:
+        check_output_dir(out, "--out")
+    bar, task = _progress(cfg.steps * cfg.seeds * len(names) * 2)
+    with bar:
+        result = rec.reconcile(cfg, names, progress=lambda k: bar.advance(task, min(k, cfg.steps)))
+    console.print(rec.markdown(result), markup=False, highlight=False, soft_wrap=True)
+    if out is not None:
+        from cures._io import staged_outputs
+        from simulator.output import write_json, write_table
+
+        with staged_outputs(out, "reconcile.json") as stage:
+            (stage / "reconcile.md").write_text(rec.markdown(result))
+            write_table(stage / "reconcile", rec.frame(result))
+            write_json(stage / "reconcile.json", {k: v for k, v in result.items() if k not in ("steps", "rollouts")}
+                       | {"config": cfg.to_dict()})
+        console.print(f"wrote {out}/reconcile.md, .csv, .parquet and .json", highlight=False)
+
+
+@app.command()
+@user_errors
 def bench(
     policy: Annotated[str, typer.Option("--policy", help="Policy to step.")] = "cures",
     scenario: ScenarioOpt = None,
@@ -352,6 +393,8 @@ def report(
     4_000,
     quick: Annotated[bool, typer.Option("--quick", help="A small preview (seconds), ignoring the size options.")] =
     False,
+    sweep_dir: Annotated[Path | None, typer.Option("--sweep", help="A `cures sweep` output directory: add its "
+                                                   "regime map to the report.")] = None,
 ):
     """Write every figure of the theory and the comparisons, and a self-contained report."""
     from analysis.report import ReportSizes, build_report
@@ -366,6 +409,11 @@ def report(
     check_output_dir(out, "--out")
     sizes = ReportSizes.quick() if quick else ReportSizes(scenario, n_prompts, seeds, steps, seeds, mc_reps)
     sizes.scenario = scenario
+    if sweep_dir is not None:
+        missing = [f for f in ("sweep.json", "regime_map.png", "regime_map.md") if not (sweep_dir / f).is_file()]
+        if missing:
+            fail(f"--sweep {sweep_dir}: not a finished `cures sweep` output (missing {', '.join(missing)})")
+        sizes.sweep = str(sweep_dir)
     with err_console.status("simulating and drawing the report"):
         files = build_report(out, sizes)
     console.print(f"wrote {len(files)} files to {out} (open {out / 'report.html'})", highlight=False)
