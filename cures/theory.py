@@ -119,47 +119,83 @@ def _gains_above(w, lam, n_min, n_max):
 
 
 @njit(cache=True)
-def allocate_into(weights, budget, n_min, n_max, out):
-    """Exact integer minimiser of sum(w_i^2 / n_i) with sum(n) = budget, written into `out`.
+def _count_above(weights, lam, n_min, n_max, counts):
+    """counts[i] = gains of prompt i above lam; returns (their total, the sum of the weights and the number of the
+    prompts whose count is not clamped)."""
+    total, w_free, k_free = 0, 0.0, 0
+    top = n_max if n_max > 0 else np.iinfo(np.int64).max
+    for i in range(weights.shape[0]):
+        c = _gains_above(weights[i], lam, n_min, n_max) if weights[i] > 0.0 else 0
+        counts[i] = c
+        total += c
+        if c > 0 and n_min + c < top:
+            w_free += weights[i]
+            k_free += 1
+    return total, w_free, k_free
 
-    Zero weights get n = 0; positive weights get n_min <= n <= n_max (n_max <= 0: no upper bound). The objective is
-    separable and convex, so the greedy rule is optimal: start every positive weight at n_min and give each further
-    rollout to the prompt whose objective falls most (`_gain`; ties to the lower index). Fast path with the same
-    result: every gain above a threshold lam is certainly taken when fewer than `budget` gains exceed lam, so those
-    are granted at once (lam from the continuous optimum of Eq. 20, raised until few enough gains exceed it) and a
-    max-heap of the next gains places the rest. Returns the rollouts placed (less than `budget` only when the clamps
-    make it infeasible).
-    """
-    m = weights.shape[0]
-    placed = 0
-    wsum = 0.0
-    k = 0
-    for i in range(m):
-        out[i] = 0
-        if weights[i] > 0.0:
-            out[i] = n_min
-            placed += n_min
-            wsum += weights[i]
-            k += 1
-    if k == 0 or placed >= budget:
-        return placed
+
+@njit(cache=True)
+def _threshold_counts(weights, rest, wsum, budget, n_min, n_max, counts):
+    """Fill `counts` with the gains above a threshold lam that at most `rest` gains exceed, and few fewer: lam from
+    Eq. 20's continuous optimum, refined by secant steps on count(lam) ~ w_free / sqrt(lam) + c (an unclamped
+    prompt's n ~ w / sqrt(lam)), then raised until no more than `rest` gains exceed it. Returns their total."""
     lam = (wsum / budget) ** 2  # Eq. 20: n_i = budget w_i / sum(w) has marginal gain ~ (sum(w) / budget)^2
-    while True:
-        extra = 0
-        for i in range(m):
-            if weights[i] > 0.0:
-                extra += _gains_above(weights[i], lam, n_min, n_max)
-        if placed + extra <= budget:
+    for _ in range(4):
+        c, w_free, k_free = _count_above(weights, lam, n_min, n_max, counts)
+        if (c <= rest and rest - c <= 0.5 * k_free + 1) or w_free <= 0.0:
             break
-        lam *= 1.5
+        target = rest - 0.25 * k_free - 1.0  # aim a little below `rest`: the counts are integers
+        s = w_free / np.sqrt(lam) + (target - c)
+        lam = (w_free / s) ** 2 if s > 0.0 else lam * 4.0
+    while c > rest:
+        lam *= 1.1
+        c = _count_above(weights, lam, n_min, n_max, counts)[0]
+    return c
+
+
+@njit(cache=True)
+def _rest_by_selection(weights, rest, n_max, out):
+    """Give `rest` more rollouts, one each to the prompts with the largest next gains (ties to the lower index),
+    when that is what the greedy rule does: every chosen prompt's following gain lies strictly below the smallest
+    chosen gain t. O(m): t by selection (np.partition), then one pass in index order. Returns False, changing
+    nothing, when a prompt would deserve two (or too few prompts can take one)."""
+    m = weights.shape[0]
+    gain = np.full(m, -1.0)  # -1: cannot take one more
+    size = 0
     for i in range(m):
-        if weights[i] > 0.0:
-            g = _gains_above(weights[i], lam, n_min, n_max)
-            out[i] += g
-            placed += g
-    # the remaining rollouts one by one, largest next gain first
-    gain = np.empty(k)
-    idx = np.empty(k, np.int64)
+        if weights[i] > 0.0 and (n_max <= 0 or out[i] < n_max):
+            gain[i] = _gain(weights[i], out[i])
+            size += 1
+    if size < rest:
+        return False
+    t = -np.partition(-gain, rest - 1)[rest - 1]  # the rest-th largest next gain
+    above = 0
+    for i in range(m):
+        if gain[i] > t:
+            above += 1
+    ties = rest - above  # the prompts whose gain equals t, lowest indices first
+    for i in range(m):
+        take = gain[i] > t or (gain[i] == t and ties > 0)
+        if take and (n_max <= 0 or out[i] + 1 < n_max) and _gain(weights[i], out[i] + 1) >= t:
+            return False
+        if gain[i] == t and take:
+            ties -= 1
+    ties = rest - above
+    for i in range(m):
+        if gain[i] > t:
+            out[i] += 1
+        elif gain[i] == t and ties > 0:
+            out[i] += 1
+            ties -= 1
+    return True
+
+
+@njit(cache=True)
+def _rest_by_heap(weights, budget, placed, n_max, out):
+    """The greedy rule itself: the remaining rollouts one by one, largest next gain first (a max-heap)."""
+    m = weights.shape[0]
+    gain = np.empty(m)
+    idx = np.empty(m, np.int64)
     size = 0
     for i in range(m):
         if weights[i] > 0.0 and (n_max <= 0 or out[i] < n_max):
@@ -179,6 +215,41 @@ def allocate_into(weights, budget, n_min, n_max, out):
             gain[0], idx[0] = gain[size], idx[size]
         _sift_down(gain, idx, size, 0)
     return placed
+
+
+@njit(cache=True)
+def allocate_into(weights, budget, n_min, n_max, out):
+    """Exact integer minimiser of sum(w_i^2 / n_i) with sum(n) = budget, written into `out`.
+
+    Zero weights get n = 0; positive weights get n_min <= n <= n_max (n_max <= 0: no upper bound). The objective is
+    separable and convex, so the greedy rule is optimal: start every positive weight at n_min and give each further
+    rollout to the prompt whose objective falls most (`_gain`; ties to the lower index). Fast path with the same
+    result: every gain above a threshold lam is certainly taken when no more than the remaining budget exceed it, so
+    those are granted at once (lam from the continuous optimum of Eq. 20, refined by secant steps,
+    `_threshold_counts`); the few rollouts left go to the largest next gains in one sorted pass when no prompt deserves
+    two of them (`_rest_by_selection`), else one by one from a max-heap (`_rest_by_heap`). O(m log m) in all.
+    Returns the rollouts placed (less than `budget` only when the clamps make it infeasible).
+    """
+    m = weights.shape[0]
+    placed = 0
+    wsum = 0.0
+    k = 0
+    for i in range(m):
+        out[i] = 0
+        if weights[i] > 0.0:
+            out[i] = n_min
+            placed += n_min
+            wsum += weights[i]
+            k += 1
+    if k == 0 or placed >= budget:
+        return placed
+    counts = np.empty(m, np.int64)
+    placed += _threshold_counts(weights, budget - placed, wsum, budget, n_min, n_max, counts)
+    for i in range(m):
+        out[i] += counts[i]
+    if placed == budget or _rest_by_selection(weights, budget - placed, n_max, out):
+        return budget
+    return _rest_by_heap(weights, budget, placed, n_max, out)
 
 
 # --------------------------------------------------------------------------------------------------------------
