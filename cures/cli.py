@@ -356,8 +356,13 @@ def bench(
     policy: Annotated[str, typer.Option("--policy", help="Policy to step.")] = "cures",
     scenario: ScenarioOpt = None,
     sizes: Annotated[str, typer.Option("--sizes", help="Comma-separated prompt counts.")] = "10000,1000000",
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Prompts per step (default: the "
+                                                   "scenario's).")] = None,
+    budget: Annotated[int | None, typer.Option("--budget", help="Rollouts per step (default: the scenario's).")] =
+    None,
 ):
-    """Time the compiled engine against the per-rollout NumPy reference, side by side, and print the ratios."""
+    """Time the compiled engine against two NumPy references (per rollout, and vectorised over the batch), side by
+    side, and print the ratios."""
     from cures.policies import get_spec
     from simulator.bench import ratios, run_bench
     from simulator.config import load_scenario
@@ -368,7 +373,13 @@ def bench(
         ns = tuple(int(s) for s in sizes.split(","))
     except ValueError:
         fail(f"--sizes must be comma-separated integers; got {sizes!r}")
-    results = run_bench(policy, scenario, ns)
+    shape = {k: v for k, v in (("batch_size", batch_size), ("budget", budget)) if v is not None}
+    if shape:
+        from simulator.config import build_config
+        from simulator.run import policy_for
+
+        policy_for(policy, build_config(scenario, shape))  # a shape the policy cannot run fails here, in one line
+    results = run_bench(policy, scenario, ns, batch_size=batch_size, budget=budget)
     table = Table(title=f"engine vs reference ({policy})")
     for col in ("prompts", "implementation", "steps/s", "s/step", "setup s", "peak RSS MB"):
         table.add_column(col)

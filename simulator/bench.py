@@ -1,4 +1,6 @@
-"""`cures bench`: the compiled engine against the per-rollout NumPy reference, measured side by side.
+"""`cures bench`: the compiled engine against two NumPy references, measured side by side: the per-rollout reference
+(every rollout its own reward and score vector) and the vectorised one (each slot's successes and each step's summed
+scores drawn in whole arrays, the engine's own method), which is what a careful NumPy implementation would do.
 
 Each measurement runs in a fresh subprocess (so its peak memory is its own) on the same scenario and seed, after a
 warm-up run that loads the compiled code. The cost of a step is marginal: two runs of S and 5 S steps are timed
@@ -14,19 +16,24 @@ import resource
 SIZES = (10_000, 1_000_000)
 
 
-def _measure(which: str, policy: str, scenario: str | None, n_prompts: int, steps: int, seed: int) -> dict:
+IMPLEMENTATIONS = ("engine", "vectorised", "reference")
+
+
+def _measure(which: str, policy: str, scenario: str | None, n_prompts: int, steps: int, seed: int,
+             shape: dict | None = None) -> dict:
     from simulator.config import build_config
-    from simulator.reference import reference_seed
+    from simulator.reference import reference_seed, vectorised_seed
     from simulator.run import run_seed
 
-    runner = run_seed if which == "engine" else reference_seed
+    runner = {"engine": run_seed, "vectorised": vectorised_seed, "reference": reference_seed}[which]
+    shape = shape or {}
     small = build_config(scenario, {"n_prompts": 2_000, "n_heldout": 100, "steps": 2, "eval_every": 2,
-                                    "seeds": 1, "threads": 1})
+                                    "seeds": 1, "threads": 1, **shape})
     runner(policy, small, seed)  # warm-up: compiled code loaded, caches filled
     seconds = {}
     for s in (steps, 5 * steps):
         cfg = build_config(scenario, {"n_prompts": n_prompts, "n_heldout": 1_000, "steps": s, "eval_every": s,
-                                      "seeds": 1, "threads": 1})
+                                      "seeds": 1, "threads": 1, **shape})
         timer: list[float] = []
         runner(policy, cfg, seed, timer=timer)
         seconds[s] = sum(timer)
@@ -38,23 +45,30 @@ def _measure(which: str, policy: str, scenario: str | None, n_prompts: int, step
 
 
 def run_bench(policy: str = "cures", scenario: str | None = None, sizes=SIZES, engine_steps: int = 400,
-              reference_steps: int = 8, seed: int = 0) -> list[dict]:
-    """Engine and reference at each size; returns one record per (size, implementation)."""
+              reference_steps: int = 8, seed: int = 0, vectorised_steps: int = 100, batch_size: int | None = None,
+              budget: int | None = None) -> list[dict]:
+    """Engine and both references at each size (prompts per step and rollouts per step from the scenario unless
+    given); returns one record per (size, implementation)."""
     ctx = mp.get_context("spawn")
+    shape = {k: v for k, v in (("batch_size", batch_size), ("budget", budget)) if v is not None}
     results = []
     for n in sizes:
-        for which, steps in (("engine", engine_steps), ("reference", reference_steps)):
+        for which, steps in (("engine", engine_steps), ("vectorised", vectorised_steps),
+                             ("reference", reference_steps)):
             with ctx.Pool(1) as pool:
-                results.append(pool.apply(_measure, (which, policy, scenario, n, steps, seed)))
+                results.append(pool.apply(_measure, (which, policy, scenario, n, steps, seed, shape)))
     return results
 
 
 def ratios(results: list[dict]) -> dict:
-    """Speed ratios engine / reference per size, and the engine's steps/s at the largest size over the smallest."""
+    """Speed ratios engine / each reference per size, and the engine's steps/s at the largest size over the
+    smallest."""
     by = {(r["which"], r["n_prompts"]): r for r in results}
     sizes = sorted({r["n_prompts"] for r in results})
     out = {f"speedup_at_{n}": by["engine", n]["steps_per_second"] / by["reference", n]["steps_per_second"]
            for n in sizes}
+    out |= {f"speedup_over_vectorised_at_{n}": by["engine", n]["steps_per_second"]
+            / by["vectorised", n]["steps_per_second"] for n in sizes if ("vectorised", n) in by}
     out["engine_steps_per_second_ratio_largest_to_smallest"] = (
         by["engine", sizes[-1]]["steps_per_second"] / by["engine", sizes[0]]["steps_per_second"])
     out["engine_peak_rss_mb_at_largest"] = by["engine", sizes[-1]]["peak_rss_mb"]

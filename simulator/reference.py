@@ -51,9 +51,131 @@ def rollout_scores(model, tabular: bool, x: int, p: float, rewards: np.ndarray, 
     return scores
 
 
+def _slot_tally(tally, k: np.ndarray, n: np.ndarray, first: bool) -> None:
+    zero = int(np.sum((k == 0) | (k == n)))
+    tally["slots"] += k.size
+    tally["zero"] += zero
+    tally["slots_all"] += k.size
+    tally["zero_all"] += zero
+    if first:
+        tally["first_slots"] += k.size
+        tally["first_zero"] += zero
+
+
+def _per_rollout_step(policy, state, model, cfg, C, tabular, rng, tally, first):
+    """One training step, every rollout its own Bernoulli reward and score vector; returns (groups, trained
+    rollouts, gradient estimate)."""
+    d = model.theta.shape[0]
+    rewards_of_slot, p_of_slot = [], []
+    while True:  # the policy's generation rounds
+        plan = policy.plan(state)
+        successes = []
+        for x, n in zip(plan.prompt_ids, plan.n_rollouts, strict=True):
+            logit = model.a[x, 0] * model.theta[x] if tabular else model.a[x] @ model.theta
+            p = 1.0 / (1.0 + np.exp(-(logit - model.b[x])))
+            r = (rng.random(n) < p).astype(float)  # one Bernoulli reward per rollout
+            rewards_of_slot.append(r)
+            p_of_slot.append(p)
+            successes.append(r.sum())
+        k = np.array(successes)
+        _slot_tally(tally, k, plan.n_rollouts, first)
+        if policy.observe(state, k):
+            break
+    batch = policy.training_batch(state)
+    # the step's training groups, rollout by rollout
+    groups = [np.flatnonzero(batch.group == g) for g in range(batch.n_groups)]
+    all_r = np.concatenate([rewards_of_slot[j] for idx in groups for j in idx]) if groups else np.zeros(0)
+    mu = all_r.mean() if all_r.size else 0.0
+    sd = all_r.std(ddof=1) if all_r.size > 1 else 0.0
+    grad = np.zeros(d)
+    for idx in groups:
+        x = batch.prompt_ids[idx[0]]
+        r = np.concatenate([rewards_of_slot[j] for j in idx])
+        p = p_of_slot[idx[0]]
+        adv = group_advantages(r, cfg.estimator, cfg.eps, mu, sd)
+        weight = 1.0 / (len(groups) * r.size) if C.per_prompt else 1.0 / all_r.size
+        scores = rollout_scores(model, tabular, x, p, r, cfg.sigma_correct, cfg.sigma_wrong, rng)
+        grad += weight * (adv @ scores)
+    return len(groups), all_r.size, grad
+
+
+def _vectorised_step(policy, state, model, cfg, C, tabular, rng, tally, first):
+    """One training step in whole arrays: k ~ Binomial(n, p) per slot, and per training group the summed score
+    sum_j A_j s_j = [k A1 (1 - p) - (n - k) A0 p] a + N(0, (k A1^2 sigma_1^2 + (n - k) A0^2 sigma_0^2) I), the law
+    the engine draws from (`simulator/engine.py`)."""
+    d = model.theta.shape[0]
+    ids, ns, ks, ps = [], [], [], []
+    while True:
+        plan = policy.plan(state)
+        x = plan.prompt_ids
+        logit = model.a[x, 0] * model.theta[x] if tabular else model.a[x] @ model.theta
+        p = 1.0 / (1.0 + np.exp(-(logit - model.b[x])))
+        k = rng.binomial(plan.n_rollouts, p)
+        _slot_tally(tally, k, plan.n_rollouts, first)
+        ids.append(x)
+        ns.append(plan.n_rollouts)
+        ks.append(k)
+        ps.append(p)
+        if policy.observe(state, k):
+            break
+    batch = policy.training_batch(state)
+    x, n, k, p = (np.concatenate(a) for a in (ids, ns, ks, ps))
+    G = batch.n_groups
+    grad = np.zeros(d)
+    trained = batch.group >= 0
+    if G == 0 or not trained.any():
+        return G, 0, grad
+    g = batch.group[trained]
+    kg = np.bincount(g, weights=k[trained], minlength=G)
+    ng = np.bincount(g, weights=n[trained], minlength=G)
+    xg = np.zeros(G, np.int64)
+    pg = np.zeros(G)
+    xg[g], pg[g] = x[trained], p[trained]
+    k_all, n_all = kg.sum(), ng.sum()
+    if n_all == 0:
+        return G, 0, grad
+    mu = k_all / n_all
+    sd = np.sqrt((k_all * (1 - mu) ** 2 + (n_all - k_all) * mu**2) / max(n_all - 1.0, 1.0))
+    a1, a0 = _advantages(cfg.estimator, cfg.eps, kg, ng, mu, sd)
+    coef = kg * a1 * (1.0 - pg) - (ng - kg) * a0 * pg
+    var = kg * a1**2 * cfg.sigma_correct**2 + (ng - kg) * a0**2 * cfg.sigma_wrong**2
+    w = 1.0 / (G * ng) if C.per_prompt else np.full(G, 1.0 / n_all)
+    if tabular:
+        np.add.at(grad, xg, w * (coef * model.a[xg, 0] + np.sqrt(var) * rng.standard_normal(G)))
+    else:
+        grad = (w * coef) @ model.a[xg] + np.sqrt(np.sum(w * w * var)) * rng.standard_normal(d)
+    return G, int(n_all), grad
+
+
+def _advantages(estimator, eps, k, n, batch_mean, batch_sd):
+    """(A1, A0) per group with k of n correct, as `simulator.engine.advantages`, in arrays."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = k / n
+        if estimator == "reinforce++":
+            scale = batch_sd + eps
+            return np.full(k.shape, (1.0 - batch_mean) / scale), np.full(k.shape, -batch_mean / scale)
+        ok = n >= 2
+        if estimator == "rloo":
+            a1, a0 = 1.0 - (k - 1.0) / (n - 1.0), -k / (n - 1.0)
+        elif estimator == "drgrpo":
+            a1, a0 = 1.0 - mean, -mean
+        else:
+            sd = np.sqrt(k * (n - k) / (n * (n - 1.0)))
+            a1, a0 = (1.0 - mean) / (sd + eps), -mean / (sd + eps)
+    return np.where(ok, a1, 0.0), np.where(ok, a0, 0.0)
+
+
+def vectorised_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_rollouts: int | None = None,
+                    timer: list | None = None, stop=None) -> SeedRun:
+    """One seed of the vectorised NumPy reference (`reference_seed(..., vectorised=True)`)."""
+    return reference_seed(name, cfg, seed, progress, max_rollouts, timer, stop, vectorised=True)
+
+
 def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_rollouts: int | None = None,
-                   timer: list | None = None, stop=None) -> SeedRun:
-    """One seed of the per-rollout reference: same population, policy and schedule as `simulator.run.run_seed`."""
+                   timer: list | None = None, stop=None, vectorised: bool = False) -> SeedRun:
+    """One seed of the per-rollout reference (or, `vectorised`, of the NumPy version that draws each slot's
+    successes and each step's summed scores in whole arrays, as the engine does): same population, policy and
+    schedule as `simulator.run.run_seed`."""
     policy = policy_for(name, cfg)
     C = engine_config(cfg, policy, max_rollouts)
     tabular = cfg.mode == "tabular"
@@ -97,46 +219,14 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
         if C.max_compute and state.rollouts_total + C.train_cost * tally["trained_all"] >= C.max_compute:
             break
         t0 = time.perf_counter()
-        rewards_of_slot, p_of_slot = [], []
-        while True:  # the policy's generation rounds
-            plan = policy.plan(state)
-            successes = []
-            for x, n in zip(plan.prompt_ids, plan.n_rollouts, strict=True):
-                logit = model.a[x, 0] * model.theta[x] if tabular else model.a[x] @ model.theta
-                p = 1.0 / (1.0 + np.exp(-(logit - model.b[x])))
-                r = (rng.random(n) < p).astype(float)  # one Bernoulli reward per rollout
-                rewards_of_slot.append(r)
-                p_of_slot.append(p)
-                successes.append(r.sum())
-                zero = int(r.min() == r.max())
-                tally["slots"] += 1
-                tally["zero"] += zero
-                tally["slots_all"] += 1
-                tally["zero_all"] += zero
-                if step == 0:
-                    tally["first_slots"] += 1
-                    tally["first_zero"] += zero
-            if policy.observe(state, np.array(successes)):
-                break
-        batch = policy.training_batch(state)
-        # the step's training groups, rollout by rollout
-        groups = [np.flatnonzero(batch.group == g) for g in range(batch.n_groups)]
-        all_r = np.concatenate([rewards_of_slot[j] for idx in groups for j in idx]) if groups else np.zeros(0)
-        mu = all_r.mean() if all_r.size else 0.0
-        sd = all_r.std(ddof=1) if all_r.size > 1 else 0.0
-        grad = np.zeros(d)
-        for idx in groups:
-            x = batch.prompt_ids[idx[0]]
-            r = np.concatenate([rewards_of_slot[j] for j in idx])
-            p = p_of_slot[idx[0]]
-            adv = group_advantages(r, cfg.estimator, cfg.eps, mu, sd)
-            weight = 1.0 / (len(groups) * r.size) if C.per_prompt else 1.0 / all_r.size
-            scores = rollout_scores(model, tabular, x, p, r, cfg.sigma_correct, cfg.sigma_wrong, rng)
-            grad += weight * (adv @ scores)
+        if vectorised:
+            n_groups, n_trained, grad = _vectorised_step(policy, state, model, cfg, C, tabular, rng, tally, step == 0)
+        else:
+            n_groups, n_trained, grad = _per_rollout_step(policy, state, model, cfg, C, tabular, rng, tally, step == 0)
         tally["steps"] += 1
-        tally["groups"] += len(groups)
-        tally["trained"] += all_r.size
-        tally["trained_all"] += all_r.size
+        tally["groups"] += n_groups
+        tally["trained"] += n_trained
+        tally["trained_all"] += n_trained
         step_size = cfg.lr
         norm = np.linalg.norm(grad)
         if cfg.clip > 0 and cfg.lr * norm > cfg.clip:

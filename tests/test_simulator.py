@@ -12,7 +12,7 @@ from cures.theory import rollout_sigma, zero_variance_prob
 from simulator.config import build_config, load_scenario, parse_overrides
 from simulator.engine import COLUMNS, T_SIMULATED, EngineConfig, score_statistics
 from simulator.population import build_population, parse_pass_rate_spec
-from simulator.reference import reference_seed, rollout_scores
+from simulator.reference import reference_seed, rollout_scores, vectorised_seed
 from simulator.run import run_seed, run_seeds, seed_streams
 
 SMALL = {"n_prompts": 300, "n_heldout": 200, "steps": 30, "batch_size": 16, "eval_every": 10, "seeds": 24}
@@ -51,6 +51,20 @@ def test_engine_matches_the_per_rollout_reference(policy, settings):
     assert [r.rollouts_total for r in engine][:1] == [r.rollouts_total for r in reference][:1] or policy == "speed"
     # the runs really learned something, so the comparison is not between two flat lines
     assert finals(engine, "train_accuracy").mean() > engine[0].curves[0, COLUMNS.index("train_accuracy")] + 0.02
+
+
+@pytest.mark.parametrize(("policy", "settings"), [("cures", {}), ("speed", {"estimator": "rloo"}),
+                                                  ("grpo", {"mode": "tabular", "lr": 40.0})])
+def test_vectorised_reference_matches_the_engine(policy, settings):
+    """The vectorised NumPy reference (`cures bench`'s fair baseline) simulates the same model as the engine."""
+    cfg = build_config(None, {**SMALL, **settings})
+    engine = run_seeds(policy, cfg)
+    vectorised = run_seeds(policy, cfg, runner=vectorised_seed)
+    for column in ("train_accuracy", "posterior_error", "grad_norm", "trained_rollouts"):
+        assert_same_distribution(finals(engine, column), finals(vectorised, column), (policy, column))
+    assert_same_distribution(np.array([r.zero_variance_fraction for r in engine]),
+                             np.array([r.zero_variance_fraction for r in vectorised]), (policy, "zero variance"))
+    assert finals(vectorised, "train_accuracy").mean() > vectorised[0].curves[0, COLUMNS.index("train_accuracy")] + 0.02
 
 
 def test_first_step_zero_variance_fraction_is_the_expected_p_n_law():
