@@ -61,34 +61,43 @@ def _ci(d: dict) -> str:
 
 def build_report(out: Path, sizes: ReportSizes | None = None, progress=None) -> list[Path]:
     """Write every figure, report.md, report.html and report_data.json into `out` (all together, when the report
-    is complete: `staged_outputs`); returns the paths."""
+    is complete: `staged_outputs`); `progress(figure name)` is called as each figure is done. Returns the paths."""
     with staged_outputs(out, "report.html") as stage:
-        files = _build_report(stage, sizes or ReportSizes(), progress)
+        files = _build_report(stage, sizes or ReportSizes(), progress or (lambda name: None))
     return [Path(out) / f.name for f in files]
 
 
-def _build_report(out: Path, sizes: ReportSizes, progress) -> list[Path]:
+def _build_report(out: Path, sizes: ReportSizes, done) -> list[Path]:
     t0 = time.perf_counter()
     files: list[Path] = []
     files += figures.per_prompt_quantities(out)
+    done(FIGURES[0][0])
     variance_rows = figures.gradient_variance_points(sizes.mc_reps)
     files += figures.gradient_variance(out, variance_rows)
+    done(FIGURES[1][0])
     files += figures.sampling_distribution_figure(out)
+    done(FIGURES[2][0])
     fig4, variances = figures.allocation_figure(out)
     files += fig4
+    done(FIGURES[3][0])
 
     cfg = build_config(sizes.scenario, {"n_prompts": sizes.n_prompts, "seeds": sizes.seeds, "steps": sizes.steps,
                                         "eval_every": max(1, sizes.steps // 30)})
-    result, runs = run_comparison(cfg, ALL_POLICIES, progress)
+    result, runs = run_comparison(cfg, ALL_POLICIES)
     acc = result["accuracy_metric"]
     files += figures.learning_curves(out, runs, acc, {"the CurES family": CURES_FAMILY, "peer methods": PEERS})
+    done(FIGURES[4][0])
     files += figures.speedup_figure(out, result)
+    done(FIGURES[5][0])
     files += figures.pass_rate_evolution(out, runs)
-    sens = run_sensitivity(dataclasses.replace(cfg, seeds=sizes.sensitivity_seeds), progress=progress)
+    done(FIGURES[6][0])
+    sens = run_sensitivity(dataclasses.replace(cfg, seeds=sizes.sensitivity_seeds))
     ablation = [r for r in result["policies"] if r["policy"] in ("grpo", "cures-sampling", "cures-allocation", "cures")]
     files += figures.sensitivity_figure(out, sens, ablation)
-    recon = reconcile(cfg, progress=progress)
+    done(FIGURES[7][0])
+    recon = reconcile(cfg)
     files += figures.reconcile_figure(out, recon)
+    done(FIGURES[8][0])
 
     data = {"sizes": dataclasses.asdict(sizes), "gradient_variance": variance_rows, "total_variance": variances,
             "comparison": {k: v for k, v in result.items() if k != "summaries"},

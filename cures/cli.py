@@ -131,12 +131,12 @@ def _sim_config(scenario, n_prompts, steps, batch_size, budget, seeds, seed, ini
     return build_config(scenario, settings, policy)
 
 
-def _progress(total: int):
+def _progress(total: int, what: str = "simulating steps"):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), console=err_console, transient=True, disable=not err_console.is_terminal)
-    return bar, bar.add_task("simulating steps", total=total)
+    return bar, bar.add_task(what, total=total)
 
 
 def _ci_text(d: dict) -> str:
@@ -296,11 +296,7 @@ def sweep(
     plan = Sweep(grid=axes, policies=names, scenario=scenario or spec.get("scenario"), settings=settings,
                  match=match or spec.get("match", "rollouts"), policy_settings=policy_params).validate()
     check_output_dir(out, "--out")
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=err_console, transient=True, disable=not err_console.is_terminal)
-    task = bar.add_task("sweep cells", total=len(plan.cells()))
+    bar, task = _progress(len(plan.cells()), "sweep cells")
     with bar:
         info = run_sweep(plan, out, jobs, progress=lambda done, total: bar.update(task, completed=done))
     console.print(Path(out / "regime_map.md").read_text(), markup=False, highlight=False, soft_wrap=True)
@@ -425,8 +421,11 @@ def report(
         if missing:
             fail(f"--sweep {sweep_dir}: not a finished `cures sweep` output (missing {', '.join(missing)})")
         sizes.sweep = str(sweep_dir)
-    with err_console.status("simulating and drawing the report"):
-        files = build_report(out, sizes)
+    from analysis.report import FIGURES
+
+    bar, task = _progress(len(FIGURES), "simulating and drawing figures")
+    with bar:
+        files = build_report(out, sizes, progress=lambda name: bar.advance(task))
     console.print(f"wrote {len(files)} files to {out} (open {out / 'report.html'})", highlight=False)
 
 
