@@ -16,8 +16,10 @@ POLICIES = ("grpo", "cures", "cures-paper", "cures-released", "dapo", "speed")
 def reconcile(cfg: SimConfig, policies=POLICIES, progress=None) -> dict:
     """Two comparisons on the same scenario and seeds, one at equal steps and one at equal rollouts; returns
     {"rows": one dict per policy, "steps": the steps-matched result, "rollouts": the rollouts-matched result}."""
-    at_steps, _ = compare(list(policies), cfg, progress, match="steps", fits=False)
-    at_rollouts, _ = compare(list(policies), cfg, progress, match="rollouts", fits=False)
+    at_steps, runs = compare(list(policies), cfg, progress, match="steps", fits=False)
+    base_name = policies[0]
+    at_rollouts, _ = compare(list(policies), cfg, progress, match="rollouts", fits=False,
+                             baseline=(at_steps["summaries"][base_name], runs[base_name]))
     base = at_steps["policies"][0]
     base_per_step = base["rollouts_used"] / base["steps"]
     rows = []

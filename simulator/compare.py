@@ -37,7 +37,8 @@ def matched_config(cfg: SimConfig, match: str, base_runs: list[SeedRun]) -> SimC
 
 
 def compare(policies: list[str], cfg: SimConfig, progress=None, match: str = "rollouts", fits: bool = True,
-            policy_params: dict[str, dict] | None = None) -> tuple[dict, dict[str, list[SeedRun]]]:
+            policy_params: dict[str, dict] | None = None, baseline: tuple[dict, list[SeedRun]] | None = None
+            ) -> tuple[dict, dict[str, list[SeedRun]]]:
     """Run the first policy for cfg.steps steps, then every other one matched to it (`match`): for as many steps,
     until it has used as many rollouts, or until it has spent as much compute (generated + cfg.train_cost x trained
     rollouts).
@@ -46,7 +47,8 @@ def compare(policies: list[str], cfg: SimConfig, progress=None, match: str = "ro
     accuracy, on the curves averaged over seeds (the paper's definition), in every accounting: rollouts, steps and
     compute, whatever the run was matched on (NaN where the policy never reaches the peak within its run); 95%
     intervals bootstrap the seeds. With `fits`, ScaleRL's saturating curve is fitted to each policy's accuracy
-    against rollouts. `policy_params` adds parameters to single policies (name -> parameters).
+    against rollouts. `policy_params` adds parameters to single policies (name -> parameters); `baseline` is the
+    baseline's (summary, runs) from an earlier call with the same settings, reused instead of simulated again.
     """
     def own(name: str, c: SimConfig) -> SimConfig:
         extra = (policy_params or {}).get(name)
@@ -59,7 +61,7 @@ def compare(policies: list[str], cfg: SimConfig, progress=None, match: str = "ro
     acc = accuracy_column(cfg)
     summaries, runs = {}, {}
     base = policies[0]
-    summaries[base], runs[base] = simulate(base, own(base, cfg), progress)
+    summaries[base], runs[base] = baseline or simulate(base, own(base, cfg), progress)
     others = matched_config(cfg, match, runs[base])
     for name in policies[1:]:
         summaries[name], runs[name] = simulate(name, own(name, others), progress)

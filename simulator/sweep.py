@@ -96,10 +96,10 @@ class Sweep:
                 raise ValueError(f"grid {key}: not a setting that can vary over cells; allowed: "
                                  f"{', '.join(k for k in FIELDS if k not in ('policy_params', 'threads'))}, "
                                  "or policy.PARAM")
+        from simulator.run import policy_for
+
         for cell in self.cells():
             cfg, params = self.config(cell)
-            from simulator.run import policy_for
-
             for name in self.policies:
                 try:
                     policy_for(name, dataclasses.replace(cfg, policy_params={**cfg.policy_params, **params[name]}))

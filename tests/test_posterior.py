@@ -132,8 +132,9 @@ def test_from_counter_json(tmp_path):
 @pytest.mark.parametrize(
     ("ids", "s", "n", "match"),
     [
-        ([0], [float("nan")], [1], "NaN"),
-        ([0], [1], [float("nan")], "NaN"),
+        ([0], [float("nan")], [1], "must be finite numbers"),
+        ([0], [1], [float("nan")], "must be finite numbers"),
+        ([0], [float("inf")], [np.inf], "must be finite numbers"),
         ([0], [-1], [2], ">= 0"),
         ([0], [0], [-2], ">= 0"),
         ([0], [3], [2], "exceed"),
