@@ -9,6 +9,7 @@ import math
 
 from simulator.compare import compare
 from simulator.config import SimConfig
+from simulator.output import ci_text, speedup_text
 
 POLICIES = ("grpo", "cures", "cures-paper", "cures-released", "dapo", "speed")
 
@@ -43,17 +44,6 @@ def reconcile(cfg: SimConfig, policies=POLICIES, progress=None) -> dict:
             "steps": at_steps, "rollouts": at_rollouts}
 
 
-def _x(v: float, ci) -> str:
-    if not math.isfinite(v):
-        return "not reached"
-    lo, hi = ci
-    return f"{v:.2f}x [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) else f"{v:.2f}x"
-
-
-def _acc(d: dict) -> str:
-    return f"{d['mean']:.3f}" if d["mean"] is not None and math.isfinite(d["mean"]) else "n/a"
-
-
 def markdown(result: dict) -> str:
     lines = [
         f"Baseline `{result['baseline']}`: {result['baseline_steps']} steps, {result['baseline_rollouts']:,.0f} "
@@ -68,12 +58,13 @@ def markdown(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
+        at_steps = speedup_text(r["equal_steps_speedup_steps"], *r["equal_steps_speedup_steps_ci"])
+        at_rollouts = speedup_text(r["equal_rollouts_speedup_rollouts"], *r["equal_rollouts_speedup_rollouts_ci"])
         lines.append(
             f"| {r['policy']} | {r['rollouts_per_step']:,.0f} ({r['rollouts_per_step_vs_baseline']:.2f}x) | "
-            f"{r['untrained_share']:.0%} | {_x(r['equal_steps_speedup_steps'], r['equal_steps_speedup_steps_ci'])} | "
-            f"{r['equal_steps_rollouts_vs_baseline']:.2f}x | {_acc(r['equal_steps_final_accuracy'])} | "
-            f"{_x(r['equal_rollouts_speedup_rollouts'], r['equal_rollouts_speedup_rollouts_ci'])} | "
-            f"{_acc(r['equal_rollouts_final_accuracy'])} |")
+            f"{r['untrained_share']:.0%} | {at_steps} | {r['equal_steps_rollouts_vs_baseline']:.2f}x | "
+            f"{ci_text(r['equal_steps_final_accuracy'])} | {at_rollouts} | "
+            f"{ci_text(r['equal_rollouts_final_accuracy'])} |")
     return "\n".join(lines) + "\n"
 
 

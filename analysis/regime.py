@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from simulator.output import speedup_text
+
 
 def regime_map_frame(policies, keys: list[str], match: str, baseline: str):
     """One row per cell x policy (the baseline left out): the cell's values, the speed-ups in every accounting with
@@ -27,12 +29,6 @@ def _cell_text(row, keys) -> str:
     return ", ".join(f"{k}={row[k]}" for k in keys)
 
 
-def _speed_text(v, lo, hi) -> str:
-    if not math.isfinite(v):
-        return "not reached"
-    return f"{v:.2f}x [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) else f"{v:.2f}x"
-
-
 def regime_markdown(regime, keys: list[str], match: str, baseline: str) -> str:
     """Cells as rows, policies as columns: speed-up over the baseline in the matched accounting [95% CI]; the best
     policy of each cell in bold."""
@@ -46,7 +42,7 @@ def regime_markdown(regime, keys: list[str], match: str, baseline: str) -> str:
         parts = []
         for name in names:
             r = cell[cell["policy"] == name].iloc[0]
-            text = _speed_text(r[col], r[f"{col}_lo"], r[f"{col}_hi"])
+            text = speedup_text(r[col], r[f"{col}_lo"], r[f"{col}_hi"])
             parts.append(f"**{text}**" if r["best"] and math.isfinite(r[col]) else text)
         best = cell[cell["best"]].iloc[0]
         verdict = best["policy"] if math.isfinite(best[col]) and best[col] > 1.0 else f"{baseline} (none faster)"
@@ -75,7 +71,7 @@ def regime_plot(path: Path, regime, keys: list[str], match: str, baseline: str) 
             r = sub[sub["policy"] == name].iloc[0]
             v = r[col]
             grid[i, j] = math.log2(v) if math.isfinite(v) and v > 0 else np.nan
-            labels[i][j] = _speed_text(v, r[f"{col}_lo"], r[f"{col}_hi"]).replace(" [", "\n[")
+            labels[i][j] = speedup_text(v, r[f"{col}_lo"], r[f"{col}_hi"]).replace(" [", "\n[")
             if r["best"] and math.isfinite(v) and v > 1.0:
                 best.append((i, j))
     row_labels = [_cell_text(regime[regime["cell"] == c].iloc[0], keys) for c in cells]

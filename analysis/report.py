@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,14 +48,6 @@ class ReportSizes:
     def quick(cls) -> ReportSizes:
         """A small report for tests and previews."""
         return cls(n_prompts=1_500, seeds=2, steps=30, sensitivity_seeds=2, mc_reps=1_000)
-
-
-def _ci(d: dict) -> str:
-    if d["mean"] is None or not math.isfinite(d["mean"]):
-        return "n/a"
-    if not math.isfinite(d["lo"]):
-        return f"{d['mean']:.3f}"
-    return f"{d['mean']:.3f} [{d['lo']:.3f}, {d['hi']:.3f}]"
 
 
 def build_report(out: Path, sizes: ReportSizes | None = None, progress=None) -> list[Path]:

@@ -139,16 +139,6 @@ def _progress(total: int, what: str = "simulating steps"):
     return bar, bar.add_task(what, total=total)
 
 
-def _ci_text(d: dict) -> str:
-    import math
-
-    if d["mean"] is None or not math.isfinite(d["mean"]):
-        return "n/a"
-    if d["lo"] is None or not math.isfinite(d["lo"]):
-        return f"{d['mean']:.4f}"
-    return f"{d['mean']:.4f}  [{d['lo']:.4f}, {d['hi']:.4f}]"
-
-
 SIM_OPTIONS = dict(
     n_prompts=typer.Option("--n-prompts", help="Training prompts N."),
     steps=typer.Option("--steps", help="Training steps."),
@@ -187,6 +177,7 @@ def simulate(
                                              "curves.png here.")] = None,
 ):
     """Simulate RL training with one policy on synthetic prompts; print a summary (and write files with --out)."""
+    from simulator.output import ci_text
     from simulator.run import simulate as run_simulation
 
     cfg = _sim_config(scenario, n_prompts, steps, batch_size, budget, seeds, seed, init_pass_rate, estimator,
@@ -201,7 +192,7 @@ def simulate(
     table.add_column("mean  [95% CI]")
     for key in ("final_train_accuracy", "final_heldout_accuracy", "peak_heldout_accuracy", "zero_variance_fraction",
                 "first_step_zero_variance_fraction"):
-        table.add_row(key.replace("_", " "), _ci_text(summary[key]))
+        table.add_row(key.replace("_", " "), ci_text(summary[key], 4, "  "))
     table.add_row("rollouts", f"{summary['rollouts_total']:,.0f}")
     table.add_row("wall seconds", f"{summary['wall_seconds']:.2f}")
     console.print(table)

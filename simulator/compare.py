@@ -11,7 +11,7 @@ import numpy as np
 from cures._io import staged_outputs
 from simulator.config import SimConfig
 from simulator.engine import COLUMNS
-from simulator.output import plot_curves, write_json, write_table
+from simulator.output import ci_text, plot_curves, speedup_text, write_json, write_table
 from simulator.run import SeedRun, accuracy_column, simulate, stacked
 from simulator.scaling import ACCOUNTINGS, axis, saturating_fit, speedups
 
@@ -142,20 +142,8 @@ def seeds_frame(runs: dict[str, list[SeedRun]], accuracy: str, train_cost: float
     return pd.DataFrame.from_records(records)
 
 
-def _ci(d: dict, digits: int = 3) -> str:
-    if d["mean"] is None or not math.isfinite(d["mean"]):
-        return "n/a"
-    if not math.isfinite(d["lo"]):
-        return f"{d['mean']:.{digits}f}"
-    return f"{d['mean']:.{digits}f} [{d['lo']:.{digits}f}, {d['hi']:.{digits}f}]"
-
-
 def _speed(r: dict, a: str) -> str:
-    v = r[f"speedup_{a}"]
-    if not math.isfinite(v):
-        return "not reached"
-    lo, hi = r[f"speedup_{a}_ci"]
-    return f"{v:.2f}x [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) else f"{v:.2f}x"
+    return speedup_text(r[f"speedup_{a}"], *r[f"speedup_{a}_ci"])
 
 
 def markdown_table(result: dict) -> str:
@@ -175,7 +163,7 @@ def markdown_table(result: dict) -> str:
     ]
     for r in result["policies"]:
         lines.append(f"| {r['policy']} | {_speed(r, 'rollouts')} | {_speed(r, 'steps')} | {_speed(r, 'compute')} | "
-                     f"{_ci(r['final_accuracy'])} | {_ci(r['peak_accuracy'])} | {r['rollouts_used']:,.0f} | "
+                     f"{ci_text(r['final_accuracy'])} | {ci_text(r['peak_accuracy'])} | {r['rollouts_used']:,.0f} | "
                      f"{r['trained_rollouts']:,.0f} | {r['steps']:,.0f} | "
                      f"{r['zero_variance_fraction']['mean']:.3f} |")
     if any("fit" in r for r in result["policies"]):
@@ -185,8 +173,8 @@ def markdown_table(result: dict) -> str:
                   "| policy | R0 | A (ceiling) | C_mid (rollouts) | B |", "|---|---|---|---|---|"]
         for r in result["policies"]:
             f = r["fit"]
-            lines.append(f"| {r['policy']} | {f['R0']:.3f} | {_ci(f['A'])} | {_ci(f['C_mid'], 0)} | "
-                         f"{_ci(f['B'], 2)} |")
+            lines.append(f"| {r['policy']} | {f['R0']:.3f} | {ci_text(f['A'])} | {ci_text(f['C_mid'], 0)} | "
+                         f"{ci_text(f['B'], 2)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -38,6 +38,23 @@ def _clean(o):
     return o
 
 
+def ci_text(d: dict, digits: int = 3, sep: str = " ") -> str:
+    """A `mean_ci` dict as "mean [lo, hi]": the mean alone when there is no interval, "n/a" without a mean."""
+    mean, lo = d.get("mean"), d.get("lo")
+    if mean is None or not math.isfinite(mean):
+        return "n/a"
+    if lo is None or not math.isfinite(lo):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f}{sep}[{lo:.{digits}f}, {d['hi']:.{digits}f}]"
+
+
+def speedup_text(value: float, lo: float = math.nan, hi: float = math.nan) -> str:
+    """A speed-up as "1.23x [1.10, 1.35]"; "not reached" when it is NaN (the policy never reached the target)."""
+    if not math.isfinite(value):
+        return "not reached"
+    return f"{value:.2f}x [{lo:.2f}, {hi:.2f}]" if math.isfinite(lo) else f"{value:.2f}x"
+
+
 def write_json(path: Path, data: dict) -> Path:
     """Strict JSON (NaN -> null), written atomically."""
     text = json.dumps(_clean(json.loads(json.dumps(data, default=_json_default))), indent=2, allow_nan=False)
