@@ -52,7 +52,7 @@ def sigma2_nb(p, g2_correct, g2_wrong, gap2):
 
 @vectorize(cache=True)
 def zero_variance_prob_nb(p, n):
-    """P(all n rollouts agree) = p^n + (1-p)^n (method.md, identity 8.1)."""
+    """P(all n rollouts agree) = p^n + (1-p)^n: every one succeeds, or every one fails."""
     return p**n + (1.0 - p) ** n
 
 

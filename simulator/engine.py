@@ -66,6 +66,11 @@ def new_tally(dim: int, capacity: int) -> Tally:
 
 
 @njit(cache=True, inline="always")
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+@njit(cache=True, inline="always")
 def pass_rate(M, x, tabular):
     """p_x(theta) = sigmoid(a_x . theta - b_x)."""
     if tabular:
@@ -74,7 +79,7 @@ def pass_rate(M, x, tabular):
         z = -M.b[x]
         for c in range(M.theta.shape[0]):
             z += M.a[x, c] * M.theta[c]
-    return 1.0 / (1.0 + np.exp(-z))
+    return sigmoid(z)
 
 
 @njit(cache=True)
@@ -251,7 +256,7 @@ def evaluate(S, M, C, T, row, hist):
             z = -M.b_held[x]
             for c in range(d):
                 z += M.a_held[x, c] * M.theta[c]
-            held += 1.0 / (1.0 + np.exp(-z))
+            held += sigmoid(z)
         held /= M.b_held.shape[0]
     steps = max(T.counts[T_STEPS], 1)
     row[0] = S.ireg[STEP]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from scipy.special import expit
 
 from cures.posterior import BetaPosterior
 
@@ -140,8 +141,11 @@ def build_population(cfg, rng: np.random.Generator) -> tuple[Model, np.ndarray]:
     return Model(a=a, b=b, a_held=a_held, b_held=-_logits(p_held, cfg.edge_logit), theta=np.zeros(d)), p0
 
 
-def pass_rates(model: Model, tabular: bool, held_out: bool = False) -> np.ndarray:
-    """p(theta) of every training (or held-out) prompt."""
+def pass_rates(model: Model, tabular: bool, held_out: bool = False, ids: np.ndarray | None = None) -> np.ndarray:
+    """p(theta) = sigmoid(a . theta - b) of every training (or held-out) prompt, or of the training prompts `ids`."""
     a, b = (model.a_held, model.b_held) if held_out else (model.a, model.b)
-    z = a[:, 0] * model.theta - b if tabular else a @ model.theta - b
-    return 1.0 / (1.0 + np.exp(-z))
+    theta = model.theta
+    if ids is not None:
+        a, b = a[ids], b[ids]
+        theta = theta[ids] if tabular else theta
+    return expit(a[:, 0] * theta - b if tabular else a @ theta - b)

@@ -70,9 +70,8 @@ def _per_rollout_step(policy, state, model, cfg, C, tabular, rng, tally, first):
     while True:  # the policy's generation rounds
         plan = policy.plan(state)
         successes = []
-        for x, n in zip(plan.prompt_ids, plan.n_rollouts, strict=True):
-            logit = model.a[x, 0] * model.theta[x] if tabular else model.a[x] @ model.theta
-            p = 1.0 / (1.0 + np.exp(-(logit - model.b[x])))
+        p_plan = pass_rates(model, tabular, ids=plan.prompt_ids)
+        for n, p in zip(plan.n_rollouts, p_plan, strict=True):
             r = (rng.random(n) < p).astype(float)  # one Bernoulli reward per rollout
             rewards_of_slot.append(r)
             p_of_slot.append(p)
@@ -108,8 +107,7 @@ def _vectorised_step(policy, state, model, cfg, C, tabular, rng, tally, first):
     while True:
         plan = policy.plan(state)
         x = plan.prompt_ids
-        logit = model.a[x, 0] * model.theta[x] if tabular else model.a[x] @ model.theta
-        p = 1.0 / (1.0 + np.exp(-(logit - model.b[x])))
+        p = pass_rates(model, tabular, ids=x)
         k = rng.binomial(plan.n_rollouts, p)
         _slot_tally(tally, k, plan.n_rollouts, first)
         ids.append(x)

@@ -27,7 +27,7 @@ def test_sampling_distribution_is_a_distribution_within_the_ratio_bound(p, tau):
     assert rho.shape == (len(p),)
     assert np.all(rho > 0) or tau < 0.01  # may underflow only for tiny tau
     assert rho.sum() == pytest.approx(1.0, abs=1e-12)
-    # method.md identity 8.5: max/min ratio <= exp(0.5 / tau)
+    # Eq. 14's max/min probability ratio <= exp(0.5 / tau), since sqrt(p(1-p)) lies in [0, 1/2]
     if rho.min() > 0:
         assert rho.max() / rho.min() <= math.exp(0.5 / tau) * (1 + 1e-9)
 
@@ -100,7 +100,7 @@ def test_eq21_equals_monte_carlo_trace_variance(p):
 
 # ---------------------------------------------------------------------------------------------- small closed forms
 def test_zero_variance_probability_values():
-    # method.md identity 8.1
+    # every rollout succeeds or every one fails: p^n + (1-p)^n
     np.testing.assert_allclose(zero_variance_prob(0.5, np.array([4, 8])), [0.125, 0.0078125])
     np.testing.assert_allclose(zero_variance_prob(0.7, np.array([4, 8, 16])), [0.2482, 0.0577, 0.0033], atol=1e-4)
     np.testing.assert_allclose(zero_variance_prob(0.95, np.array([4, 8, 16])), [0.815, 0.663, 0.440], atol=1e-3)
@@ -197,7 +197,7 @@ def test_allocation_is_permutation_equivariant_and_close_to_neyman(seed, m):
     perm = rng.permutation(m)
     np.testing.assert_array_equal(allocate_rollouts(w[perm], budget), n[perm])
     # Eq. 20: the continuous Neyman optimum bounds it from below, and its largest-remainder rounding (the
-    # rule method.md suggests) is never better
+    # usual rounding of Eq. 20) is never better
     cont = budget * w / w.sum()
     assert _objective(w, cont) <= _objective(w, n) + 1e-12
     rounded = np.floor(cont).astype(int)

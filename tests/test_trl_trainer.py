@@ -89,7 +89,7 @@ def test_multi_round_policies_train_on_the_rollouts_they_generated(tmp_path, nam
     assert state.steps_done == 3
     assert sum(generated) == state.rollouts_total == sum(p.total for p in plans)  # nothing generated twice
     counts = state.arrays.alpha + state.arrays.beta - before
-    if name != "cures-released":  # it resets the subset's counts to the pre-rollouts (method.md 6.1)
+    if name != "cures-released":  # it resets the subset's counts to the pre-rollouts, as the released code does
         expected = np.zeros_like(counts)
         for plan in plans:
             np.add.at(expected, plan.prompt_ids, plan.n_rollouts)

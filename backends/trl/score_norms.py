@@ -3,9 +3,9 @@
 For a response y to prompt x, g(y) = || d/dW [ -sum_t log pi(y_t | x, y_<t) ] || over the input-embedding matrix W
 only (a sequence sum, not length-normalised; one backward pass per response). Per slot, with c / w its correct /
 wrong responses, Eq. 21's statistics are filled in with the released code's scalar stand-ins:
-E_1||s||^2 = mean_c g^2, E_0||s||^2 = mean_w g^2, ||E_1 s - E_0 s||^2 ~ (mean_c g - mean_w g)^2 (method.md, Sec. 6,
-item 2). A slot without correct or without wrong responses gets NaN, which the policies read as "unit norms"
-(its sigma is 0 anyway when every response agrees).
+E_1||s||^2 = mean_c g^2, E_0||s||^2 = mean_w g^2, ||E_1 s - E_0 s||^2 ~ (mean_c g - mean_w g)^2 (the released
+code's scalar form of Eq. 21). A slot without correct or without wrong responses gets NaN, which the policies read as
+"unit norms" (its sigma is 0 anyway when every response agrees).
 """
 
 from __future__ import annotations

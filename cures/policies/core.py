@@ -352,7 +352,7 @@ class Policy:
                 fields[key] = val
             else:
                 raise AssertionError(f"parameter {name!r} of {self.name} has no kernel field")
-        if fields.get("subsets", 1) == 0:  # auto: subsets of about M x m prompts (method.md, Sec. 6.1)
+        if fields.get("subsets", 1) == 0:  # auto: subsets of about M x m prompts (the released code)
             fields["subsets"] = max(1, round(n_prompts / (fields["steps_per_subset"] * fields["batch_size"])))
         fields["subsets"] = min(fields.get("subsets", 1), n_prompts)
         return K.Params(**fields)

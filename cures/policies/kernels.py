@@ -386,7 +386,8 @@ def largest_remainder(weights, total, out):
 
 @njit(cache=True)
 def allocate_or_uniform(weights, budget, n_min, n_max, out):
-    """Eq. 20 in integers (`allocate_into`); all-zero weights fall back to equal weights (method.md, Sec. 3)."""
+    """Eq. 20 in integers (`allocate_into`); all-zero weights (every prompt believed solved or hopeless) fall back
+    to equal weights, so the budget is still spent."""
     for w in weights:
         if w > 0.0:
             return allocate_into(weights, budget, n_min, n_max, out)

@@ -1,6 +1,6 @@
 """`cures-released`: what the public CurES code (github.com/ZexuSun/CurES at eccf298) actually does.
 
-Specification: method.md, Sec. 6.1. Per iteration over a subset D_t:
+Per iteration over a subset D_t (read from that commit's sampler and rollout-allocation code):
 
 1. N' pre-rollouts per prompt, s_x correct; counts (s_x, N') (reset every iteration).
 2. Fixed sampling weights w_x = exp(sqrt(q(1-q)) / (100 (s_x + 1))) with q = (s_x + 1)/(N' + 2): a per-prompt
