@@ -10,7 +10,6 @@ recompile.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 PACKAGES = ("cures", "simulator", "analysis", "backends")
@@ -41,10 +40,9 @@ def invalidate_stale_kernels(root: Path | None = None) -> bool:
             if (root / pkg).is_dir():
                 for cached in (root / pkg).rglob("__pycache__/*.nb[ic]"):
                     cached.unlink(missing_ok=True)
-        stamp.parent.mkdir(exist_ok=True)
-        tmp = stamp.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(digest.hexdigest())
-        os.replace(tmp, stamp)
+        from cures._io import atomic_write_text
+
+        atomic_write_text(stamp, digest.hexdigest())
     except OSError:  # a read-only install: its sources cannot change under its cache
         return False
     return True
