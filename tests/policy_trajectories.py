@@ -1,0 +1,73 @@
+"""Fixed-seed trajectories of every policy, recorded to a file so that a refactoring of the policy core can prove it
+changed nothing: per step and round the plan (prompts, rollouts, purpose), the successes fed back, the training
+groups, a hash of the posterior counts (alpha, beta) and the RNG state.
+
+    python tests/policy_trajectories.py          # rewrite tests/fixtures/policy_trajectories.json
+
+`test_policy_trajectories.py` replays them and requires equality, bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+FIXTURE = Path(__file__).parent / "fixtures" / "policy_trajectories.json"
+N_PROMPTS, BATCH, BUDGET, STEPS = 60, 8, 32, 14
+PARAMS = {  # small schedules so that subsets, pre-rollouts and refills all happen within STEPS steps
+    "cures-paper": {"subsets": 3, "steps_per_subset": 4},
+    "cures-released": {"subsets": 3, "steps_per_subset": 4},
+    "gvm": {"subsets": 3, "steps_per_subset": 4},
+    "speed": {},
+    "dapo": {},
+    "greso": {},
+}
+
+
+def _digest(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:20]
+
+
+def trajectory(name: str) -> list[dict]:
+    from cures.policies import make_policy_for_budget
+
+    policy = make_policy_for_budget(name, BATCH, BUDGET, **PARAMS.get(name, {}))
+    state = policy.init(N_PROMPTS, seed=7)
+    true_p = np.random.default_rng(11).beta(0.5, 0.5, N_PROMPTS)  # the world's pass rates, fixed
+    world = np.random.default_rng(13)
+    record = []
+    for step in range(STEPS):
+        rounds = []
+        while True:
+            plan = policy.plan(state)
+            successes = world.binomial(plan.n_rollouts, true_p[plan.prompt_ids])
+            done = policy.observe(state, successes)
+            rounds.append({"purpose": plan.purpose, "prompts": plan.prompt_ids.tolist(),
+                           "rollouts": plan.n_rollouts.tolist(), "successes": successes.tolist()})
+            if done:
+                break
+        batch = policy.training_batch(state)
+        post = state.posterior_mean()
+        rng = state.rng.bit_generator.state["state"]
+        record.append({"step": step, "rounds": rounds, "groups": batch.group.tolist(),
+                       "posterior": _digest(post), "rng": f"{rng['state']}:{rng['inc']}",
+                       "rollouts_total": state.rollouts_total})
+    return record
+
+
+def all_trajectories() -> dict:
+    from cures.policies import available
+
+    return {name: trajectory(name) for name in available()}
+
+
+if __name__ == "__main__":
+    FIXTURE.parent.mkdir(exist_ok=True)
+    FIXTURE.write_text(json.dumps(all_trajectories(), separators=(",", ":")) + "\n")
+    print(f"wrote {FIXTURE} ({FIXTURE.stat().st_size:,} bytes)")
