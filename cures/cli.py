@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -43,6 +45,13 @@ def user_errors(fn):
         except (ValueError, FileNotFoundError) as exc:
             fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except KeyboardInterrupt:
+            if threading.active_count() > 1:
+                # a worker thread inside a chunk of compiled steps, or compiling a kernel (minutes on a first run),
+                # would hold the interpreter's exit until it finishes; results are staged, so nothing is lost
+                err_console.print("[bold red]error:[/] interrupted", highlight=False)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(130)
             fail("interrupted", code=130)
         except MemoryError as exc:
             fail(f"out of memory ({exc or 'allocation failed'}); choose smaller sizes")

@@ -132,12 +132,13 @@ def run_seeds(name: str, cfg: SimConfig, progress: Progress | None = None, max_r
             done, pending = wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION)
             if not pending or any(f.exception() is not None for f in done):
                 break
-        return [f.result() for f in futures]
+        results = [f.result() for f in futures]
     except BaseException:
-        stop.set()  # every seed stops at its next chunk boundary
+        stop.set()  # every seed stops at its next chunk boundary; the caller need not wait for that (the CLI exits)
+        pool.shutdown(wait=False, cancel_futures=True)
         raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    pool.shutdown(wait=True)
+    return results
 
 
 # ----------------------------------------------------------------------------------------------------------------
