@@ -5,6 +5,8 @@ trained batch of 16 and of 128 rollouts per step with micro-batches of 8, and at
 behaviour before micro-batching) for contrast.
 `python -m backends.trl.bench eval`: greedy accuracy on N held-out arith problems, one problem at a time (the loop
 `cures train` used before) against `CuresGRPOTrainer.evaluate` (batched), on the same model.
+`python -m backends.trl.bench launches`: N two-process gloo launches of `cures train` back to back (tiny model, six
+steps, checkpoints), counting those that exit 0 without an abort at exit ("terminate called", SIGABRT).
 """
 
 from __future__ import annotations
@@ -48,6 +50,37 @@ def memory(model: str, completion: int, micro: int, steps: int) -> None:
     print(f"ratio 128/16 with micro-batch {micro}: {results['128 rollouts/step'] / results['16 rollouts/step']:.3f}")
     print(f"ratio 128 one forward / 128 micro-batched: "
           f"{results['128 rollouts/step, one forward'] / results['128 rollouts/step']:.3f}")
+
+
+def launches(n: int, policy: str) -> None:
+    import shutil
+    from pathlib import Path
+
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    if launcher is None:
+        raise SystemExit("accelerate is not installed (pip install -e '.[train]')")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    clean = 0
+    for i in range(1, n + 1):
+        with tempfile.TemporaryDirectory() as out:
+            cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cures", "train",
+                   "--model_name_or_path", "tiny", "--dataset_name", "arith", "--reward_funcs", "parity",
+                   "--max_completion_length", "6", "--gradient_checkpointing", "false", "--logging_steps", "1",
+                   "--policy", policy, "--max_steps", "6", "--rollouts_per_step", "16", "--prompts_per_step", "4",
+                   "--per_device_train_batch_size", "4", "--n_problems", "12", "--save_steps", "3",
+                   "--output_dir", out]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            text = proc.stdout + proc.stderr
+            aborted = "terminate called" in text or "SIGABRT" in text
+            ok = proc.returncode == 0 and not aborted
+            clean += ok
+            print(f"launch {i:3d}: exit {proc.returncode}, abort at exit: {'yes' if aborted else 'no'}, "
+                  f"{time.perf_counter() - t0:5.1f} s", flush=True)
+            if not ok:
+                sys.stderr.write(text[-3000:])
+    print(f"{clean} of {n} launches clean")
 
 
 def one_at_a_time(model, tokenizer, rows, max_new_tokens: int) -> float:
@@ -111,9 +144,14 @@ def main(argv=None) -> None:
     ev.add_argument("--n", type=int, default=64)
     ev.add_argument("--completion", type=int, default=64)
     ev.add_argument("--batch", type=int, default=64)
+    la = sub.add_parser("launches", help="two-process launches back to back, counting clean exits")
+    la.add_argument("--n", type=int, default=20)
+    la.add_argument("--policy", default="cures")
     a = parser.parse_args(argv)
     if a.what == "memory":
         memory(a.model, a.completion, a.micro, a.steps)
+    elif a.what == "launches":
+        launches(a.n, a.policy)
     else:
         evaluation(a.model, a.n, a.completion, a.batch)
 
