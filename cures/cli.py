@@ -16,7 +16,37 @@ from rich.table import Table
 import cures
 from cures._io import check_output_dir
 
-app = typer.Typer(
+
+class OneLineUsageErrors(typer.Typer):
+    """typer.Typer whose usage errors (an unknown option, a value of the wrong type, a bad choice) end in one line
+    naming the option and the value, exit 2, instead of a framed block."""
+
+    def __call__(self, *args, **kwargs):
+        if "standalone_mode" in kwargs:
+            return super().__call__(*args, **kwargs)
+        try:  # typer vendors click from 0.2x on; older typer uses click itself
+            from typer._click.exceptions import ClickException, NoArgsIsHelpError
+            from typer.exceptions import Abort
+        except ImportError:  # pragma: no cover
+            from click.exceptions import Abort, ClickException, NoArgsIsHelpError
+
+        try:
+            code = super().__call__(*args, standalone_mode=False, **kwargs)
+        except NoArgsIsHelpError as exc:
+            console.print(exc.ctx.get_help(), highlight=False, markup=False)
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            err_console.print(f"[bold red]error:[/] {exc.format_message()}{where}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except Abort:
+            err_console.print("[bold red]error:[/] interrupted", highlight=False)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = OneLineUsageErrors(
     name="cures",
     help="CurES curriculum policies for RL on verifiable rewards: sample prompts by rho* and allocate rollouts by "
     "sigma (arXiv 2510.01037).",

@@ -174,3 +174,17 @@ def test_ctrl_c_stops_a_multi_seed_run_promptly(tmp_path, threads):
     assert proc.returncode == 130 and time.perf_counter() - t0 < 5
     assert proc.stderr.read().strip() == "error: interrupted"
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("args", [("simulate", "--seeds", "1x"), ("compare", "--steps", "ten"),
+                                  ("sweep", "--jobs", "two"), ("reconcile", "--n-prompts", "1.5"),
+                                  ("report", "--mc-reps", "x"), ("bench", "--batch-size", "y"),
+                                  ("simulate", "--bogus"), ("compare", "--n-prompts"), ("policies", "a", "b")])
+def test_usage_errors_are_one_line_naming_the_option(args):
+    """Type errors, unknown options and missing values, found by the command-line parser itself, end in one line
+    (not a framed block), exit 2."""
+    out = cures_cli(*args)
+    assert out.returncode == 2, out.stdout
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out.stderr, out.stderr
+    assert args[1] in lines[0] or "unexpected extra argument" in lines[0].lower(), lines[0]
