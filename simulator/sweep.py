@@ -160,9 +160,7 @@ def load_grid_file(name_or_path: str) -> dict:
 def run_cell(sweep: Sweep, cell: dict):
     """One cell: `compare` with the cell's settings; returns (seed rows, policy rows) as DataFrames, with the cell's
     values as leading columns."""
-    import pandas as pd
-
-    from simulator.compare import compare, seeds_frame
+    from simulator.compare import compare, comparison_frame, seeds_frame
     from simulator.run import stacked
     from simulator.scaling import ACCOUNTINGS, axis, cost_to_reach
 
@@ -174,18 +172,10 @@ def run_cell(sweep: Sweep, cell: dict):
         seeds[f"cost_to_baseline_peak_{a}"] = [
             cost_to_reach(axis([r], a, cfg.train_cost)[0], stacked([r], acc)[0], peak)
             for name in runs for r in runs[name]]
-    rows = []
-    for r in result["policies"]:
-        rec = {"policy": r["policy"], "baseline_peak_accuracy": peak}
-        for a in ACCOUNTINGS:
-            rec[f"speedup_{a}"] = r[f"speedup_{a}"]
-            rec[f"speedup_{a}_lo"], rec[f"speedup_{a}_hi"] = r[f"speedup_{a}_ci"]
-        rec.update({"final_accuracy": r["final_accuracy"]["mean"], "final_accuracy_lo": r["final_accuracy"]["lo"],
-                    "final_accuracy_hi": r["final_accuracy"]["hi"], "rollouts": r["rollouts_used"],
-                    "trained_rollouts": r["trained_rollouts"], "steps": r["steps"],
-                    "passes": r["steps"] * cfg.batch_size / cfg.n_prompts})
-        rows.append(rec)
-    policies = pd.DataFrame.from_records(rows)
+    policies = comparison_frame(result)
+    policies = policies.drop(columns=[c for c in policies if c.startswith("fit_")])  # a sweep fits no curves
+    policies["baseline_peak_accuracy"] = peak
+    policies["passes"] = policies["steps"] * cfg.batch_size / cfg.n_prompts
     lead = {"cell": sweep.cell_id(cell), **{k: _cell_value(v) for k, v in cell.items()}}
 
     def with_cell(df):  # a measured column named like a grid key (steps, passes) becomes NAME_run
