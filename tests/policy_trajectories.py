@@ -2,7 +2,10 @@
 changed nothing: per step and round the plan (prompts, rollouts, purpose), the successes fed back, the training
 groups, a hash of the posterior counts (alpha, beta) and the RNG state.
 
-    python tests/policy_trajectories.py          # rewrite tests/fixtures/policy_trajectories.json
+The same for the simulator's compiled loop, which calls the policies from inside Numba: per policy and estimator
+setting, a digest of every evaluation row of a short run (`engine_trajectory`).
+
+    python tests/policy_trajectories.py          # rewrite both files in tests/fixtures/
 
 `test_policy_trajectories.py` replays them and requires equality, bit for bit.
 """
@@ -16,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 FIXTURE = Path(__file__).parent / "fixtures" / "policy_trajectories.json"
+ENGINE_FIXTURE = Path(__file__).parent / "fixtures" / "engine_trajectories.json"
 N_PROMPTS, BATCH, BUDGET, STEPS = 60, 8, 32, 14
 PARAMS = {  # small schedules so that subsets, pre-rollouts and refills all happen within STEPS steps
     "cures-paper": {"subsets": 3, "steps_per_subset": 4},
@@ -67,7 +71,33 @@ def all_trajectories() -> dict:
     return {name: trajectory(name) for name in available()}
 
 
+ENGINE_SETTINGS = {  # the IRT world with measured score norms, and the tabular world
+    "irt": {"mode": "irt", "score_norms": True},
+    "tabular": {"mode": "tabular", "estimator": "rloo"},
+}
+
+
+def engine_trajectory(name: str, setting: str) -> dict:
+    """One seed of the compiled simulator: a digest of its evaluation rows and pass-rate histograms."""
+    from simulator.config import build_config
+    from simulator.run import run_seed
+
+    cfg = build_config(overrides={"n_prompts": N_PROMPTS * 4, "n_heldout": 50, "batch_size": BATCH, "budget": BUDGET,
+                                  "steps": 3 * STEPS, "eval_every": 7, "seeds": 1, **ENGINE_SETTINGS[setting]},
+                       policy_overrides=PARAMS.get(name, {}))
+    run = run_seed(name, cfg, seed=5)
+    return {"curves": _digest(run.curves), "hist": _digest(run.hist), "rollouts_total": run.rollouts_total,
+            "steps": run.steps}
+
+
+def all_engine_trajectories() -> dict:
+    from cures.policies import available
+
+    return {name: {s: engine_trajectory(name, s) for s in ENGINE_SETTINGS} for name in available()}
+
+
 if __name__ == "__main__":
     FIXTURE.parent.mkdir(exist_ok=True)
-    FIXTURE.write_text(json.dumps(all_trajectories(), separators=(",", ":")) + "\n")
-    print(f"wrote {FIXTURE} ({FIXTURE.stat().st_size:,} bytes)")
+    for path, make in ((FIXTURE, all_trajectories), (ENGINE_FIXTURE, all_engine_trajectories)):
+        path.write_text(json.dumps(make(), separators=(",", ":")) + "\n")
+        print(f"wrote {path} ({path.stat().st_size:,} bytes)")

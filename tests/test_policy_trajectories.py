@@ -4,9 +4,10 @@ regenerate only for an intended change of behaviour, and say so in the commit)."
 import json
 
 import pytest
-from policy_trajectories import FIXTURE, trajectory
+from policy_trajectories import ENGINE_FIXTURE, ENGINE_SETTINGS, FIXTURE, engine_trajectory, trajectory
 
 RECORDED = json.loads(FIXTURE.read_text())
+ENGINE_RECORDED = json.loads(ENGINE_FIXTURE.read_text())
 
 
 @pytest.mark.parametrize("name", sorted(RECORDED))
@@ -16,7 +17,13 @@ def test_trajectory_is_unchanged(name):
         assert got == want, f"{name}: step {step} differs from the recorded trajectory"
 
 
+@pytest.mark.parametrize("name", sorted(ENGINE_RECORDED))
+def test_engine_trajectory_is_unchanged(name):
+    for setting in ENGINE_SETTINGS:
+        assert engine_trajectory(name, setting) == ENGINE_RECORDED[name][setting], f"{name}, {setting} world"
+
+
 def test_every_policy_is_recorded():
     from cures.policies import available
 
-    assert sorted(RECORDED) == sorted(available())
+    assert sorted(RECORDED) == sorted(available()) == sorted(ENGINE_RECORDED)
