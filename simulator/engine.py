@@ -16,18 +16,25 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import literally, njit
+from numba import njit
 
 from cures.policies.dispatch import observe_round, plan_round
-from cures.policies.kernels import N_GROUPS, N_SLOTS, ROLLOUTS, ROUND_START, STEP
+from cures.policies.kernels import round_slots
+from cures.policies.layout import new_vars
 
 GRPO_ADV, DRGRPO_ADV, RLOO_ADV, RPP_ADV = range(4)
 ESTIMATOR_CODES = {"grpo": GRPO_ADV, "drgrpo": DRGRPO_ADV, "rloo": RLOO_ADV, "reinforce++": RPP_ADV}
 COLUMNS = ("step", "rollouts", "train_accuracy", "heldout_accuracy", "zero_variance_fraction", "posterior_error",
            "grad_norm", "grad_cosine", "groups_per_step", "trained_rollouts_per_step", "trained_rollouts")
-# Tally.counts entries
-T_SLOTS, T_ZERO, T_SLOTS_ALL, T_ZERO_ALL, T_FIRST_SLOTS, T_FIRST_ZERO = range(6)
-T_STEPS, T_GROUPS, T_TRAINED, T_TOUCHED, T_SIMULATED, T_TRAINED_ALL = range(6, 12)
+TALLY_VARS = tuple((name, np.int64) for name in (
+    "slots", "zero",  # slots generated and zero-variance slots since the last evaluation
+    "slots_all", "zero_all",  # the same over the whole run
+    "first_slots", "first_zero",  # the same in the first step
+    "steps", "groups", "trained",  # steps, training groups and trained rollouts since the last evaluation
+    "touched",  # coordinates the last step's gradient wrote
+    "simulated",  # rollouts simulated over the whole run
+    "trained_all",  # trained rollouts over the whole run
+))
 
 
 class EngineConfig(NamedTuple):
@@ -48,7 +55,7 @@ class EngineConfig(NamedTuple):
 class Tally(NamedTuple):
     """Counters and scratch carried between calls of `run_steps`."""
 
-    counts: np.ndarray  # int64[12], see T_*
+    vars: np.record  # TALLY_VARS
     grad: np.ndarray  # float64[D] the last step's gradient estimate
     touched: np.ndarray  # int64[D] coordinates the last step wrote (tabular: prompts)
     mark: np.ndarray  # uint8[D]
@@ -60,7 +67,7 @@ class Tally(NamedTuple):
 
 
 def new_tally(dim: int, capacity: int) -> Tally:
-    return Tally(np.zeros(12, np.int64), np.zeros(dim), np.zeros(dim, np.int64), np.zeros(dim, np.uint8),
+    return Tally(new_vars(TALLY_VARS), np.zeros(dim), np.zeros(dim, np.int64), np.zeros(dim, np.uint8),
                  np.zeros(capacity), np.zeros(capacity), np.zeros(capacity), np.zeros(capacity, np.int64),
                  np.zeros(capacity))
 
@@ -115,24 +122,24 @@ def advantages(C, k, n, batch_mean, batch_sd):
 def _add_coord(T, c):
     if T.mark[c] == 0:
         T.mark[c] = 1
-        T.touched[T.counts[T_TOUCHED]] = c
-        T.counts[T_TOUCHED] += 1
+        T.touched[T.vars.touched] = c
+        T.vars.touched += 1
 
 
 @njit(cache=True)
 def gradient_step(M, C, B, T, srng):
     """Build the step's gradient estimate from its training groups and apply the update to theta."""
-    for i in range(T.counts[T_TOUCHED]):  # clear the previous step's estimate
+    for i in range(T.vars.touched):  # clear the previous step's estimate
         c = T.touched[i]
         T.grad[c] = 0.0
         T.mark[c] = 0
-    T.counts[T_TOUCHED] = 0
-    G = B.reg[N_GROUPS]
+    T.vars.touched = 0
+    G = B.vars.n_groups
     for g in range(G):
         T.gk[g] = 0.0
         T.gn[g] = 0.0
     k_all, n_all = 0.0, 0.0
-    for j in range(B.reg[N_SLOTS]):
+    for j in range(B.vars.n_slots):
         g = B.group[j]
         if g >= 0:
             T.gk[g] += B.succ[j]
@@ -141,9 +148,9 @@ def gradient_step(M, C, B, T, srng):
             T.gp[g] = T.slot_p[j]
             k_all += B.succ[j]
             n_all += B.n[j]
-    T.counts[T_GROUPS] += G
-    T.counts[T_TRAINED] += int(n_all)
-    T.counts[T_TRAINED_ALL] += int(n_all)
+    T.vars.groups += G
+    T.vars.trained += int(n_all)
+    T.vars.trained_all += int(n_all)
     if G == 0 or n_all == 0:
         return
     mu = k_all / n_all
@@ -170,50 +177,50 @@ def gradient_step(M, C, B, T, srng):
         for c in range(d):
             T.grad[c] += np.sqrt(noise_var) * srng.standard_normal()
     norm2 = 0.0
-    for i in range(T.counts[T_TOUCHED]):
+    for i in range(T.vars.touched):
         norm2 += T.grad[T.touched[i]] ** 2
     scale = C.lr
     if C.clip > 0.0 and C.lr * np.sqrt(norm2) > C.clip:  # trust region on the parameter step
         scale = C.clip / np.sqrt(norm2)
-    for i in range(T.counts[T_TOUCHED]):
+    for i in range(T.vars.touched):
         c = T.touched[i]
         M.theta[c] += scale * T.grad[c]
 
 
 @njit(cache=True, nogil=True)
-def run_steps(kind, P, S, B, prng, srng, M, C, T, steps):
+def run_steps(P, S, B, prng, srng, M, C, T, steps):
     """Train for up to `steps` steps (fewer if C.max_rollouts or C.max_compute is reached); returns the steps
-    taken."""
-    literally(kind)
+    taken. P, S, B and prng are a policy's state (`PolicyState.kernel`, `arrays`, `step`, `rng`)."""
     for done in range(steps):
-        if C.max_rollouts > 0 and S.ireg[ROLLOUTS] >= C.max_rollouts:
+        if C.max_rollouts > 0 and S.vars.rollouts >= C.max_rollouts:
             return done
-        if C.max_compute > 0 and S.ireg[ROLLOUTS] + C.train_cost * T.counts[T_TRAINED_ALL] >= C.max_compute:
+        if C.max_compute > 0 and S.vars.rollouts + C.train_cost * T.vars.trained_all >= C.max_compute:
             return done
-        first = S.ireg[STEP] == 0
+        first = S.vars.step == 0
         while True:
-            plan_round(kind, P, S, B, prng)
-            for j in range(B.reg[ROUND_START], B.reg[N_SLOTS]):
+            plan_round(P, S, B, prng)
+            lo, hi = round_slots(B)
+            for j in range(lo, hi):
                 x = B.prompt[j]
                 p = pass_rate(M, x, C.tabular)
                 T.slot_p[j] = p
                 k = srng.binomial(B.n[j], p)
                 B.succ[j] = k
                 zero = 1 if (k == 0 or k == B.n[j]) else 0
-                T.counts[T_SLOTS] += 1
-                T.counts[T_ZERO] += zero
-                T.counts[T_SLOTS_ALL] += 1
-                T.counts[T_ZERO_ALL] += zero
+                T.vars.slots += 1
+                T.vars.zero += zero
+                T.vars.slots_all += 1
+                T.vars.zero_all += zero
                 if first:
-                    T.counts[T_FIRST_SLOTS] += 1
-                    T.counts[T_FIRST_ZERO] += zero
-                T.counts[T_SIMULATED] += B.n[j]
+                    T.vars.first_slots += 1
+                    T.vars.first_zero += zero
+                T.vars.simulated += B.n[j]
                 if C.score_norms:
                     B.score[j, 0], B.score[j, 1], B.score[j, 2] = score_statistics(M, C, x, p)
-            if observe_round(kind, P, S, B, prng):
+            if observe_round(P, S, B, prng):
                 break
         gradient_step(M, C, B, T, srng)
-        T.counts[T_STEPS] += 1
+        T.vars.steps += 1
     return steps
 
 
@@ -247,7 +254,7 @@ def evaluate(S, M, C, T, row, hist):
             true2 += true_grad[c] ** 2
             dot += T.grad[c] * true_grad[c]
     est2 = 0.0
-    for i in range(T.counts[T_TOUCHED]):
+    for i in range(T.vars.touched):
         est2 += T.grad[T.touched[i]] ** 2
     held = np.nan
     if not C.tabular and M.b_held.shape[0] > 0:
@@ -258,17 +265,16 @@ def evaluate(S, M, C, T, row, hist):
                 z += M.a_held[x, c] * M.theta[c]
             held += sigmoid(z)
         held /= M.b_held.shape[0]
-    steps = max(T.counts[T_STEPS], 1)
-    row[0] = S.ireg[STEP]
-    row[1] = S.ireg[ROLLOUTS]
+    steps = max(T.vars.steps, 1)
+    row[0] = S.vars.step
+    row[1] = S.vars.rollouts
     row[2] = acc / N
     row[3] = held
-    row[4] = T.counts[T_ZERO] / T.counts[T_SLOTS] if T.counts[T_SLOTS] > 0 else np.nan
+    row[4] = T.vars.zero / T.vars.slots if T.vars.slots > 0 else np.nan
     row[5] = err / N
     row[6] = np.sqrt(est2)
     row[7] = dot / np.sqrt(est2 * true2) if est2 > 0 and true2 > 0 else np.nan
-    row[8] = T.counts[T_GROUPS] / steps if T.counts[T_STEPS] > 0 else np.nan
-    row[9] = T.counts[T_TRAINED] / steps if T.counts[T_STEPS] > 0 else np.nan
-    row[10] = T.counts[T_TRAINED_ALL]
-    for i in (T_SLOTS, T_ZERO, T_STEPS, T_GROUPS, T_TRAINED):
-        T.counts[i] = 0
+    row[8] = T.vars.groups / steps if T.vars.steps > 0 else np.nan
+    row[9] = T.vars.trained / steps if T.vars.steps > 0 else np.nan
+    row[10] = T.vars.trained_all
+    T.vars.slots = T.vars.zero = T.vars.steps = T.vars.groups = T.vars.trained = 0

@@ -18,10 +18,6 @@ from simulator.config import SimConfig
 from simulator.engine import (
     COLUMNS,
     ESTIMATOR_CODES,
-    T_FIRST_SLOTS,
-    T_FIRST_ZERO,
-    T_SLOTS_ALL,
-    T_ZERO_ALL,
     EngineConfig,
     evaluate,
     new_tally,
@@ -83,8 +79,8 @@ def run_seed(name: str, cfg: SimConfig, seed: int, progress: Progress | None = N
     srng = np.random.default_rng(sim_ss)
     C = engine_config(cfg, policy, max_rollouts)
     T = new_tally(model.theta.shape[0], state.step.prompt.shape[0])
-    P, S, B, prng, kind = state.kernel, state.arrays, state.step, state.rng, state.kernel.kind
-    steps_fn = specialised(run_steps, kind, P, S, B, prng, srng, model, C, T, 1)
+    P, S, B, prng = state.kernel, state.arrays, state.step, state.rng
+    steps_fn = specialised(run_steps, P, S, B, prng, srng, model, C, T, 1)
     rows, hists = [], []
 
     def record():
@@ -100,7 +96,7 @@ def run_seed(name: str, cfg: SimConfig, seed: int, progress: Progress | None = N
             raise Stopped
         chunk = min(cfg.eval_every, cfg.steps - done)
         t0 = time.perf_counter()
-        took = steps_fn(kind, P, S, B, prng, srng, model, C, T, chunk)
+        took = steps_fn(P, S, B, prng, srng, model, C, T, chunk)
         if timer is not None:
             timer.append(time.perf_counter() - t0)
         done += took
@@ -112,9 +108,9 @@ def run_seed(name: str, cfg: SimConfig, seed: int, progress: Progress | None = N
             if progress is not None:
                 progress(cfg.steps - done)
             break
-    c = T.counts
-    return SeedRun(seed, np.array(rows), np.array(hists), c[T_FIRST_ZERO] / max(c[T_FIRST_SLOTS], 1),
-                   c[T_ZERO_ALL] / max(c[T_SLOTS_ALL], 1), state.rollouts_total, state.steps_done)
+    c = T.vars
+    return SeedRun(seed, np.array(rows), np.array(hists), c.first_zero / max(c.first_slots, 1),
+                   c.zero_all / max(c.slots_all, 1), state.rollouts_total, state.steps_done)
 
 
 def run_seeds(name: str, cfg: SimConfig, progress: Progress | None = None, max_rollouts: int | None = None,

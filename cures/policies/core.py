@@ -23,14 +23,25 @@ from pathlib import Path
 import numpy as np
 
 from cures._io import atomic_save_npz, load_npz
-from cures.policies import kernels as K
 from cures.policies.dispatch import observe_round, plan_round, specialised
-from cures.policies.spec import PolicySpec, get_spec
+from cures.policies.layout import (
+    EMPTY_ARRAYS,
+    OPTIONAL_ARRAYS,
+    STATE_VARS,
+    STEP_VARS,
+    State,
+    StepBuffer,
+    copy_vars,
+    new_vars,
+    vars_array,
+    vars_from_array,
+)
+from cures.policies.spec import INIT_ONLY, PolicySpec, get_spec
 from cures.posterior import BetaPosterior, successes_from_rewards
-from cures.sumtree import leaves, new_tree
+from cures.sumtree import leaves, tree_height
 
 STATE_FORMAT = "cures.PolicyState"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: named scalars (`vars` records) and per-policy kernel parameters; 1: integer registers
 
 # ----------------------------------------------------------------------------------------------------------------
 # Plans, batches and state
@@ -89,9 +100,9 @@ class PolicyState:
 
     policy: str
     params: dict
-    kernel: K.Params
-    arrays: K.State
-    step: K.StepBuffer
+    kernel: tuple  # the policy's kernel parameters (PolicySpec.kernel_params)
+    arrays: State
+    step: StepBuffer
     rng: np.random.Generator
 
     @property
@@ -99,40 +110,39 @@ class PolicyState:
         return self.arrays.alpha.shape[0]
 
     def kernel_call(self, dispatcher):
-        """`dispatcher(kind, P, S, B, rng)` compiled for this state's policy kind and array types (memoised)."""
+        """`dispatcher(P, S, B, rng)` compiled for this state's types (memoised), as a call without arguments."""
         entries = self.__dict__.setdefault("_entries", {})
         if dispatcher not in entries:
-            entries[dispatcher] = specialised(dispatcher, self.kernel.kind, self.kernel, self.arrays, self.step,
-                                              self.rng)
+            entries[dispatcher] = specialised(dispatcher, self.kernel, self.arrays, self.step, self.rng)
         fn = entries[dispatcher]
-        return lambda: fn(self.kernel.kind, self.kernel, self.arrays, self.step, self.rng)
+        return lambda: fn(self.kernel, self.arrays, self.step, self.rng)
 
     @property
     def steps_done(self) -> int:
-        return int(self.arrays.ireg[K.STEP])
+        return int(self.arrays.vars.step)
 
     @property
     def rollouts_total(self) -> int:
         """Every rollout planned so far, screening and refills included."""
-        return int(self.arrays.ireg[K.ROLLOUTS])
+        return int(self.arrays.vars.rollouts)
 
     @property
     def awaiting_observation(self) -> bool:
-        return bool(self.step.reg[K.AWAITING])
+        return bool(self.step.vars.awaiting)
 
     def sampling_ess(self) -> float | None:
         """Kish effective sample size (sum w)^2 / sum w^2 of the weights rho* (Eq. 14) currently draws prompts with;
         None for policies that do not sample from rho*."""
         if self.arrays.tree.size == 0:
             return None
-        w = leaves(self.arrays.tree, int(self.arrays.ireg[K.TREE_HEIGHT]), self.n_prompts)
+        w = leaves(self.arrays.tree, int(self.arrays.vars.tree_height), self.n_prompts)
         total = w.sum()
         return float(total**2 / (w**2).sum()) if total > 0 else None
 
     def posterior(self) -> BetaPosterior:
         """A copy of the pass-rate posterior as a `BetaPosterior`."""
-        post = BetaPosterior(self.n_prompts, prior=(self.kernel.prior_alpha, self.kernel.prior_beta),
-                             decay=self.kernel.decay)
+        post = BetaPosterior(self.n_prompts, prior=self.params.get("prior", (1.0, 1.0)),
+                             decay=getattr(self.kernel, "decay", 1.0))
         for name in ("alpha", "beta", "alpha0", "beta0"):
             getattr(post, name)[:] = getattr(self.arrays, name)
         return post
@@ -141,11 +151,8 @@ class PolicyState:
         return self.posterior().mean()
 
     def copy(self) -> PolicyState:
-        return PolicyState(
-            self.policy, copy.deepcopy(self.params), self.kernel,
-            K.State(*(a.copy() for a in self.arrays)), K.StepBuffer(*(a.copy() for a in self.step)),
-            copy.deepcopy(self.rng),
-        )
+        return PolicyState(self.policy, copy.deepcopy(self.params), self.kernel, _copied(self.arrays),
+                           _copied(self.step), copy.deepcopy(self.rng))
 
     def save(self, path) -> Path:
         """Write the whole state to one versioned .npz file (no pickle), atomically."""
@@ -154,20 +161,25 @@ class PolicyState:
             "format": STATE_FORMAT, "version": STATE_VERSION, "policy": self.policy, "params": params,
             "kernel": self.kernel._asdict(), "rng": _rng_state(self.rng),
         }
-        arrays = {f"state.{k}": v for k, v in self.arrays._asdict().items()}
-        arrays.update({f"step.{k}": v for k, v in self.step._asdict().items()})
+        arrays = {f"{prefix}.{k}": (vars_array(v) if k == "vars" else v)
+                  for prefix, part in (("state", self.arrays), ("step", self.step)) for k, v in part._asdict().items()}
         return atomic_save_npz(path, meta, arrays)
 
     @classmethod
     def load(cls, path) -> PolicyState:
         """Read a state written by `save`. Every metadata key, array shape, dtype and value range is checked against
         a fresh state of the same policy and size, so a damaged file is a ValueError naming the file and the problem,
-        never a crash inside compiled code."""
+        never a crash inside compiled code. Files of another format version are refused with their version."""
         meta, arrays = load_npz(path, STATE_FORMAT, (STATE_VERSION,))
         try:
             return _checked_state(meta, arrays)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
+
+
+def _copied(part):
+    """A deep copy of a State or StepBuffer (arrays and vars record)."""
+    return type(part)(*(copy_vars(a) if isinstance(a, np.record) else a.copy() for a in part))
 
 
 def _checked_state(meta: dict, arrays: dict) -> PolicyState:
@@ -184,13 +196,13 @@ def _checked_state(meta: dict, arrays: dict) -> PolicyState:
     if alpha is None or alpha.ndim != 1 or alpha.size < 1:
         raise ValueError("array state.alpha is missing or not a non-empty vector")
     ref = policy.init(alpha.size, seed=0)  # the layout this policy has for this many prompts
-    kernel = meta["kernel"]
-    if not isinstance(kernel, dict) or set(kernel) != set(K.Params._fields):
-        fields, known = (set(kernel) if isinstance(kernel, dict) else set()), set(K.Params._fields)
-        raise ValueError(f"kernel parameters differ from this version's (missing: {sorted(known - fields)}, "
-                         f"unknown: {sorted(fields - known)})")
-    if K.Params(**kernel) != ref.kernel:
-        bad = [f for f in K.Params._fields if kernel[f] != getattr(ref.kernel, f)]
+    kernel, known = meta["kernel"], ref.kernel._asdict()
+    if not isinstance(kernel, dict) or set(kernel) != set(known):
+        fields = set(kernel) if isinstance(kernel, dict) else set()
+        raise ValueError(f"kernel parameters differ from this version's (missing: {sorted(set(known) - fields)}, "
+                         f"unknown: {sorted(fields - set(known))})")
+    bad = [f for f, v in known.items() if kernel[f] != v]
+    if bad:
         raise ValueError(f"kernel parameters {', '.join(bad)} do not follow from the policy's parameters")
     loaded = {}
     for prefix, template in (("state", ref.arrays), ("step", ref.step)):
@@ -199,15 +211,17 @@ def _checked_state(meta: dict, arrays: dict) -> PolicyState:
             got = arrays.get(key)
             if got is None:
                 raise ValueError(f"array {key} is missing")
-            if got.dtype != want.dtype or got.shape != want.shape:
+            if name == "vars":
+                want = vars_array(want)
+            if got.dtype.descr != want.dtype.descr or got.shape != want.shape:
                 raise ValueError(f"array {key} has dtype {got.dtype} and shape {got.shape}; expected {want.dtype} "
                                  f"and {want.shape}")
-            loaded[key] = np.ascontiguousarray(got)
+            loaded[key] = vars_from_array(got) if name == "vars" else np.ascontiguousarray(got)
     unknown = set(arrays) - set(loaded)
     if unknown:
         raise ValueError(f"unknown arrays {', '.join(sorted(unknown))}")
-    S = K.State(**{f: loaded[f"state.{f}"] for f in K.State._fields})
-    B = K.StepBuffer(**{f: loaded[f"step.{f}"] for f in K.StepBuffer._fields})
+    S = State(**{f: loaded[f"state.{f}"] for f in State._fields})
+    B = StepBuffer(**{f: loaded[f"step.{f}"] for f in StepBuffer._fields})
     _check_ranges(S, B, ref)
     try:
         rng = _rng_from_state(meta["rng"])
@@ -216,7 +230,7 @@ def _checked_state(meta: dict, arrays: dict) -> PolicyState:
     return PolicyState(meta["policy"], dict(policy.params), ref.kernel, S, B, rng)
 
 
-def _check_ranges(S: K.State, B: K.StepBuffer, ref: PolicyState) -> None:
+def _check_ranges(S: State, B: StepBuffer, ref: PolicyState) -> None:
     """Values the compiled kernels index with or divide by must lie where a real run can put them."""
     n, cap = S.alpha.size, B.prompt.size
 
@@ -224,28 +238,23 @@ def _check_ranges(S: K.State, B: K.StepBuffer, ref: PolicyState) -> None:
         if not ok:
             raise ValueError(what)
 
-    for name in ("alpha", "beta", "alpha0", "beta0"):
-        a = getattr(S, name)
-        need(np.isfinite(a).all() and (a >= 0).all(), f"state.{name} must be finite and >= 0")
-    for name in ("sigma", "weight", "tree", "last"):
+    for name in ("alpha", "beta", "alpha0", "beta0", "sigma", "weight", "tree", "last"):
         a = getattr(S, name)
         need(np.isfinite(a).all() and (a >= 0).all(), f"state.{name} must be finite and >= 0")
     need((S.n_static >= 0).all() and (S.streak >= 0).all(), "state counts must be >= 0")
     need(np.array_equal(np.sort(S.order), np.arange(n)), "state.order must be a permutation of the prompts")
     need(((S.queue >= 0) & (S.queue < n)).all(), "state.queue holds prompt ids outside 0..n-1")
-    need(np.isfinite(S.freg).all(), "state.freg must be finite")
-    r = S.ireg
-    need((r >= -1).all() and (np.delete(r, K.SUBSET) >= 0).all(), "state.ireg holds negative counters")
-    need(r[K.N_SUBSETS] == ref.arrays.ireg[K.N_SUBSETS] and r[K.TREE_HEIGHT] == ref.arrays.ireg[K.TREE_HEIGHT],
-         "state.ireg disagrees with the policy's subsets or sum-tree height")
-    need(r[K.SUBSET] < r[K.N_SUBSETS], "state.ireg subset index out of range")
-    need(r[K.CURSOR] <= n and r[K.QUEUE_LEN] <= n, "state.ireg cursor or queue length exceeds the prompts")
-    need(r[K.PHASE] in (K.NEED_SUBSET, K.TRAINING), "state.ireg phase is not a known phase")
-    b = B.reg
-    need((b >= 0).all() and b[K.N_SLOTS] <= cap and b[K.ROUND_START] <= b[K.N_SLOTS],
-         "step.reg slot counters out of range")
-    need(b[K.DONE] in (0, 1) and b[K.AWAITING] in (0, 1) and b[K.PURPOSE] in (K.TRAIN, K.SCREEN),
-         "step.reg flags out of range")
+    for part, rec in (("state", S.vars), ("step", B.vars)):
+        for name in rec.dtype.names:
+            v = rec[name]
+            need(np.isfinite(v) and (v >= 0 or name == "subset"), f"{part}.vars.{name} must be finite and >= 0")
+    v, r = S.vars, ref.arrays.vars
+    need(v.n_subsets == r.n_subsets and v.tree_height == r.tree_height,
+         "state.vars disagrees with the policy's subsets or sum-tree height")
+    need(-1 <= v.subset < v.n_subsets, "state.vars.subset out of range")
+    need(v.cursor <= n and v.queue_len <= n, "state.vars cursor or queue length exceeds the prompts")
+    b = B.vars
+    need(b.n_slots <= cap and b.round_start <= b.n_slots, "step.vars slot counters out of range")
     need(((B.prompt >= 0) & (B.prompt < n)).all(), "step.prompt holds prompt ids outside 0..n-1")
     need((B.n >= 0).all() and (B.group >= -1).all() and (B.round >= 0).all(), "step counts must be >= 0")
     need(np.isfinite(B.succ).all() and (B.succ >= 0).all() and (B.succ <= B.n).all(),
@@ -326,82 +335,63 @@ class Policy:
         return f"make_policy({self.name!r}, {args})"
 
     # -- construction ----------------------------------------------------------------------------------------
-    def kernel_params(self, n_prompts: int) -> K.Params:
-        """The compiled kernels' parameters for a dataset of `n_prompts` prompts (checked against it)."""
+    def resolved_params(self, n_prompts: int) -> dict:
+        """The public parameters with defaults filled (`PolicySpec.resolve`) and checked against `n_prompts`."""
         v = dict(self.params)
         if "batch_size" in v and v.get("budget", 0) is None:
             v["budget"] = 8 * v["batch_size"]
         if self.spec.resolve is not None:
-            v = self.spec.resolve(v)
+            v = self.spec.resolve(v, n_prompts)
         if self.spec.check is not None:
             try:
                 self.spec.check(v, n_prompts)
             except ValueError as exc:
                 raise ValueError(f"{self.name}: {exc}") from None
-        fields = dict(self.spec.fixed, kind=self.spec.kind)
-        field_of = {p.name: p.field or p.name for p in self.spec.params}
-        for name, val in v.items():
-            key = field_of.get(name, name)
-            if key == "prior":
-                fields["prior_alpha"], fields["prior_beta"] = val
-            elif key == "n_max":
-                fields["n_max"] = 0 if val is None else val
-            elif key == "sigma":
-                fields["sigma_source"] = K.SIGMA_PRE_ROLLOUT if val == "pre-rollout" else K.SIGMA_POSTERIOR
-            elif key in K.Params._fields:
-                fields[key] = val
-            else:
-                raise AssertionError(f"parameter {name!r} of {self.name} has no kernel field")
-        if fields.get("subsets", 1) == 0:  # auto: subsets of about M x m prompts (the released code)
-            fields["subsets"] = max(1, round(n_prompts / (fields["steps_per_subset"] * fields["batch_size"])))
-        fields["subsets"] = min(fields.get("subsets", 1), n_prompts)
-        return K.Params(**fields)
+        return v
+
+    def kernel_params(self, n_prompts: int):
+        """The compiled kernels' parameters (`PolicySpec.kernel_params`) for a dataset of `n_prompts` prompts."""
+        v = {**self.resolved_params(n_prompts), **self.spec.fixed}
+        cls = self.spec.kernel_params
+        stray = sorted(set(v) - set(cls._fields) - set(INIT_ONLY))
+        if stray:
+            raise AssertionError(f"parameters {stray} of {self.name} reach no field of {cls.__name__}")
+        return cls(**{k: v[k] for k in cls._fields if k in v})
 
     def init(self, n_prompts: int, seed: int = 0, posterior: BetaPosterior | None = None) -> PolicyState:
         """Fresh state for `n_prompts` prompts; `posterior` optionally supplies starting counts (e.g. offline)."""
         if isinstance(n_prompts, bool) or int(n_prompts) != n_prompts or n_prompts < 1:
             raise ValueError(f"n_prompts must be an integer >= 1; got {n_prompts!r}")
-        n_prompts = int(n_prompts)
-        P = self.kernel_params(n_prompts)
+        n = int(n_prompts)
+        P = self.kernel_params(n)
+        values = self.resolved_params(n)
+        subsets = min(values.get("subsets", 1), n)
+        prior_alpha, prior_beta = values.get("prior", (1.0, 1.0))
         rng = np.random.default_rng(seed)
-        if posterior is not None and posterior.n_prompts != n_prompts:
-            raise ValueError(f"posterior covers {posterior.n_prompts} prompts, not {n_prompts}")
-        alpha0 = np.full(n_prompts, P.prior_alpha) if posterior is None else posterior.alpha0.copy()
-        beta0 = np.full(n_prompts, P.prior_beta) if posterior is None else posterior.beta0.copy()
-        uses_tree = self.spec.kind == K.CURES and P.sampling == K.SAMPLE_RHO
-        tree, height = new_tree(n_prompts) if uses_tree else (np.zeros(0), 0)
-        ireg = np.zeros(K.N_IREG, np.int64)
-        ireg[K.SUBSET] = -1
-        ireg[K.N_SUBSETS] = P.subsets
-        ireg[K.TREE_HEIGHT] = height
-        arrays = K.State(
+        if posterior is not None and posterior.n_prompts != n:
+            raise ValueError(f"posterior covers {posterior.n_prompts} prompts, not {n}")
+        alpha0 = np.full(n, prior_alpha) if posterior is None else posterior.alpha0.copy()
+        beta0 = np.full(n, prior_beta) if posterior is None else posterior.beta0.copy()
+        spec = self.spec
+        state_vars = new_vars(
+            STATE_VARS + spec.state_vars, n_subsets=subsets, subset=-1, need_subset=True,
+            tree_height=tree_height(n) if "tree" in spec.arrays else 0, **(spec.init_vars(P) if spec.init_vars else {}),
+        )
+        arrays = State(
             alpha=alpha0.copy() if posterior is None else posterior.alpha.copy(),
             beta=beta0.copy() if posterior is None else posterior.beta.copy(),
             alpha0=alpha0, beta0=beta0,
-            sigma=np.zeros(n_prompts), weight=np.ones(n_prompts), n_static=np.zeros(n_prompts, np.int64),
-            order=rng.permutation(n_prompts).astype(np.int64), queue=np.zeros(n_prompts, np.int64),
-            tree=tree,
-            streak=np.zeros((n_prompts if self.spec.per_prompt_history else 0, 2), np.int64),
-            last=np.zeros((n_prompts if self.spec.per_prompt_history else 0, 2)),
-            mark=np.zeros(n_prompts, np.uint8),
-            ireg=ireg, freg=np.zeros(K.N_FREG),
+            order=rng.permutation(n).astype(np.int64), queue=np.zeros(n, np.int64), mark=np.zeros(n, np.uint8),
+            **{k: (make(n) if k in spec.arrays else EMPTY_ARRAYS[k].copy()) for k, make in OPTIONAL_ARRAYS.items()},
+            vars=state_vars,
         )
-        arrays.freg[K.Q_EASY] = arrays.freg[K.Q_HARD] = P.q_init
-        cap = (self.spec.capacity or self._capacity)(P, n_prompts)
-        step = K.StepBuffer(
+        cap = spec.capacity(P, -(-n // subsets))
+        step = StepBuffer(
             prompt=np.zeros(cap, np.int64), n=np.zeros(cap, np.int64), succ=np.zeros(cap),
             score=np.full((cap, 3), np.nan), group=np.full(cap, -1, np.int64), round=np.zeros(cap, np.int64),
-            reg=np.zeros(K.N_BREG, np.int64),
+            vars=new_vars(STEP_VARS + spec.step_vars, done=True),
         )
-        step.reg[K.DONE] = 1
         return PolicyState(self.name, dict(self.params), P, arrays, step, rng)
-
-    @staticmethod
-    def _capacity(P: K.Params, n_prompts: int) -> int:
-        """Slots one step can hold: a screening round over the largest subset plus one training round."""
-        largest_subset = -(-n_prompts // P.subsets)
-        screens = P.n_pre > 0 or P.kind == K.CURES_RELEASED
-        return P.batch_size + (largest_subset if screens else 0)
 
     # -- the step loop ---------------------------------------------------------------------------------------
     def _check_state(self, state: PolicyState) -> None:
@@ -414,10 +404,10 @@ class Policy:
         if state.awaiting_observation:
             raise ValueError("the last plan has not been observed yet; call observe() first")
         state.kernel_call(plan_round)()
-        lo, hi = state.step.reg[K.ROUND_START], state.step.reg[K.N_SLOTS]
+        v = state.step.vars
+        lo, hi = v.round_start, v.n_slots
         return Plan(
-            step=state.steps_done, round=int(state.step.reg[K.N_ROUNDS]) - 1,
-            purpose="screen" if state.step.reg[K.PURPOSE] == K.SCREEN else "train",
+            step=state.steps_done, round=int(v.n_rounds) - 1, purpose="screen" if v.screening else "train",
             prompt_ids=state.step.prompt[lo:hi].copy(), n_rollouts=state.step.n[lo:hi].copy(),
         )
 
@@ -433,7 +423,7 @@ class Policy:
         if not state.awaiting_observation:
             raise ValueError("nothing to observe: call plan() first")
         B = state.step
-        lo, hi = int(B.reg[K.ROUND_START]), int(B.reg[K.N_SLOTS])
+        lo, hi = int(B.vars.round_start), int(B.vars.n_slots)
         n = B.n[lo:hi]
         if (successes is None) == (rewards is None):
             raise ValueError("give exactly one of successes (per slot) or rewards (per rollout)")
@@ -463,9 +453,9 @@ class Policy:
         """The finished step's slots and their training groups."""
         self._check_state(state)
         B = state.step
-        if not B.reg[K.DONE] or state.steps_done == 0:
+        if not B.vars.done or state.steps_done == 0:
             raise ValueError("the step is not finished: keep calling plan() and observe()")
-        k = int(B.reg[K.N_SLOTS])
+        k = int(B.vars.n_slots)
         return TrainingBatch(B.prompt[:k].copy(), B.n[:k].copy(), B.succ[:k].copy(), B.group[:k].copy(),
                              B.round[:k].copy())
 

@@ -8,26 +8,16 @@ budget N (or N/m each), and update the posterior and rho* from the successes (Eq
 training group, so a prompt drawn twice forms two groups.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
 from cures.policies.kernels import (
-    ALLOC_FIXED,
-    ALLOC_SIGMA,
-    CURES,
-    NEED_SUBSET,
-    PHASE,
-    PURPOSE,
-    SAMPLE_RHO,
-    SAMPLE_UNIFORM,
-    SCREEN,
-    SIGMA_PRE_ROLLOUT,
-    SUBSET,
-    SUBSET_STEP,
-    TRAIN,
     add_slot,
     allocate_or_uniform,
-    begin_round,
+    begin_training_round,
+    current_subset,
     draw_uniform,
     end_plan,
     enter_next_subset,
@@ -38,13 +28,13 @@ from cures.policies.kernels import (
     round_slots,
     screen_subset,
     sigma_from_counts,
-    subset_bounds,
     train_on_round,
     update_posterior_from_round,
 )
 from cures.policies.spec import (
     Param,
     PolicySpec,
+    batch_capacity,
     boolean,
     choice,
     common_params,
@@ -56,17 +46,32 @@ from cures.policies.spec import (
 from cures.posterior import posterior_mean
 
 
+class Params(NamedTuple):
+    batch_size: int  # m
+    budget: int  # N
+    decay: float  # posterior forgetting (Eq. 23-24 with decay)
+    n_min: int = 2  # smallest group of a prompt with positive sigma
+    n_max: int = 0  # largest group (0: no limit)
+    tau: float = 0.1  # Eq. 14 temperature
+    rho_sampling: bool = True  # line 11: draw from rho* (else an epoch-shuffled uniform pass)
+    sigma_allocation: bool = True  # line 12: n_i by Eq. 20 (else N / m each)
+    sigma_from_pre_rollouts: bool = False  # sigma_i fixed by the subset's pre-rollouts (line 8), not live p_hat
+    n_pre: int = 0  # N': pre-rollouts per prompt when a subset starts
+    steps_per_subset: int = 0  # M (0: never leave the subset)
+    reset: bool = True  # reset a subset's posterior when it starts
+
+
 @njit(cache=True)
 def _start_estimates(P, S, lo, hi):
     """Lines 6-8: rho* over D_t from the current counts (sigma_i is set by the pre-rollout round, if any)."""
-    if P.sampling == SAMPLE_RHO:
-        fill_rho_tree(P, S, lo, hi)
+    if P.rho_sampling:
+        fill_rho_tree(S, lo, hi, P.tau)
 
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    if S.ireg[PHASE] == NEED_SUBSET:
-        lo, hi = enter_next_subset(P, S, rng)
+    if S.vars.need_subset:
+        lo, hi = enter_next_subset(S, P.reset)
         if P.n_pre > 0:  # lines 3-5: N' pre-rollouts for every prompt of D_t, counted, not trained
             screen_subset(S, B, lo, hi, P.n_pre)
             return
@@ -74,21 +79,21 @@ def plan(P, S, B, rng):
             S.sigma[x] = sigma_from_counts(posterior_mean(S.alpha, S.beta, x), np.nan, np.nan, np.nan)
         _start_estimates(P, S, lo, hi)
 
-    begin_round(B, TRAIN)
+    begin_training_round(B)
     m = P.batch_size
     batch = np.empty(m, np.int64)
-    if P.sampling == SAMPLE_RHO:  # line 11: x_i ~ rho*, i.i.d. with replacement
+    if P.rho_sampling:  # line 11: x_i ~ rho*, i.i.d. with replacement
         for i in range(m):
             batch[i] = rho_draw(S, rng)
     else:
         draw_uniform(S, m, rng, batch)
 
     n = np.empty(m, np.int64)
-    if P.allocation == ALLOC_SIGMA:  # line 12: n_i = N sigma_i / sum_j sigma_j (Eq. 20), exact integers
+    if P.sigma_allocation:  # line 12: n_i = N sigma_i / sum_j sigma_j (Eq. 20), exact integers
         w = np.empty(m)
         for i in range(m):
             x = batch[i]
-            if P.sigma_source == SIGMA_PRE_ROLLOUT:
+            if P.sigma_from_pre_rollouts:
                 w[i] = S.sigma[x]
             else:
                 p = posterior_mean(S.alpha, S.beta, x)
@@ -104,23 +109,22 @@ def plan(P, S, B, rng):
 @njit(cache=True)
 def observe(P, S, B, rng):
     lo, hi = round_slots(B)
-    update_posterior_from_round(P, S, B)  # Eq. 22 (pre-rollouts) or Eq. 23-24 (line 14)
-    if B.reg[PURPOSE] == SCREEN:
+    update_posterior_from_round(S, B, P.decay)  # Eq. 22 (pre-rollouts) or Eq. 23-24 (line 14)
+    if B.vars.screening:
         for j in range(lo, hi):  # line 8: sigma_i from the pre-rollouts
             x = B.prompt[j]
             S.sigma[x] = sigma_from_counts(posterior_mean(S.alpha, S.beta, x), B.score[j, 0], B.score[j, 1],
                                            B.score[j, 2])
-        t_lo, t_hi = subset_bounds(S, S.ireg[SUBSET])
+        t_lo, t_hi = current_subset(S)
         _start_estimates(P, S, t_lo, t_hi)
         return False
-    if P.sampling == SAMPLE_RHO:  # line 15: recompute rho* where the posterior moved
+    if P.rho_sampling:  # line 15: recompute rho* where the posterior moved
         for j in range(lo, hi):
-            x = B.prompt[j]
-            rho_update(P, S, x)
+            rho_update(S, B.prompt[j], P.tau)
     train_on_round(B)
     finish_step(S, B)
-    if P.steps_per_subset > 0 and S.ireg[SUBSET_STEP] >= P.steps_per_subset:
-        S.ireg[PHASE] = NEED_SUBSET
+    if P.steps_per_subset > 0 and S.vars.subset_step >= P.steps_per_subset:
+        S.vars.need_subset = True
     return True
 
 
@@ -135,17 +139,29 @@ TAU_DOC = (
 )
 
 
+def _resolve(v, n_prompts):
+    """Public values -> kernel fields: n_max None means no limit (0), sigma='pre-rollout' fixes sigma_i."""
+    v["n_max"] = v.get("n_max") or 0
+    v["sigma_from_pre_rollouts"] = v.pop("sigma", "posterior") == "pre-rollout"
+    return v
+
+
+def _capacity(P, subset_size):
+    """One training round, plus a screening round over the largest subset when there are pre-rollouts."""
+    return batch_capacity(P, subset_size) + (subset_size if P.n_pre > 0 else 0)
+
+
 def _check_family(v, n_prompts):
-    m, budget, n_min, n_max = v["batch_size"], v["budget"], v.get("n_min", 2), v.get("n_max")
+    m, budget, n_min, n_max = v["batch_size"], v["budget"], v.get("n_min", 2), v.get("n_max", 0)
     if budget < m * n_min:
         raise ValueError(f"budget {budget} is below batch_size x n_min = {m * n_min}")
-    if n_max is not None and (n_max < n_min or budget > m * n_max):
+    if n_max and (n_max < n_min or budget > m * n_max):
         raise ValueError(f"n_max {n_max} must be >= n_min {n_min} and allow the budget: batch_size x n_max >= "
                          f"{budget}")
     subsets, steps = v.get("subsets", 1), v.get("steps_per_subset", 0)
     if subsets > 1 and steps < 1:
         raise ValueError(f"subsets={subsets} needs steps_per_subset >= 1")
-    if v.get("sigma") == "pre-rollout" and v.get("n_pre", 0) < 1:
+    if v["sigma_from_pre_rollouts"] and v["n_pre"] < 1:
         raise ValueError("sigma='pre-rollout' needs n_pre >= 1")
 
 
@@ -172,10 +188,14 @@ _SCHEDULE = (
 
 register(PolicySpec(
     name="cures",
-    kind=CURES,
     summary="CurES: rho* sampling (Eq. 14) from the live Beta posterior and sigma-proportional rollouts (Eq. 20).",
     params=(*common_params(), _TAU, *_SCHEDULE),
-    fixed={"sampling": SAMPLE_RHO, "allocation": ALLOC_SIGMA},
+    arrays=("sigma", "tree"),
+    kernel_params=Params,
+    plan=plan,
+    observe=observe,
+    capacity=_capacity,
+    resolve=_resolve,
     check=_check_family,
     doc=__doc__ + """
 Defaults: one global tau = 0.1 (see `tau`), no pre-rollouts (the Beta(1,1) prior makes unseen prompts the most
@@ -187,7 +207,6 @@ one subset, no forgetting (the paper has none; set `decay` < 1 for long runs wit
 
 register(PolicySpec(
     name="cures-paper",
-    kind=CURES,
     summary="CurES Algorithm 1 as written: T subsets x M=10 steps, N'=4 pre-rollouts, reset, sigma from pre-rollouts.",
     params=(
         *common_params(), _TAU,
@@ -195,7 +214,13 @@ register(PolicySpec(
         Param("subsets", 15, "T: disjoint random subsets trained in turn", integer(1)),
         Param("steps_per_subset", 10, "M: training steps per subset", integer(1)),
     ),
-    fixed={"sampling": SAMPLE_RHO, "allocation": ALLOC_SIGMA, "sigma_source": SIGMA_PRE_ROLLOUT, "reset": True},
+    fixed={"sigma_from_pre_rollouts": True, "reset": True},
+    arrays=("sigma", "tree"),
+    kernel_params=Params,
+    plan=plan,
+    observe=observe,
+    capacity=_capacity,
+    resolve=_resolve,
     check=_check_family,
     doc=__doc__ + """
 Algorithm 1 of the paper: per subset, reset, N' = 4 pre-rollouts, p_hat and rho* from the counts (Beta(1,1) prior
@@ -207,20 +232,30 @@ by default. The paper does not say how Eq. 20 is rounded; here it is the exact i
 
 register(PolicySpec(
     name="cures-sampling",
-    kind=CURES,
     summary="Ablation: CurES's rho* prompt sampling (Eq. 14) with a fixed n = budget / batch_size.",
     params=(*(p for p in common_params() if p.name not in ("n_min", "n_max")), _TAU),
-    fixed={"sampling": SAMPLE_RHO, "allocation": ALLOC_FIXED},
+    fixed={"sigma_allocation": False},
+    arrays=("sigma", "tree"),
+    kernel_params=Params,
+    plan=plan,
+    observe=observe,
+    capacity=_capacity,
+    resolve=_resolve,
     check=_check_fixed_n,
     doc=__doc__ + "\nSampling only: prompts from rho* as in `cures`, every prompt gets N/m rollouts.\n",
 ))
 
 register(PolicySpec(
     name="cures-allocation",
-    kind=CURES,
     summary="Ablation: uniform epoch-shuffled prompts with CurES's sigma allocation (Eq. 20).",
     params=common_params(),
-    fixed={"sampling": SAMPLE_UNIFORM, "allocation": ALLOC_SIGMA},
+    fixed={"rho_sampling": False},
+    arrays=("sigma",),
+    kernel_params=Params,
+    plan=plan,
+    observe=observe,
+    capacity=_capacity,
+    resolve=_resolve,
     check=_check_uniform,
     doc=__doc__ + "\nAllocation only: prompts as in `grpo`, rollouts n_i by Eq. 20 from the live posterior.\n",
 ))

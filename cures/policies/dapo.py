@@ -4,23 +4,22 @@ Each round draws `gen_batch_size` prompts (epoch-wise shuffled) with n rollouts 
 rewards are not all equal (0 < s < n for binary rewards); rounds repeat until `batch_size` groups survive, and the
 step trains on exactly the first `batch_size` of them (verl-recipe dapo/dapo_ray_trainer.py, volcengine/verl
 FilterGroupsConfig). Where verl raises an error once `max_gen_batches` rounds are reached, this policy trains on
-the groups it has and records the shortfall (state registers SHORT_STEPS, SHORT_GROUPS). Every generated rollout
+the groups it has and records the shortfall (`state.vars.short_steps`, `short_groups`). Every generated rollout
 counts, so the expected cost per kept group is n / (1 - f0) with f0 the zero-variance fraction.
 """
+
+from typing import NamedTuple
 
 from numba import njit
 
 from cures.policies.kernels import (
-    DAPO,
-    N_GROUPS,
-    N_ROUNDS,
-    TRAIN,
     add_slot,
+    begin_training_round,
     end_plan,
     finish_step,
     keep_mixed_groups,
-    open_uniform_round,
     record_shortfall,
+    uniform_batch,
     update_posterior_from_round,
 )
 from cures.policies.spec import (
@@ -35,27 +34,40 @@ from cures.policies.spec import (
 )
 
 
+class Params(NamedTuple):
+    batch_size: int  # mixed groups per step
+    n: int
+    gen_batch_size: int  # prompts per generation round
+    max_gen_batches: int
+    decay: float = 1.0
+
+
 @njit(cache=True)
 def plan(P, S, B, rng):
-    for x in open_uniform_round(P, S, B, rng, P.gen_batch_size, TRAIN):
+    batch = uniform_batch(S, P.gen_batch_size, rng)
+    begin_training_round(B)
+    for x in batch:
         add_slot(B, x, P.n)
     end_plan(S, B)
 
 
 @njit(cache=True)
 def observe(P, S, B, rng):
-    update_posterior_from_round(P, S, B)
-    keep_mixed_groups(P, B)
-    if B.reg[N_GROUPS] < P.batch_size and B.reg[N_ROUNDS] < P.max_gen_batches:
+    update_posterior_from_round(S, B, P.decay)
+    keep_mixed_groups(B, P.batch_size)
+    if B.vars.n_groups < P.batch_size and B.vars.n_rounds < P.max_gen_batches:
         return False  # refill
-    record_shortfall(P, S, B)
+    record_shortfall(S, B, P.batch_size)
     finish_step(S, B)
     return True
 
 
+def _capacity(P, subset_size):
+    return P.gen_batch_size * P.max_gen_batches
+
+
 SPEC = register(PolicySpec(
     name="dapo",
-    kind=DAPO,
     summary="DAPO dynamic sampling: drop all-equal groups, refill until batch_size mixed groups (capped, no crash).",
     params=(
         Param("batch_size", 64, "mixed groups to train per step (train_batch_size)", integer(1)),
@@ -64,9 +76,12 @@ SPEC = register(PolicySpec(
         Param("max_gen_batches", 10, "generation rounds per step before training on what there is", integer(1)),
         reporting_prior(),
     ),
+    kernel_params=Params,
+    plan=plan,
+    observe=observe,
+    capacity=_capacity,
     loss_weighting="per-rollout",
     check=fits_dataset("gen_batch_size"),
     resolve=default_gen_batch(3),
-    capacity=lambda P, n_prompts: P.gen_batch_size * P.max_gen_batches,
     doc=__doc__,
 ))

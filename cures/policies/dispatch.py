@@ -1,72 +1,64 @@
-"""Compiled entry points that run any policy by its kind code.
+"""Compiled entry points that run any policy, chosen by the type of its parameters.
 
 Both callers go through these two functions: the simulator's compiled loop calls them directly, and
-`cures.policies.Policy.plan/observe` call them from Python. `kind` is compiled as a constant (`numba.literally`),
-so each policy gets its own specialisation and compiling one policy never compiles the others; a compiled caller
-takes `kind` as its own argument and calls `numba.literally(kind)` too.
+`cures.policies.Policy.plan/observe` call them from Python. Each policy's kernel parameters are a NamedTuple class of
+its own (`PolicySpec.kernel_params`), so Numba compiles one specialisation per policy and compiling one policy
+never compiles the others.
 """
 
-from numba import literally, njit, typeof, types
+from numba import njit, typeof, types
 from numba.extending import overload
 
-from cures.policies import cures, dapo, greso, grpo, gvm, knapsack, mopps, released, speed
-from cures.policies.kernels import AWAITING, CURES, CURES_RELEASED, DAPO, GRESO, GRPO, GVM, KNAPSACK, MOPPS, SPEED
-
-MODULES = {GRPO: grpo, CURES: cures, CURES_RELEASED: released, DAPO: dapo, GVM: gvm, SPEED: speed, MOPPS: mopps,
-           GRESO: greso, KNAPSACK: knapsack}
+from cures.policies import cures, dapo, greso, grpo, gvm, knapsack, mopps, released, speed  # noqa: F401 (register)
+from cures.policies.spec import kernels_of
 
 
-def _policy_plan(kind, P, S, B, rng):  # typed by the overload below
+def _policy_plan(P, S, B, rng):  # typed by the overloads below
     raise NotImplementedError
 
 
-def _policy_observe(kind, P, S, B, rng):
+def _policy_observe(P, S, B, rng):
     raise NotImplementedError
 
 
-@overload(_policy_plan, prefer_literal=True)
-def _select_plan(kind, P, S, B, rng):
-    if not isinstance(kind, types.IntegerLiteral):
+@overload(_policy_plan)
+def _select_plan(P, S, B, rng):
+    if not isinstance(P, types.BaseNamedTuple):
         return None
-    plan = MODULES[kind.literal_value].plan
+    plan = kernels_of(P.instance_class)[0]
 
-    def impl(kind, P, S, B, rng):
+    def impl(P, S, B, rng):
         plan(P, S, B, rng)
 
     return impl
 
 
-@overload(_policy_observe, prefer_literal=True)
-def _select_observe(kind, P, S, B, rng):
-    if not isinstance(kind, types.IntegerLiteral):
+@overload(_policy_observe)
+def _select_observe(P, S, B, rng):
+    if not isinstance(P, types.BaseNamedTuple):
         return None
-    observe = MODULES[kind.literal_value].observe
+    observe = kernels_of(P.instance_class)[1]
 
-    def impl(kind, P, S, B, rng):
+    def impl(P, S, B, rng):
         return observe(P, S, B, rng)
 
     return impl
 
 
 @njit(cache=True)
-def plan_round(kind, P, S, B, rng):
-    """Write the next generation round of the current step into B (`kind` must equal P.kind)."""
-    literally(kind)
-    _policy_plan(kind, P, S, B, rng)
+def plan_round(P, S, B, rng):
+    """Write the next generation round of the current step into B."""
+    _policy_plan(P, S, B, rng)
 
 
 @njit(cache=True)
-def observe_round(kind, P, S, B, rng):
-    """Consume the successes of the last round; True when the training step is complete."""
-    literally(kind)
-    B.reg[AWAITING] = 0
-    return _policy_observe(kind, P, S, B, rng)
+def observe_round(P, S, B, rng):
+    """Consume the successes of the latest round; True when the training step is complete."""
+    B.vars.awaiting = False
+    return _policy_observe(P, S, B, rng)
 
 
-def specialised(dispatcher, kind: int, *args):
-    """The compiled `dispatcher(kind, *args)` for this constant kind and these argument types, callable from Python.
-
-    A plain Python call would type `kind` as int64, fail the `literally` request and recompile on every call; this
-    compiles (or loads from the cache) the literal specialisation once and returns its entry point.
-    """
-    return dispatcher.compile((types.literal(kind), *(typeof(a) for a in args)))
+def specialised(dispatcher, *args):
+    """The compiled `dispatcher(*args)` for these argument types, callable from Python without re-typing the
+    arguments at every call (compiled, or loaded from the cache, once)."""
+    return dispatcher.compile(tuple(typeof(a) for a in args))

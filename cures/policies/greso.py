@@ -14,24 +14,14 @@ pass; a skipped candidate is spent for that pass. A round examines at most one p
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from cures.policies.kernels import (
-    GEN_GROUPS,
-    GRESO,
-    N_GROUPS,
-    N_ROUNDS,
-    Q_EASY,
-    Q_HARD,
-    QUEUE_LEN,
-    TRAIN,
-    ZERO_VAR,
-    ZV_EASY,
-    ZV_HARD,
     add_slot,
-    begin_round,
+    begin_training_round,
     draw_uniform,
     end_plan,
     ensure_subset,
@@ -43,7 +33,30 @@ from cures.policies.kernels import (
 )
 from cures.policies.spec import Param, PolicySpec, integer, real, register, reporting_prior
 
-EASY, HARD = 0, 1  # columns of State.streak
+
+class Params(NamedTuple):
+    batch_size: int  # mixed groups per step
+    n: int
+    target: float  # target zero-variance ratio
+    q_init: float
+    q_step: float
+    max_gen_batches: int
+    gen_batch_size: int  # cap on one round's prompts
+    q_min: float = 0.05
+    q_max: float = 0.95
+    easy_threshold: float = 0.98
+    hard_threshold: float = 0.11
+    min_keep: float = 0.01
+    gen_growth: float = 1.25
+    decay: float = 1.0
+
+
+STATE_VARS = (
+    ("q_easy", np.float64),  # keep base of prompts with an all-correct streak
+    ("q_hard", np.float64),  # keep base of prompts with an all-wrong streak
+    ("zero_var", np.float64),  # zero-variance share of the groups generated in the last step so far
+)
+EASY, HARD = 0, 1  # columns of State.streak: consecutive all-correct / all-wrong observations
 
 
 @njit(cache=True)
@@ -51,23 +64,23 @@ def skip_probability(P, S, x):
     """1 - max(q^c, min_keep) for the prompt's current easy or hard streak c (0 when it has none)."""
     c_e, c_h = S.streak[x, EASY], S.streak[x, HARD]
     if c_e > 0:
-        return 1.0 - max(S.freg[Q_EASY] ** c_e, P.min_keep)
+        return 1.0 - max(S.vars.q_easy ** c_e, P.min_keep)
     if c_h > 0:
-        return 1.0 - max(S.freg[Q_HARD] ** c_h, P.min_keep)
+        return 1.0 - max(S.vars.q_hard ** c_h, P.min_keep)
     return 0.0
 
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    ensure_subset(P, S, rng)
-    begin_round(B, TRAIN)
-    remaining = P.batch_size - B.reg[N_GROUPS]
-    z = min(S.freg[ZERO_VAR], 0.95)
+    ensure_subset(S)
+    begin_training_round(B)
+    remaining = P.batch_size - B.vars.n_groups
+    z = min(S.vars.zero_var, 0.95)
     wanted = max(1, min(int(math.ceil(remaining / (1.0 - z) * P.gen_growth)), P.gen_batch_size))
     one = np.empty(1, np.int64)
     examined = 0
     added = 0
-    while added < wanted and examined < S.ireg[QUEUE_LEN]:  # at most one pass (QUEUE_LEN) of candidates
+    while added < wanted and examined < S.vars.queue_len:  # at most one pass of candidates
         draw_uniform(S, 1, rng, one)
         examined += 1
         if rng.random() >= skip_probability(P, S, one[0]):
@@ -79,7 +92,7 @@ def plan(P, S, B, rng):
 @njit(cache=True)
 def observe(P, S, B, rng):
     lo, hi = round_slots(B)
-    update_posterior_from_round(P, S, B)
+    update_posterior_from_round(S, B, P.decay)
     for j in range(lo, hi):
         x, mean = B.prompt[j], B.succ[j] / B.n[j]
         if mean >= P.easy_threshold:
@@ -91,29 +104,28 @@ def observe(P, S, B, rng):
         else:
             S.streak[x, EASY] = 0
             S.streak[x, HARD] = 0
-    keep_mixed_groups(P, B)
-    generated = max(B.reg[GEN_GROUPS], 1)
-    S.freg[ZERO_VAR] = (B.reg[ZV_EASY] + B.reg[ZV_HARD]) / generated
-    if B.reg[N_GROUPS] < P.batch_size and B.reg[N_ROUNDS] < P.max_gen_batches:
+    keep_mixed_groups(B, P.batch_size)
+    generated = max(B.vars.generated_groups, 1)
+    S.vars.zero_var = (B.vars.all_correct + B.vars.all_wrong) / generated
+    if B.vars.n_groups < P.batch_size and B.vars.n_rounds < P.max_gen_batches:
         return False
     # self-tuning toward the target zero-variance ratio
-    step_q = P.q_step if B.reg[ZV_EASY] / generated <= P.target / 3.0 else -P.q_step
-    S.freg[Q_EASY] = min(max(S.freg[Q_EASY] + step_q, P.q_min), P.q_max)
-    step_q = P.q_step if B.reg[ZV_HARD] / generated <= 2.0 * P.target / 3.0 else -P.q_step
-    S.freg[Q_HARD] = min(max(S.freg[Q_HARD] + step_q, P.q_min), P.q_max)
-    record_shortfall(P, S, B)
+    step_q = P.q_step if B.vars.all_correct / generated <= P.target / 3.0 else -P.q_step
+    S.vars.q_easy = min(max(S.vars.q_easy + step_q, P.q_min), P.q_max)
+    step_q = P.q_step if B.vars.all_wrong / generated <= 2.0 * P.target / 3.0 else -P.q_step
+    S.vars.q_hard = min(max(S.vars.q_hard + step_q, P.q_min), P.q_max)
+    record_shortfall(S, B, P.batch_size)
     finish_step(S, B)
     return True
 
 
-def _resolve(v):
+def _resolve(v, n_prompts):
     v["gen_batch_size"] = 25 * v["batch_size"]  # cap on one round's prompts (remaining / 0.05 x 1.25)
     return v
 
 
 SPEC = register(PolicySpec(
     name="greso",
-    kind=GRESO,
     summary="GRESO: skip prompts with all-correct/all-wrong streaks (self-tuned), then DAPO-style refills.",
     params=(
         Param("batch_size", 64, "mixed groups to train per step", integer(1)),
@@ -124,9 +136,14 @@ SPEC = register(PolicySpec(
         Param("max_gen_batches", 10, "generation rounds per step before training on what there is", integer(1)),
         reporting_prior(),
     ),
+    kernel_params=Params,
+    plan=plan,
+    observe=observe,
+    capacity=lambda P, subset_size: min(P.gen_batch_size, subset_size) * P.max_gen_batches,
+    arrays=("streak",),
+    state_vars=STATE_VARS,
+    init_vars=lambda P: {"q_easy": P.q_init, "q_hard": P.q_init},
     loss_weighting="per-rollout",
     resolve=_resolve,
-    per_prompt_history=True,
-    capacity=lambda P, n_prompts: min(P.gen_batch_size, n_prompts) * P.max_gen_batches,
     doc=__doc__,
 ))

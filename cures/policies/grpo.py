@@ -5,22 +5,24 @@ permutation per pass, incomplete last chunk dropped) and gives each the same n =
 updated with the results (Eq. 23-24) only so that callers can report p_hat; it never influences the plan.
 """
 
+from typing import NamedTuple
+
 from numba import njit
 
-from cures.policies.kernels import (
-    GRPO,
-    TRAIN,
-    add_slot,
-    complete_single_round_step,
-    end_plan,
-    open_uniform_round,
-)
-from cures.policies.spec import Param, PolicySpec, fits_dataset, integer, register, reporting_prior
+from cures.policies.kernels import add_slot, begin_training_round, complete_single_round_step, end_plan, uniform_batch
+from cures.policies.spec import Param, PolicySpec, batch_capacity, fits_dataset, integer, register, reporting_prior
+
+
+class Params(NamedTuple):
+    batch_size: int  # m
+    budget: int  # N
+    decay: float = 1.0  # the reported posterior never forgets
 
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    batch = open_uniform_round(P, S, B, rng, P.batch_size, TRAIN)
+    batch = uniform_batch(S, P.batch_size, rng)
+    begin_training_round(B)
     n = P.budget // P.batch_size
     for x in batch:
         add_slot(B, x, n)
@@ -29,7 +31,7 @@ def plan(P, S, B, rng):
 
 @njit(cache=True)
 def observe(P, S, B, rng):
-    return complete_single_round_step(P, S, B)
+    return complete_single_round_step(S, B, P.decay)
 
 
 def _check(v, n_prompts):
@@ -41,7 +43,6 @@ def _check(v, n_prompts):
 
 SPEC = register(PolicySpec(
     name="grpo",
-    kind=GRPO,
     summary="Uniform GRPO: epoch-shuffled prompts, fixed n = budget / batch_size rollouts each.",
     params=(
         Param("batch_size", 64, "prompts per training step m", integer(1)),
@@ -49,6 +50,10 @@ SPEC = register(PolicySpec(
               display="8*batch_size"),
         reporting_prior(),
     ),
+    kernel_params=Params,
+    plan=plan,
+    observe=observe,
+    capacity=batch_capacity,
     loss_weighting="per-rollout",
     check=_check,
     doc=__doc__,

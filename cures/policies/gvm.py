@@ -12,19 +12,14 @@ advantage under GRPO). The M steps of the iteration take prompts from an ordinar
 its fixed n_i (prompts with n_i = 0 are skipped), so a step's rollout count varies around m x avg_rollouts.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
 from cures.policies.kernels import (
-    GVM,
-    NEED_SUBSET,
-    PHASE,
-    PURPOSE,
-    SCREEN,
-    SUBSET_STEP,
-    TRAIN,
     add_slot,
-    begin_round,
+    begin_training_round,
     draw_uniform,
     end_plan,
     enter_next_subset,
@@ -35,7 +30,25 @@ from cures.policies.kernels import (
     train_on_round,
     update_posterior_from_round,
 )
-from cures.policies.spec import Param, PolicySpec, integer, real, register
+from cures.policies.spec import (
+    Param,
+    PolicySpec,
+    auto_subsets,
+    integer,
+    real,
+    register,
+    screening_capacity,
+)
+
+
+class Params(NamedTuple):
+    batch_size: int  # m
+    n_pre: int  # N'
+    avg_rollouts: int
+    a: float
+    b: float
+    steps_per_subset: int  # M
+    decay: float = 1.0
 
 
 @njit(cache=True)
@@ -48,11 +61,11 @@ def gvm_weight(p, g, a, b):
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    if S.ireg[PHASE] == NEED_SUBSET:  # stage 1: pre-sample the new subset
-        lo, hi = enter_next_subset(P, S, rng)
+    if S.vars.need_subset:  # stage 1: pre-sample the new subset
+        lo, hi = enter_next_subset(S, True)
         screen_subset(S, B, lo, hi, P.n_pre)
         return
-    begin_round(B, TRAIN)
+    begin_training_round(B)
     batch = np.empty(P.batch_size, np.int64)
     draw_uniform(S, P.batch_size, rng, batch)
     for x in batch:
@@ -63,12 +76,12 @@ def plan(P, S, B, rng):
 @njit(cache=True)
 def observe(P, S, B, rng):
     lo, hi = round_slots(B)
-    update_posterior_from_round(P, S, B)
-    if B.reg[PURPOSE] == SCREEN:  # stage 2: sample sizes for the whole subset
+    update_posterior_from_round(S, B, P.decay)
+    if B.vars.screening:  # stage 2: sample sizes for the whole subset
         w = np.empty(hi - lo)
         for j in range(lo, hi):
             g = np.sqrt(B.score[j, 0]) if np.isfinite(B.score[j, 0]) else 1.0
-            w[j - lo] = gvm_weight(B.succ[j] / B.n[j], g, P.gvm_a, P.gvm_b)
+            w[j - lo] = gvm_weight(B.succ[j] / B.n[j], g, P.a, P.b)
         n = np.empty(hi - lo, np.int64)
         largest_remainder(w, P.avg_rollouts * (hi - lo), n)
         for j in range(lo, hi):
@@ -76,32 +89,36 @@ def observe(P, S, B, rng):
         return False
     train_on_round(B)
     finish_step(S, B)
-    if S.ireg[SUBSET_STEP] >= P.steps_per_subset:
-        S.ireg[PHASE] = NEED_SUBSET
+    if S.vars.subset_step >= P.steps_per_subset:
+        S.vars.need_subset = True
     return True
 
 
 def _check(v, n_prompts):
-    subset = n_prompts // max(v["subsets"], 1) if v["subsets"] else v["steps_per_subset"] * v["batch_size"]
-    if min(subset, n_prompts) < v["batch_size"]:
-        raise ValueError(f"subsets of about {min(subset, n_prompts)} prompts are smaller than batch_size "
+    subset = n_prompts // min(v["subsets"], n_prompts)
+    if subset < v["batch_size"]:
+        raise ValueError(f"subsets of about {subset} prompts are smaller than batch_size "
                          f"{v['batch_size']}")
 
 
 SPEC = register(PolicySpec(
     name="gvm",
-    kind=GVM,
     summary="GVM: per-subset pre-sample, n_i ∝ G_i / sqrt(p_i + a/p_i^(b-1)) (decreasing in p), uniform prompts.",
     params=(
         Param("batch_size", 64, "prompts per training step m", integer(1)),
         Param("n_pre", 8, "stage-1 samples per prompt of a subset", integer(1)),
         Param("avg_rollouts", 8, "mean stage-2 rollouts per prompt (the subset's total / |D_t|)", integer(1)),
-        Param("a", 1e-3, "weight parameter a", real(0.0, lo_open=True), field="gvm_a"),
-        Param("b", 2.0, "weight parameter b", real(), field="gvm_b"),
+        Param("a", 1e-3, "weight parameter a", real(0.0, lo_open=True)),
+        Param("b", 2.0, "weight parameter b", real()),
         Param("subsets", 0, "disjoint subsets (0: auto, about steps_per_subset x batch_size prompts each)", integer(0)),
         Param("steps_per_subset", 10, "steps per EM iteration", integer(1)),
     ),
-    fixed={"reset": True},
+    kernel_params=Params,
+    plan=plan,
+    observe=observe,
+    capacity=screening_capacity,
+    arrays=("n_static",),
+    resolve=auto_subsets,
     loss_weighting="per-rollout",
     check=_check,
     doc=__doc__,

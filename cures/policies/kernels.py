@@ -1,20 +1,17 @@
-"""Array layouts and shared Numba building blocks of every policy.
+"""The shared Numba building blocks of every policy.
 
 A policy is two compiled functions over the same four arguments:
 
     plan(P, S, B, rng)      write the next generation round into B (which prompts, how many rollouts each)
     observe(P, S, B, rng)   read the successes of that round from B, update S, return True when the step is done
 
-P (`Params`) holds the parameters, S (`State`) the persistent state, B (`StepBuffer`) the slots generated during
-the current training step, and rng is a `numpy.random.Generator`. One slot is one (prompt, n rollouts) pair of a
-round; a prompt drawn twice gets two slots. When a step is done, `B.group[j]` says which training group slot j
-belongs to (-1: generated but not trained, e.g. screening rollouts or a filtered group). Callers fill `B.succ`
-(and optionally `B.score`) for the slots `B.reg[ROUND_START]:B.reg[N_SLOTS]` between plan and observe.
+P is the policy's own parameter NamedTuple, S its `State`, B the `StepBuffer` of the current training step
+(`cures.policies.layout`), and rng a `numpy.random.Generator`. One slot is one (prompt, n rollouts) pair of a round;
+a prompt drawn twice gets two slots. The blocks below take the arrays and scalars they need, never P, so that one
+compiled copy serves every policy.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -23,119 +20,35 @@ from cures.posterior import posterior_mean, update_counts
 from cures.sumtree import FANOUT, tree_draw, tree_rebuild, tree_set
 from cures.theory import allocate_into, sampling_weight_nb, sigma2_nb
 
-# Policy kinds (dispatch codes for compiled callers).
-GRPO, CURES, CURES_RELEASED, DAPO, GVM, SPEED, MOPPS, GRESO, KNAPSACK = range(9)
-# Switch values inside Params.
-SAMPLE_UNIFORM, SAMPLE_RHO = 0, 1
-ALLOC_FIXED, ALLOC_SIGMA = 0, 1
-SIGMA_POSTERIOR, SIGMA_PRE_ROLLOUT = 0, 1
-# Round purposes.
-TRAIN, SCREEN = 0, 1
-# State registers (S.ireg).
-STEP, SUBSET, SUBSET_STEP, CURSOR, QUEUE_LEN, PHASE, EPOCH, ROLLOUTS, N_SUBSETS, TREE_HEIGHT = range(10)
-SHORT_STEPS, SHORT_GROUPS = 10, 11  # steps that trained fewer groups than asked, and the groups missing
-N_IREG = 16
-# Float registers (S.freg).
-Q_EASY, Q_HARD, ZERO_VAR = 0, 1, 2
-N_FREG = 8
-NEED_SUBSET, TRAINING = 0, 1  # values of S.ireg[PHASE]
-# Step-buffer registers (B.reg).
-N_SLOTS, ROUND_START, N_ROUNDS, DONE, N_GROUPS, PURPOSE, AWAITING = range(7)
-ZV_EASY, ZV_HARD, GEN_GROUPS = 7, 8, 9  # this step's all-correct, all-wrong and generated groups
-NEXT, SCREENS = 10, 11  # what a multi-round policy does next (policy-defined code), screening rounds so far
-N_BREG = 12
-
-
-class Params(NamedTuple):
-    """Every kernel parameter of every policy (a policy reads the fields it documents)."""
-
-    kind: int = GRPO
-    batch_size: int = 64  # m: prompts per training step
-    budget: int = 512  # N: rollouts per training step
-    n_min: int = 2  # smallest group a prompt with positive weight gets
-    n_max: int = 0  # largest group (0: no limit)
-    prior_alpha: float = 1.0
-    prior_beta: float = 1.0
-    decay: float = 1.0  # posterior forgetting factor
-    tau: float = 0.1  # Eq. 14 temperature
-    sampling: int = SAMPLE_RHO
-    allocation: int = ALLOC_SIGMA
-    sigma_source: int = SIGMA_POSTERIOR
-    n_pre: int = 0  # N': pre-rollouts per prompt at the start of each subset (0: none)
-    subsets: int = 1  # T: disjoint subsets trained in turn
-    steps_per_subset: int = 0  # M (0: never leave the subset)
-    reset: bool = True  # reset the posterior when a subset starts
-    replacement: bool = True
-    shards: int = 8
-    budget_coef: int = 8
-    rollout_multiplier: int = 1
-    temperature_scale: float = 100.0
-    align_to: int = 1
-    # peers
-    n: int = 8  # fixed rollouts per prompt
-    gen_batch_size: int = 192  # prompts per generation round (DAPO, SPEED)
-    max_gen_batches: int = 10  # generation rounds per step before training on what there is
-    gvm_a: float = 1e-3
-    gvm_b: float = 2.0
-    avg_rollouts: int = 8  # GVM: mean stage-2 rollouts per prompt of a subset
-    n_continue: int = 20  # SPEED: rollouts added to a screened-mixed prompt
-    ts_ratio: int = 16  # MoPPS: candidates per selected prompt
-    target: float = 0.5  # MoPPS target success rate; GRESO target zero-variance ratio
-    q_init: float = 0.5  # GRESO
-    q_step: float = 0.01
-    q_min: float = 0.05
-    q_max: float = 0.95
-    easy_threshold: float = 0.98
-    hard_threshold: float = 0.11
-    min_keep: float = 0.01
-    gen_growth: float = 1.25
-    min_observations: int = 8  # Knapsack: fewer observed rollouts -> default n
-
-
-class State(NamedTuple):
-    """Persistent policy state; arrays a policy does not use have length 0."""
-
-    alpha: np.ndarray  # float64[N] Beta counts
-    beta: np.ndarray
-    alpha0: np.ndarray  # float64[N] prior counts (reset and forgetting target)
-    beta0: np.ndarray
-    sigma: np.ndarray  # float64[N] allocation weight fixed for the current subset
-    weight: np.ndarray  # float64[N] sampling weight fixed for the current subset
-    n_static: np.ndarray  # int64[N] rollouts fixed for the current subset
-    order: np.ndarray  # int64[N] random permutation; subset t is order[bounds(t)]
-    queue: np.ndarray  # int64[N] shuffled prompts of the current subset (uniform sampling)
-    tree: np.ndarray  # float64[...] 16-ary sum tree of sampling weights (cures.sumtree), height ireg[TREE_HEIGHT]
-    streak: np.ndarray  # int64[N, 2] consecutive all-correct / all-wrong observations (GRESO)
-    last: np.ndarray  # float64[N, 2] successes and rollouts of the prompt's last observation (Knapsack)
-    mark: np.ndarray  # uint8[N] scratch, zero between calls
-    ireg: np.ndarray  # int64[N_IREG] counters
-    freg: np.ndarray  # float64[N_FREG] scalar state
-
-
-class StepBuffer(NamedTuple):
-    """The slots generated during one training step (all rounds)."""
-
-    prompt: np.ndarray  # int64[cap]
-    n: np.ndarray  # int64[cap]
-    succ: np.ndarray  # float64[cap] successes, filled by the caller
-    score: np.ndarray  # float64[cap, 3] optional E1||s||^2, E0||s||^2, ||E1 s - E0 s||^2 (NaN: unknown)
-    group: np.ndarray  # int64[cap] training group of the slot, -1 if not trained
-    round: np.ndarray  # int64[cap] round of the slot within the step
-    reg: np.ndarray  # int64[N_BREG]
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Step buffer
 # ----------------------------------------------------------------------------------------------------------------
 
 
 @njit(cache=True, inline="always")
-def begin_round(B, purpose):
-    """Open a new round; a finished step is cleared first."""
-    if B.reg[DONE] == 1:
-        B.reg[:] = 0
-    B.reg[ROUND_START] = B.reg[N_SLOTS]
-    B.reg[PURPOSE] = purpose
+def _begin_round(B, screening):
+    if B.vars.done:  # the previous step is finished: this round starts a new one
+        B.vars.n_slots = 0
+        B.vars.n_rounds = 0
+        B.vars.n_groups = 0
+        B.vars.done = False
+        B.vars.generated_groups = 0
+        B.vars.all_correct = 0
+        B.vars.all_wrong = 0
+    B.vars.round_start = B.vars.n_slots
+    B.vars.screening = screening
+
+
+@njit(cache=True, inline="always")
+def begin_training_round(B):
+    """Open a round of candidates for training (a finished step is cleared first)."""
+    _begin_round(B, False)
+
+
+@njit(cache=True, inline="always")
+def begin_screening_round(B):
+    """Open a round whose rollouts only inform the policy (a finished step is cleared first)."""
+    _begin_round(B, True)
 
 
 @njit(cache=True, inline="always")
@@ -143,7 +56,7 @@ def add_slot(B, prompt, n):
     """Append (prompt, n) to the open round; n <= 0 adds nothing."""
     if n <= 0:
         return
-    j = B.reg[N_SLOTS]
+    j = B.vars.n_slots
     if j >= B.prompt.shape[0]:
         raise IndexError("step buffer full: the policy planned more slots than its capacity")
     B.prompt[j] = prompt
@@ -152,49 +65,50 @@ def add_slot(B, prompt, n):
     for c in range(3):
         B.score[j, c] = np.nan
     B.group[j] = -1
-    B.round[j] = B.reg[N_ROUNDS]
-    B.reg[N_SLOTS] = j + 1
+    B.round[j] = B.vars.n_rounds
+    B.vars.n_slots = j + 1
 
 
 @njit(cache=True, inline="always")
 def end_plan(S, B):
     """Close planning of the open round and count its rollouts."""
-    B.reg[N_ROUNDS] += 1
-    B.reg[AWAITING] = 1
-    for j in range(B.reg[ROUND_START], B.reg[N_SLOTS]):
-        S.ireg[ROLLOUTS] += B.n[j]
+    B.vars.n_rounds += 1
+    B.vars.awaiting = True
+    for j in range(B.vars.round_start, B.vars.n_slots):
+        S.vars.rollouts += B.n[j]
 
 
 @njit(cache=True, inline="always")
 def round_slots(B):
-    return B.reg[ROUND_START], B.reg[N_SLOTS]
+    """The slots [lo, hi) of the latest round."""
+    return B.vars.round_start, B.vars.n_slots
 
 
 @njit(cache=True, inline="always")
 def train_on_round(B):
-    """Make every slot of the last round its own training group."""
+    """Make every slot of the latest round its own training group."""
     lo, hi = round_slots(B)
-    g = B.reg[N_GROUPS]
+    g = B.vars.n_groups
     for j in range(lo, hi):
         B.group[j] = g
         g += 1
-    B.reg[N_GROUPS] = g
+    B.vars.n_groups = g
 
 
 @njit(cache=True, inline="always")
 def finish_step(S, B):
-    B.reg[DONE] = 1
-    S.ireg[STEP] += 1
-    S.ireg[SUBSET_STEP] += 1
+    B.vars.done = True
+    S.vars.step += 1
+    S.vars.subset_step += 1
 
 
 @njit(cache=True, inline="always")
-def record_shortfall(P, S, B):
+def record_shortfall(S, B, batch_size):
     """Count a step that ends with fewer training groups than `batch_size` (DAPO-style caps)."""
-    missing = P.batch_size - B.reg[N_GROUPS]
+    missing = batch_size - B.vars.n_groups
     if missing > 0:
-        S.ireg[SHORT_STEPS] += 1
-        S.ireg[SHORT_GROUPS] += missing
+        S.vars.short_steps += 1
+        S.vars.short_groups += missing
 
 
 @njit(cache=True, inline="always")
@@ -204,34 +118,34 @@ def is_mixed(B, j):
 
 
 @njit(cache=True)
-def keep_mixed_groups(P, B):
-    """DAPO's filter on the last round: mixed slots become training groups, in generation order, until the step
+def keep_mixed_groups(B, batch_size):
+    """DAPO's filter on the latest round: mixed slots become training groups, in generation order, until the step
     holds `batch_size` groups; all-equal and surplus slots stay untrained. Also counts the zero-variance groups."""
     lo, hi = round_slots(B)
     for j in range(lo, hi):
-        B.reg[GEN_GROUPS] += 1
+        B.vars.generated_groups += 1
         if is_mixed(B, j):
-            if B.reg[N_GROUPS] < P.batch_size:
-                B.group[j] = B.reg[N_GROUPS]
-                B.reg[N_GROUPS] += 1
+            if B.vars.n_groups < batch_size:
+                B.group[j] = B.vars.n_groups
+                B.vars.n_groups += 1
         elif B.succ[j] > 0:
-            B.reg[ZV_EASY] += 1
+            B.vars.all_correct += 1
         else:
-            B.reg[ZV_HARD] += 1
+            B.vars.all_wrong += 1
 
 
 @njit(cache=True, inline="always")
-def update_posterior_from_round(P, S, B):
-    """Eq. 23-24 for every slot of the last round (successes out of n)."""
+def update_posterior_from_round(S, B, decay):
+    """Eq. 23-24 for every slot of the latest round (successes out of n), with forgetting `decay`."""
     lo, hi = round_slots(B)
     update_counts(S.alpha, S.beta, S.alpha0, S.beta0, B.prompt[lo:hi], B.succ[lo:hi],
-                  B.n[lo:hi].astype(np.float64), P.decay, S.mark)
+                  B.n[lo:hi].astype(np.float64), decay, S.mark)
 
 
 @njit(cache=True)
-def complete_single_round_step(P, S, B):
+def complete_single_round_step(S, B, decay):
     """The usual end of a one-round step: Eq. 23-24 from the round, every slot its own group, the step done."""
-    update_posterior_from_round(P, S, B)
+    update_posterior_from_round(S, B, decay)
     train_on_round(B)
     finish_step(S, B)
     return True
@@ -246,27 +160,33 @@ def complete_single_round_step(P, S, B):
 def subset_bounds(S, t):
     """Subset t of T covers order[lo:hi]; sizes differ by at most one."""
     n = S.order.shape[0]
-    T = S.ireg[N_SUBSETS]
+    T = S.vars.n_subsets
     return (t * n) // T, ((t + 1) * n) // T
 
 
+@njit(cache=True, inline="always")
+def current_subset(S):
+    return subset_bounds(S, S.vars.subset)
+
+
 @njit(cache=True)
-def enter_next_subset(P, S, rng):
-    """Move to the next subset (cycling), optionally reset its posterior to the prior, refill the uniform queue."""
-    first = S.ireg[SUBSET] < 0
-    t = (S.ireg[SUBSET] + 1) % S.ireg[N_SUBSETS]
-    S.ireg[SUBSET] = t
-    S.ireg[SUBSET_STEP] = 0
+def enter_next_subset(S, reset):
+    """Move to the next subset (cycling), reset its posterior to the prior if `reset`, refill the uniform queue;
+    returns its bounds in `order`."""
+    first = S.vars.subset < 0
+    t = (S.vars.subset + 1) % S.vars.n_subsets
+    S.vars.subset = t
+    S.vars.subset_step = 0
     lo, hi = subset_bounds(S, t)
-    if P.reset and not first:  # the first subset keeps any counts the state was initialised with
+    if reset and not first:  # the first subset keeps any counts the state was initialised with
         for x in S.order[lo:hi]:
             S.alpha[x] = S.alpha0[x]
             S.beta[x] = S.beta0[x]
-    S.ireg[QUEUE_LEN] = hi - lo
+    S.vars.queue_len = hi - lo
     for i in range(hi - lo):  # element loops here and below: cheaper to compile than slice assignment
         S.queue[i] = S.order[lo + i]
-    S.ireg[CURSOR] = hi - lo  # forces a shuffle at the first uniform draw
-    S.ireg[PHASE] = TRAINING
+    S.vars.cursor = hi - lo  # forces a shuffle at the first uniform draw
+    S.vars.need_subset = False
     return lo, hi
 
 
@@ -281,27 +201,17 @@ def shuffle(a, rng):
 @njit(cache=True)
 def screen_subset(S, B, lo, hi, n):
     """A screening round: n rollouts for every prompt order[lo:hi] of the subset (counted, informs the policy)."""
-    begin_round(B, SCREEN)
+    begin_screening_round(B)
     for x in S.order[lo:hi]:
         add_slot(B, x, n)
     end_plan(S, B)
 
 
 @njit(cache=True)
-def ensure_subset(P, S, rng):
+def ensure_subset(S):
     """Enter the first subset before the first plan."""
-    if S.ireg[PHASE] == NEED_SUBSET:
-        enter_next_subset(P, S, rng)
-
-
-@njit(cache=True)
-def open_uniform_round(P, S, B, rng, k, purpose):
-    """Open a round and return k prompts from the epoch-wise shuffled pass over the current subset."""
-    ensure_subset(P, S, rng)
-    begin_round(B, purpose)
-    batch = np.empty(k, np.int64)
-    draw_uniform(S, k, rng, batch)
-    return batch
+    if S.vars.need_subset:
+        enter_next_subset(S, False)
 
 
 @njit(cache=True)
@@ -310,15 +220,24 @@ def draw_uniform(S, m, rng, out):
 
     Each pass is one random permutation cut into chunks of m; an incomplete last chunk is dropped.
     """
-    L = S.ireg[QUEUE_LEN]
-    if S.ireg[CURSOR] + m > L:
+    L = S.vars.queue_len
+    if S.vars.cursor + m > L:
         shuffle(S.queue[:L], rng)
-        S.ireg[CURSOR] = 0
-        S.ireg[EPOCH] += 1
-    c = S.ireg[CURSOR]
+        S.vars.cursor = 0
+        S.vars.epoch += 1
+    c = S.vars.cursor
     for i in range(m):
         out[i] = S.queue[c + i]
-    S.ireg[CURSOR] = c + m
+    S.vars.cursor = c + m
+
+
+@njit(cache=True)
+def uniform_batch(S, k, rng):
+    """k prompts from the epoch-wise shuffled pass over the current subset (entered first if need be)."""
+    ensure_subset(S)
+    batch = np.empty(k, np.int64)
+    draw_uniform(S, k, rng, batch)
+    return batch
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -327,31 +246,34 @@ def draw_uniform(S, m, rng, out):
 
 
 @njit(cache=True, inline="always")
-def rho_weight(P, S, x):
+def rho_weight(S, x, tau):
     """Eq. 14 weight of prompt x from its posterior mean."""
-    return sampling_weight_nb(posterior_mean(S.alpha, S.beta, x), P.tau)
+    return sampling_weight_nb(posterior_mean(S.alpha, S.beta, x), tau)
 
 
 @njit(cache=True)
-def fill_rho_tree(P, S, lo, hi):
+def fill_rho_tree(S, lo, hi, tau):
     """Weights of the prompts order[lo:hi] by Eq. 14; every other prompt gets weight 0."""
-    h = S.ireg[TREE_HEIGHT]
+    h = S.vars.tree_height
     leaf0 = (FANOUT**h - 1) // (FANOUT - 1)
+    if S.tree.shape[0] < leaf0 + S.order.shape[0]:
+        raise ValueError("the policy samples from a sum tree it does not declare (PolicySpec.arrays)")
     S.tree[:] = 0.0
     for x in S.order[lo:hi]:
-        S.tree[leaf0 + x] = rho_weight(P, S, x)
+        S.tree[leaf0 + x] = rho_weight(S, x, tau)
     tree_rebuild(S.tree, h)
 
 
 @njit(cache=True, inline="always")
 def rho_draw(S, rng):
-    return tree_draw(S.tree, S.ireg[TREE_HEIGHT], rng)
+    """One prompt drawn with probability proportional to its Eq. 14 weight."""
+    return tree_draw(S.tree, S.vars.tree_height, rng)
 
 
 @njit(cache=True, inline="always")
-def rho_update(P, S, x):
+def rho_update(S, x, tau):
     """Line 15 of Algorithm 1 for one prompt: its Eq. 14 weight from its new posterior mean."""
-    tree_set(S.tree, S.ireg[TREE_HEIGHT], x, rho_weight(P, S, x))
+    tree_set(S.tree, S.vars.tree_height, x, rho_weight(S, x, tau))
 
 
 # ----------------------------------------------------------------------------------------------------------------

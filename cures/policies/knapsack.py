@@ -12,19 +12,30 @@ sampling_budget_by_knapsack). Budget the mixed prompts cannot absorb (all at n_m
 p_hat is the last epoch's success rate (or its last 16 rewards); here it is the prompt's last observation.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
 from cures.policies.kernels import (
-    KNAPSACK,
-    TRAIN,
     add_slot,
+    begin_training_round,
     complete_single_round_step,
     end_plan,
-    open_uniform_round,
     round_slots,
+    uniform_batch,
 )
-from cures.policies.spec import Param, PolicySpec, fits_dataset, integer, register
+from cures.policies.spec import Param, PolicySpec, batch_capacity, fits_dataset, integer, register
+
+
+class Params(NamedTuple):
+    batch_size: int  # m
+    budget: int  # N
+    n_min: int
+    n_max: int
+    min_observations: int
+    decay: float = 1.0
+
 
 EDGE_N = 2  # rollouts for prompts believed all-correct or all-wrong (negative_n = positive_n = 2)
 UNKNOWN, HOPELESS, SOLVED, MIXED = range(4)
@@ -65,21 +76,22 @@ def solve(p, total, n_min, n_max, out):
 @njit(cache=True)
 def plan(P, S, B, rng):
     m = P.batch_size
-    batch = open_uniform_round(P, S, B, rng, m, TRAIN)
+    batch = uniform_batch(S, m, rng)
+    begin_training_round(B)
     n = np.zeros(m, np.int64)
-    kind = np.zeros(m, np.int64)
+    status = np.zeros(m, np.int64)
     p_hat = np.zeros(m)
     for i in range(m):
         s, t = S.last[batch[i], 0], S.last[batch[i], 1]
         if t < P.min_observations:
-            kind[i], n[i] = UNKNOWN, P.budget // m  # too little history: the default n
+            status[i], n[i] = UNKNOWN, P.budget // m  # too little history: the default n
         elif s == 0.0:
-            kind[i], n[i] = HOPELESS, EDGE_N
+            status[i], n[i] = HOPELESS, EDGE_N
         elif s == t:
-            kind[i], n[i] = SOLVED, EDGE_N
+            status[i], n[i] = SOLVED, EDGE_N
         else:
-            kind[i], p_hat[i] = MIXED, s / t
-    mixed = np.flatnonzero(kind == MIXED)
+            status[i], p_hat[i] = MIXED, s / t
+    mixed = np.flatnonzero(status == MIXED)
     remaining = P.budget - n.sum()
     if mixed.shape[0] > 0:
         take = min(remaining, mixed.shape[0] * P.n_max)
@@ -90,9 +102,9 @@ def plan(P, S, B, rng):
         remaining -= alloc.sum()
     # fallback: what the mixed prompts cannot absorb goes round-robin to p = 0 prompts, else to all the others
     if remaining > 0:
-        pool = np.flatnonzero(kind == HOPELESS)
+        pool = np.flatnonzero(status == HOPELESS)
         if pool.shape[0] == 0:
-            pool = np.flatnonzero(kind != MIXED)
+            pool = np.flatnonzero(status != MIXED)
         if pool.shape[0] == 0:
             pool = np.arange(m)
         for r in range(remaining):
@@ -108,7 +120,7 @@ def observe(P, S, B, rng):
     for j in range(lo, hi):  # the statistic of the next allocation: this observation's rate
         S.last[B.prompt[j], 0] = B.succ[j]
         S.last[B.prompt[j], 1] = B.n[j]
-    return complete_single_round_step(P, S, B)
+    return complete_single_round_step(S, B, P.decay)
 
 
 def _check(v, n_prompts):
@@ -123,7 +135,6 @@ def _check(v, n_prompts):
 
 SPEC = register(PolicySpec(
     name="knapsack",
-    kind=KNAPSACK,
     summary="Knapsack-RL: exact DP maximising sum (1-p^n-(1-p)^n) p(1-p)^2 under the budget, 2 <= n <= 128.",
     params=(
         Param("batch_size", 64, "prompts per training step m", integer(1)),
@@ -133,9 +144,12 @@ SPEC = register(PolicySpec(
         Param("n_max", 128, "most rollouts of one prompt", integer(1)),
         Param("min_observations", 8, "rollouts a prompt's last observation needs before p_hat is trusted", integer(1)),
     ),
+    kernel_params=Params,
+    plan=plan,
+    observe=observe,
+    capacity=batch_capacity,
+    arrays=("last",),
     loss_weighting="per-rollout",
     check=_check,
-    per_prompt_history=True,
-    capacity=lambda P, n_prompts: P.batch_size,
     doc=__doc__,
 ))

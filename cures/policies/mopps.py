@@ -7,23 +7,33 @@ alpha <- lambda alpha + (1 - lambda) alpha0 + s, beta likewise with failures (Eq
 are the paper's math settings: ts_ratio 16, lambda 1 (no forgetting), n 8. The pool is capped at the dataset size.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
 from cures.policies.kernels import (
-    MOPPS,
-    TRAIN,
     add_slot,
+    begin_training_round,
     complete_single_round_step,
     end_plan,
-    open_uniform_round,
+    uniform_batch,
 )
-from cures.policies.spec import Param, PolicySpec, fits_dataset, integer, prior_pair, real, register
+from cures.policies.spec import Param, PolicySpec, batch_capacity, fits_dataset, integer, prior_pair, real, register
+
+
+class Params(NamedTuple):
+    batch_size: int  # m
+    n: int
+    ts_ratio: int
+    target: float
+    decay: float  # lambda
 
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    pool = open_uniform_round(P, S, B, rng, min(P.ts_ratio * P.batch_size, S.order.shape[0]), TRAIN)
+    pool = uniform_batch(S, min(P.ts_ratio * P.batch_size, S.order.shape[0]), rng)
+    begin_training_round(B)
     distance = np.empty(pool.shape[0])
     for i in range(pool.shape[0]):
         x = pool[i]
@@ -36,12 +46,11 @@ def plan(P, S, B, rng):
 
 @njit(cache=True)
 def observe(P, S, B, rng):
-    return complete_single_round_step(P, S, B)
+    return complete_single_round_step(S, B, P.decay)
 
 
 SPEC = register(PolicySpec(
     name="mopps",
-    kind=MOPPS,
     summary="MoPPS: Thompson-sample each candidate's Beta posterior, keep the m nearest the target rate, fixed n.",
     params=(
         Param("batch_size", 64, "prompts per training step m", integer(1)),
@@ -51,8 +60,11 @@ SPEC = register(PolicySpec(
         Param("decay", 1.0, "discount lambda (1: no forgetting, the math setting; 0.5 elsewhere)", real(0.0, 1.0)),
         Param("prior", (1.0, 1.0), "Beta prior (alpha0, beta0)", prior_pair()),
     ),
+    kernel_params=Params,
+    plan=plan,
+    observe=observe,
+    capacity=batch_capacity,
     loss_weighting="per-rollout",
     check=fits_dataset(),
-    capacity=lambda P, n_prompts: P.batch_size,
     doc=__doc__,
 ))

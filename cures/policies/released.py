@@ -15,31 +15,47 @@ Per iteration over a subset D_t (read from that commit's sampler and rollout-all
    updates during the iteration, per-rollout (token-mean) loss weighting.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
 from cures.policies.kernels import (
-    CURES_RELEASED,
-    NEED_SUBSET,
-    PHASE,
-    PURPOSE,
-    SCREEN,
-    SUBSET,
-    SUBSET_STEP,
-    TRAIN,
     add_slot,
-    begin_round,
+    begin_training_round,
+    current_subset,
     end_plan,
     enter_next_subset,
     finish_step,
     round_slots,
     screen_subset,
     sigma_from_counts,
-    subset_bounds,
     train_on_round,
     update_posterior_from_round,
 )
-from cures.policies.spec import Param, PolicySpec, boolean, integer, real, register
+from cures.policies.spec import (
+    Param,
+    PolicySpec,
+    auto_subsets,
+    boolean,
+    integer,
+    real,
+    register,
+    screening_capacity,
+)
+
+
+class Params(NamedTuple):
+    batch_size: int  # m
+    n_pre: int  # N'
+    steps_per_subset: int  # M
+    shards: int  # K
+    budget_coef: int  # c
+    rollout_multiplier: int
+    temperature_scale: float
+    within_batch_replacement: bool
+    align_to: int
+    decay: float = 1.0
 
 
 @njit(cache=True)
@@ -47,8 +63,8 @@ def _draw_batch(P, S, members, rng):
     """m prompts of `members` with probability proportional to S.weight: distinct (Efraimidis-Spirakis keys) or
     i.i.d. with replacement."""
     k = members.shape[0]
-    m = min(P.batch_size, k) if not P.replacement else P.batch_size
-    if P.replacement:
+    m = min(P.batch_size, k) if not P.within_batch_replacement else P.batch_size
+    if P.within_batch_replacement:
         cum = np.cumsum(S.weight[members])
         out = np.empty(m, np.int64)
         for i in range(m):
@@ -61,15 +77,37 @@ def _draw_batch(P, S, members, rng):
 
 
 @njit(cache=True)
+def _static_allocation(P, S, B):
+    """Steps 2-4 from the screening round just observed: weights w_x, sigma_x and per-shard n_x."""
+    lo, hi = round_slots(B)
+    for j in range(lo, hi):
+        x, s, nn = B.prompt[j], B.succ[j], B.n[j]
+        q = (s + 1.0) / (nn + 2.0)
+        S.weight[x] = np.exp(np.sqrt(q * (1.0 - q)) / (P.temperature_scale * (s + 1.0)))
+        S.sigma[x] = sigma_from_counts(s / nn, B.score[j, 0], B.score[j, 1], B.score[j, 2])
+    width = (hi - lo) // P.shards
+    budget = P.batch_size * P.budget_coef
+    for k in range(P.shards):
+        a = lo + k * width
+        b = hi if k == P.shards - 1 else a + width
+        total = 0.0
+        for j in range(a, b):
+            total += S.sigma[B.prompt[j]]
+        for j in range(a, b):
+            x = B.prompt[j]
+            S.n_static[x] = int(np.rint(budget * S.sigma[x] / total)) if total > 0.0 else 0
+
+
+@njit(cache=True)
 def plan(P, S, B, rng):
-    if S.ireg[PHASE] == NEED_SUBSET:  # step 1: pre-rollouts of the new subset
-        lo, hi = enter_next_subset(P, S, rng)
+    if S.vars.need_subset:  # step 1: pre-rollouts of the new subset
+        lo, hi = enter_next_subset(S, True)
         screen_subset(S, B, lo, hi, P.n_pre)
         return
 
-    begin_round(B, TRAIN)
-    lo, hi = subset_bounds(S, S.ireg[SUBSET])
-    chosen = _draw_batch(P, S, S.order[lo:hi], rng)
+    begin_training_round(B)
+    lo, hi = current_subset(S)
+    chosen = _draw_batch(P, S, S.order[lo:hi], rng)  # step 5
     n = S.n_static[chosen].copy()
     total = n.sum()
     if total > 0 and P.align_to > 1:  # pad to a multiple of the GPU count, largest n first
@@ -84,37 +122,19 @@ def plan(P, S, B, rng):
 
 @njit(cache=True)
 def observe(P, S, B, rng):
-    lo, hi = round_slots(B)
-    if B.reg[PURPOSE] == SCREEN:
-        update_posterior_from_round(P, S, B)  # counts (s_x, N') of this iteration
-        for j in range(lo, hi):
-            x, s, nn = B.prompt[j], B.succ[j], B.n[j]
-            q = (s + 1.0) / (nn + 2.0)
-            S.weight[x] = np.exp(np.sqrt(q * (1.0 - q)) / (P.temperature_scale * (s + 1.0)))
-            S.sigma[x] = sigma_from_counts(s / nn, B.score[j, 0], B.score[j, 1], B.score[j, 2])
-        size = hi - lo
-        width = size // P.shards
-        budget = P.batch_size * P.budget_coef
-        for k in range(P.shards):
-            a = lo + k * width
-            b = hi if k == P.shards - 1 else a + width
-            total = 0.0
-            for j in range(a, b):
-                total += S.sigma[B.prompt[j]]
-            for j in range(a, b):
-                x = B.prompt[j]
-                S.n_static[x] = int(np.rint(budget * S.sigma[x] / total)) if total > 0.0 else 0
+    if B.vars.screening:
+        update_posterior_from_round(S, B, P.decay)  # counts (s_x, N') of this iteration
+        _static_allocation(P, S, B)
         return False
     train_on_round(B)
     finish_step(S, B)
-    if S.ireg[SUBSET_STEP] >= P.steps_per_subset:
-        S.ireg[PHASE] = NEED_SUBSET
+    if S.vars.subset_step >= P.steps_per_subset:
+        S.vars.need_subset = True
     return True
 
 
 SPEC = register(PolicySpec(
     name="cures-released",
-    kind=CURES_RELEASED,
     summary="The public CurES code's behaviour: near-uniform sampler, static per-subset n from s/N', x4 rollouts.",
     params=(
         Param("batch_size", 64, "prompts per step m (released: 1024)", integer(1)),
@@ -126,11 +146,15 @@ SPEC = register(PolicySpec(
         Param("budget_coef", 8, "per-shard budget = batch_size x budget_coef (num_rollout_max)", integer(1)),
         Param("rollout_multiplier", 4, "rollouts per allocated unit (vLLM rollout.n)", integer(1)),
         Param("temperature_scale", 100.0, "per-prompt temperature = scale x (accepted + 1)", real(0.0, lo_open=True)),
-        Param("within_batch_replacement", False, "draw the batch with replacement (released: False)", boolean(),
-              field="replacement"),
+        Param("within_batch_replacement", False, "draw the batch with replacement (released: False)", boolean()),
         Param("align_to", 8, "pad each step's total to a multiple of this (training GPUs)", integer(1)),
     ),
-    fixed={"reset": True},
+    kernel_params=Params,
+    plan=plan,
+    observe=observe,
+    capacity=screening_capacity,
+    arrays=("sigma", "weight", "n_static"),
+    resolve=auto_subsets,
     loss_weighting="per-rollout",
     doc=__doc__,
 ))

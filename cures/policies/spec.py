@@ -81,13 +81,13 @@ def prior_pair() -> Check:
 
 @dataclass(frozen=True)
 class Param:
-    """A public parameter; `field` names the `kernels.Params` field it sets (default: the same name)."""
+    """A public parameter; the policy's kernel parameters hold it under the same name (unless `resolve` turns it
+    into others, or only `init` uses it: `prior`, `subsets`)."""
 
     name: str
     default: Any
     help: str
     check: Check
-    field: str | None = None
     display: str | None = None  # how listings show the default, when not its value
 
 
@@ -114,10 +114,10 @@ def gen_batch_param(factor: int, help: str) -> Param:
                  display=f"{factor}*batch_size")
 
 
-def default_gen_batch(factor: int) -> Callable[[dict], dict]:
+def default_gen_batch(factor: int) -> Callable[[dict, int], dict]:
     """`resolve` hook: gen_batch_size defaults to factor x batch_size."""
 
-    def resolve(v: dict) -> dict:
+    def resolve(v: dict, n_prompts: int) -> dict:
         if v["gen_batch_size"] is None:
             v["gen_batch_size"] = factor * v["batch_size"]
         return v
@@ -135,32 +135,71 @@ def fits_dataset(key: str = "batch_size") -> Callable[[dict, int], None]:
     return check
 
 
+def auto_subsets(v: dict, n_prompts: int) -> dict:
+    """`resolve` hook: subsets = 0 means subsets of about steps_per_subset x batch_size prompts (the released code)."""
+    if v["subsets"] == 0:
+        v["subsets"] = max(1, round(n_prompts / (v["steps_per_subset"] * v["batch_size"])))
+    return v
+
+
+INIT_ONLY = ("prior", "subsets")  # public parameters that shape the initial state, not the kernel parameters
+
+
 @dataclass(frozen=True)
 class PolicySpec:
-    """A named policy: its kernel kind, public parameters and fixed kernel switches."""
+    """A named policy: public parameters, compiled kernels, and the state they need.
+
+    `kernel_params` (a NamedTuple class) is what `plan` and `observe` receive as P: its fields are the public
+    parameters of the same names, after `resolve`, with `fixed` values and the class's own defaults for the rest.
+    `arrays` names the optional per-prompt arrays of `layout.State` the kernels use; `state_vars` and `step_vars`
+    add (name, dtype) scalars to S.vars and B.vars, with starting values from `init_vars(P)`; `capacity(P,
+    subset_size)` is the most slots one step can generate when the largest subset holds `subset_size` prompts.
+    """
 
     name: str
-    kind: int
     summary: str
     params: tuple[Param, ...]
+    kernel_params: type
+    plan: Callable
+    observe: Callable
+    capacity: Callable[[Any, int], int]
     fixed: dict = dataclasses.field(default_factory=dict)
+    arrays: tuple[str, ...] = ()
+    state_vars: tuple[tuple[str, Any], ...] = ()
+    step_vars: tuple[tuple[str, Any], ...] = ()
+    init_vars: Callable[[Any], dict] | None = None
     loss_weighting: str = "per-prompt"  # "per-prompt" (paper Eq. 16) or "per-rollout" (token-mean)
+    resolve: Callable[[dict, int], dict] | None = None  # fills values that depend on others or on n_prompts
     check: Callable[[dict, int], None] | None = None  # checks that need n_prompts
-    capacity: Callable[[Any, int], int] | None = None  # slots one step can hold (default: see Policy._capacity)
-    per_prompt_history: bool = False  # allocate State.streak / State.last
-    resolve: Callable[[dict], dict] | None = None  # fills defaults that depend on other parameters
     doc: str = ""
 
     def defaults(self) -> dict:
         return {p.name: p.default for p in self.params}
 
 
+def batch_capacity(P, subset_size: int) -> int:
+    """`capacity` of a one-round step of batch_size slots."""
+    return P.batch_size
+
+
+def screening_capacity(P, subset_size: int) -> int:
+    """`capacity` of a screening round over the largest subset and one training round."""
+    return subset_size + P.batch_size
+
+
 _REGISTRY: dict[str, PolicySpec] = {}
 
 
 def register(spec: PolicySpec) -> PolicySpec:
+    """Add a policy to the registry after checking that its declarations fit its kernel parameters."""
     if spec.name in _REGISTRY:
         raise ValueError(f"policy {spec.name!r} is already registered")
+    loose = [k for k in spec.fixed if k not in spec.kernel_params._fields]
+    if loose:
+        raise ValueError(f"policy {spec.name!r}: {', '.join(loose)} not fields of {spec.kernel_params.__name__}")
+    for other in _REGISTRY.values():
+        if other.kernel_params is spec.kernel_params and (other.plan, other.observe) != (spec.plan, spec.observe):
+            raise ValueError(f"policies {other.name!r} and {spec.name!r} share parameters but not kernels")
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -174,3 +213,11 @@ def get_spec(name: str) -> PolicySpec:
     if name not in _REGISTRY:
         raise ValueError(f"unknown policy {name!r}; available: {', '.join(available())}")
     return _REGISTRY[name]
+
+
+def kernels_of(params_class: type) -> tuple[Callable, Callable]:
+    """The (plan, observe) kernels that take parameters of this class (several policies may share them)."""
+    for spec in _REGISTRY.values():
+        if spec.kernel_params is params_class:
+            return spec.plan, spec.observe
+    raise KeyError(f"no registered policy takes {params_class.__name__} parameters")

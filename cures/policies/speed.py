@@ -10,26 +10,21 @@ continuation runs as its own round instead of riding with the next screening bat
 the batch no longer needs are dropped (their screening rollouts still count), so no state crosses steps.
 """
 
+from typing import NamedTuple
+
+import numpy as np
 from numba import njit
 
 from cures.policies.kernels import (
-    DONE,
-    N_GROUPS,
-    N_SLOTS,
-    NEXT,
-    PURPOSE,
-    ROUND_START,
-    SCREEN,
-    SCREENS,
-    SPEED,
-    TRAIN,
     add_slot,
-    begin_round,
+    begin_screening_round,
+    begin_training_round,
     end_plan,
     finish_step,
     is_mixed,
-    open_uniform_round,
     record_shortfall,
+    round_slots,
+    uniform_batch,
     update_posterior_from_round,
 )
 from cures.policies.spec import (
@@ -43,68 +38,93 @@ from cures.policies.spec import (
     reporting_prior,
 )
 
-SCREEN_AGAIN, CONTINUE = 0, 1  # values of B.reg[NEXT]
+
+class Params(NamedTuple):
+    batch_size: int  # prompts to train per step
+    n_init: int  # N_init
+    n_continue: int
+    gen_batch_size: int  # candidates per screening round
+    max_gen_batches: int
+    decay: float = 1.0
+
+
+STEP_VARS = (
+    ("screens", np.int64),  # screening rounds in this step
+    ("continue_mixed", np.bool_),  # the next round continues the mixed prompts of the screen just observed
+)
 
 
 @njit(cache=True)
 def _continue_mixed(P, S, B):
     """Open a continuation round for the mixed prompts of the screening round just observed."""
-    lo, hi = B.reg[ROUND_START], B.reg[N_SLOTS]
-    begin_round(B, TRAIN)
+    lo, hi = round_slots(B)
+    begin_training_round(B)
     for j in range(lo, hi):
-        if B.reg[N_GROUPS] >= P.batch_size:
+        if B.vars.n_groups >= P.batch_size:
             break
         if is_mixed(B, j):
-            g = B.reg[N_GROUPS]
+            g = B.vars.n_groups
             B.group[j] = g  # the screening rollouts train too
             add_slot(B, B.prompt[j], P.n_continue)
-            B.group[B.reg[N_SLOTS] - 1] = g
-            B.reg[N_GROUPS] = g + 1
+            B.group[B.vars.n_slots - 1] = g
+            B.vars.n_groups = g + 1
     end_plan(S, B)
 
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    if B.reg[DONE] == 0 and B.reg[NEXT] == CONTINUE:
+    if B.vars.continue_mixed:
         _continue_mixed(P, S, B)
         return
-    for x in open_uniform_round(P, S, B, rng, P.gen_batch_size, SCREEN):
-        add_slot(B, x, P.n_pre)
+    if B.vars.done:  # a new step
+        B.vars.screens = 0
+    batch = uniform_batch(S, P.gen_batch_size, rng)
+    begin_screening_round(B)
+    for x in batch:
+        add_slot(B, x, P.n_init)
     end_plan(S, B)
 
 
 @njit(cache=True)
 def observe(P, S, B, rng):
-    update_posterior_from_round(P, S, B)
-    B.reg[NEXT] = SCREEN_AGAIN
-    if B.reg[PURPOSE] == SCREEN:
-        B.reg[SCREENS] += 1
-        for j in range(B.reg[ROUND_START], B.reg[N_SLOTS]):
+    update_posterior_from_round(S, B, P.decay)
+    B.vars.continue_mixed = False
+    if B.vars.screening:
+        B.vars.screens += 1
+        lo, hi = round_slots(B)
+        for j in range(lo, hi):
             if is_mixed(B, j):
-                B.reg[NEXT] = CONTINUE
+                B.vars.continue_mixed = True
                 return False
-    if B.reg[N_GROUPS] < P.batch_size and B.reg[SCREENS] < P.max_gen_batches:
+    if B.vars.n_groups < P.batch_size and B.vars.screens < P.max_gen_batches:
         return False
-    record_shortfall(P, S, B)
+    record_shortfall(S, B, P.batch_size)
     finish_step(S, B)
     return True
 
 
+def _capacity(P, subset_size):
+    return (P.gen_batch_size + P.batch_size) * P.max_gen_batches
+
+
 SPEC = register(PolicySpec(
     name="speed",
-    kind=SPEED,
     summary="SPEED-RL: screen with N_init rollouts, continue only mixed prompts with n_continue more (reused).",
     params=(
         Param("batch_size", 64, "prompts to train per step", integer(1)),
-        Param("n_init", 4, "screening rollouts per candidate (N_init)", integer(2), field="n_pre"),
+        Param("n_init", 4, "screening rollouts per candidate (N_init)", integer(2)),
         Param("n_continue", 20, "rollouts added to a screened-mixed prompt", integer(1)),
         gen_batch_param(4, "candidates per screening round (the paper's 64 / 16)"),
         Param("max_gen_batches", 10, "screening rounds per step before training on what there is", integer(1)),
         reporting_prior(),
     ),
+    kernel_params=Params,
+    plan=plan,
+    observe=observe,
+    capacity=_capacity,
+    step_vars=STEP_VARS,
     loss_weighting="per-rollout",
     check=fits_dataset("gen_batch_size"),
     resolve=default_gen_batch(4),
-    capacity=lambda P, n_prompts: (P.gen_batch_size + P.batch_size) * P.max_gen_batches,
     doc=__doc__,
 ))
