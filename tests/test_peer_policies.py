@@ -5,7 +5,6 @@ import itertools
 import numpy as np
 import pytest
 
-from cures.policies import kernels as K
 from cures.policies import make_policy
 from cures.policies.greso import skip_probability
 from cures.policies.gvm import gvm_weight
@@ -52,7 +51,7 @@ def test_dapo_trains_only_mixed_groups_and_counts_its_refills():
         assert batch.rollouts_generated == generated == n_rounds * 24 * 8  # refills count
         rounds.append(n_rounds)
     assert max(rounds) > 1  # ~30 % mixed: 24 candidates rarely give 16 mixed groups
-    assert state.arrays.ireg[K.SHORT_STEPS] == 0
+    assert state.arrays.vars.short_steps == 0
 
 
 def test_dapo_trains_on_what_it_has_when_the_cap_is_hit():
@@ -61,8 +60,8 @@ def test_dapo_trains_on_what_it_has_when_the_cap_is_hit():
     state = policy.init(600, seed=0)
     batch = policy.run_step(state, outcome_for(p))  # no exception
     assert batch.n_groups < 16 and batch.rollouts_generated == 3 * 20 * 8
-    assert state.arrays.ireg[K.SHORT_STEPS] == 1
-    assert state.arrays.ireg[K.SHORT_GROUPS] == 16 - batch.n_groups
+    assert state.arrays.vars.short_steps == 1
+    assert state.arrays.vars.short_groups == 16 - batch.n_groups
 
 
 # ------------------------------------------------------------------------------------------------ GVM
@@ -177,7 +176,7 @@ def test_greso_skip_probability_matches_its_formula():
     policy = make_policy("greso", batch_size=4)
     state = policy.init(10, seed=0)
     P, S = state.kernel, state.arrays
-    S.freg[K.Q_EASY], S.freg[K.Q_HARD] = 0.6, 0.3
+    S.vars.q_easy, S.vars.q_hard = 0.6, 0.3
     S.streak[1] = (3, 0)
     S.streak[2] = (0, 2)
     S.streak[3] = (0, 9)
@@ -207,8 +206,8 @@ def test_greso_self_tuning_moves_toward_the_target_and_cuts_zero_variance_groups
     for _ in range(60):
         batch = greso.run_step(state, outcome_for(p))
         zero_var.append(np.mean((batch.successes == 0) | (batch.successes == batch.n_rollouts)))
-    assert state.arrays.freg[K.Q_EASY] < 0.5  # easy share above target/3: q_easy went down
-    assert state.arrays.freg[K.Q_EASY] >= 0.05
+    assert state.arrays.vars.q_easy < 0.5  # easy share above target/3: q_easy went down
+    assert state.arrays.vars.q_easy >= 0.05
     assert np.mean(zero_var[-15:]) < np.mean(zero_var[:5])
 
 

@@ -3,14 +3,14 @@ defining behaviour of each policy."""
 
 import numpy as np
 import pytest
-from numba import literally, njit
+from numba import njit
 from scipy import stats
 
 from cures import sumtree
 from cures.policies import available, get_spec, make_policy, make_policy_for_budget
-from cures.policies import kernels as K
 from cures.policies.core import PolicyState
 from cures.policies.dispatch import observe_round, plan_round
+from cures.policies.layout import State
 from cures.theory import allocate_rollouts, sampling_distribution
 
 ALL = ["cures", "cures-allocation", "cures-paper", "cures-released", "cures-sampling", "dapo", "greso", "grpo", "gvm",
@@ -59,9 +59,10 @@ def test_plans_respect_the_budget_and_count_every_rollout(name):
     state = policy.init(N_PROMPTS, seed=1)
     outcome = binomial_outcome(p_true())
     P = policy.kernel_params(N_PROMPTS)
-    budget = P.n * P.batch_size if name == "mopps" else P.budget
-    cap = {"dapo": P.max_gen_batches * P.gen_batch_size * P.n, "greso": P.max_gen_batches * N_PROMPTS * P.n,
-           "speed": P.max_gen_batches * (P.gen_batch_size * P.n_pre + P.batch_size * P.n_continue)}
+    budget = P.n * P.batch_size if name == "mopps" else getattr(P, "budget", None)
+    cap = {"dapo": lambda: P.max_gen_batches * P.gen_batch_size * P.n,
+           "greso": lambda: P.max_gen_batches * N_PROMPTS * P.n,
+           "speed": lambda: P.max_gen_batches * (P.gen_batch_size * P.n_init + P.batch_size * P.n_continue)}
     counted = 0
     for _ in range(25):
         step_total = 0
@@ -77,7 +78,7 @@ def test_plans_respect_the_budget_and_count_every_rollout(name):
                 assert plan.n_rollouts.min() >= 2
             if policy.observe(state, outcome(plan)):
                 break
-        assert step_total <= cap.get(name, np.inf)
+        assert step_total <= cap.get(name, lambda: np.inf)()
         batch = policy.training_batch(state)
         if name in FIXED_BUDGET:
             assert np.all(batch.group[batch.round == batch.round.max()] >= 0)  # the last round trains
@@ -110,7 +111,7 @@ def test_saved_state_resumes_with_the_same_plans(name, tmp_path):
     path = state.save(tmp_path / "state.npz")
     resumed = PolicyState.load(path)
     for s in (state, resumed):
-        policy.observe(s, np.zeros(s.step.reg[K.N_SLOTS] - s.step.reg[K.ROUND_START]))
+        policy.observe(s, np.zeros(s.step.vars.n_slots - s.step.vars.round_start))
     rest_a = run(policy, state, 6, binomial_outcome(p, seed=2))
     rest_b = run(policy, resumed, 6, binomial_outcome(p, seed=2))
     for x, y in zip(rest_a, rest_b, strict=True):
@@ -135,16 +136,15 @@ def test_rewards_and_successes_are_equivalent(name):
 
 
 @njit
-def _compiled_driver(kind, P, S, B, rng, p, steps):
-    """A compiled caller in the style of the simulator: deterministic outcomes floor(n p). It makes `kind` a
-    compile-time constant, as dispatch requires, so it is specialised per policy."""
-    literally(kind)
+def _compiled_driver(P, S, B, rng, p, steps):
+    """A compiled caller in the style of the simulator: deterministic outcomes floor(n p); specialised per policy
+    by the type of P."""
     for _ in range(steps):
         while True:
-            plan_round(kind, P, S, B, rng)
-            for j in range(B.reg[K.ROUND_START], B.reg[K.N_SLOTS]):
+            plan_round(P, S, B, rng)
+            for j in range(B.vars.round_start, B.vars.n_slots):
                 B.succ[j] = np.floor(B.n[j] * p[B.prompt[j]])
-            if observe_round(kind, P, S, B, rng):
+            if observe_round(P, S, B, rng):
                 break
 
 
@@ -154,8 +154,8 @@ def test_compiled_callers_run_the_same_policy_code(name):
     p = p_true()
     py_state, nb_state = policy.init(N_PROMPTS, seed=9), policy.init(N_PROMPTS, seed=9)
     run(policy, py_state, 15, lambda plan: np.floor(plan.n_rollouts * p[plan.prompt_ids]))
-    _compiled_driver(nb_state.kernel.kind, nb_state.kernel, nb_state.arrays, nb_state.step, nb_state.rng, p, 15)
-    for field in K.State._fields:
+    _compiled_driver(nb_state.kernel, nb_state.arrays, nb_state.step, nb_state.rng, p, 15)
+    for field in State._fields:
         np.testing.assert_array_equal(getattr(py_state.arrays, field), getattr(nb_state.arrays, field))
     np.testing.assert_array_equal(py_state.step.prompt, nb_state.step.prompt)
 
@@ -230,7 +230,7 @@ def test_cures_sum_tree_tracks_rho_star_after_many_updates():
     policy = make_policy("cures", batch_size=32, budget=256, decay=0.9, tau=0.05)
     state = policy.init(1000, seed=0)
     run(policy, state, 40, binomial_outcome(p_true(1000)))
-    leaves = sumtree.leaves(state.arrays.tree, state.arrays.ireg[K.TREE_HEIGHT], 1000)
+    leaves = sumtree.leaves(state.arrays.tree, state.arrays.vars.tree_height, 1000)
     np.testing.assert_allclose(leaves / leaves.sum(), sampling_distribution(state.posterior_mean(), 0.05),
                                rtol=1e-9)
 
@@ -326,7 +326,7 @@ def test_cures_released_reproduces_the_public_code():
     np.testing.assert_array_equal(state.arrays.alpha, alpha)  # no in-training posterior updates
     for _ in range(9):
         assert policy.plan(state).purpose == "train"
-        policy.observe(state, np.zeros(state.step.reg[K.N_SLOTS] - state.step.reg[K.ROUND_START]))
+        policy.observe(state, np.zeros(state.step.vars.n_slots - state.step.vars.round_start))
     assert policy.plan(state).purpose == "screen"  # iteration 2 starts on the other subset
 
 

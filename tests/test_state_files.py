@@ -39,11 +39,28 @@ with np.load(src, allow_pickle=False) as z:
     arrays = {k: z[k] for k in z.files}
 meta = json.loads(str(arrays.pop("__meta__")))
 cases = []
+def with_field(a, field, value):
+    b = a.copy()
+    b[field] = value
+    return b
+
+
 for key, a in arrays.items():
     cases += [(key, "truncated", a.reshape(-1)[:-1] if a.size else np.zeros(1, a.dtype)),
-              (key, "reshaped", a.reshape(1, *a.shape)), (key, "retyped", a.astype(np.float32)),
-              (key, "int32", a.astype(np.int32)), (key, "negative", np.full(a.shape, -7).astype(a.dtype)),
-              (key, "huge", np.full(a.shape, 10**9).astype(a.dtype)), (key, "dropped", None)]
+              (key, "reshaped", a.reshape(1, *a.shape)), (key, "dropped", None)]
+    if a.dtype.names:  # a record of named scalars: each field damaged in turn, and the layout changed
+        for f in a.dtype.names:
+            cases += [(f"{key}.{f}", "negative", with_field(a, f, -7)), (f"{key}.{f}", "huge", with_field(a, f, 10**9))]
+            if a.dtype[f].kind == "f":
+                cases.append((f"{key}.{f}", "nan", with_field(a, f, np.nan)))
+        names = list(a.dtype.names)
+        cases += [(key, "renamed", a.astype(np.dtype([(n + "_", a.dtype[n]) for n in names]))),
+                  (key, "retyped", a.astype(np.dtype([(n, np.float32) for n in names]))),
+                  (key, "field dropped", a[names[:-1]].copy())]
+        continue
+    cases += [(key, "retyped", a.astype(np.float32)), (key, "int32", a.astype(np.int32)),
+              (key, "negative", np.full(a.shape, -7).astype(a.dtype)),
+              (key, "huge", np.full(a.shape, 10**9).astype(a.dtype))]
     if a.dtype.kind == "f":
         cases.append((key, "nan", np.full_like(a, np.nan)))
 for key in list(meta):
@@ -62,7 +79,7 @@ for key, how, value in cases:
     elif value is None:
         a2.pop(key)
     else:
-        a2[key] = value
+        a2[key.split(".vars.")[0] + (".vars" if ".vars." in key else "")] = value
     np.savez(out, __meta__=np.array(json.dumps(m2)), **a2)
     print(key, how, flush=True)  # the last line names the case if the process dies
     try:
@@ -75,7 +92,7 @@ for key, how, value in cases:
                                                      if k not in ("batch_size", "budget")})
     for _ in range(3):  # a state that loads must also run
         plan = policy.plan(state) if not state.awaiting_observation else None
-        n = plan.n_rollouts if plan is not None else state.step.n[state.step.reg[1]:state.step.reg[0]]
+        n = plan.n_rollouts if plan is not None else state.step.n[state.step.vars.round_start:state.step.vars.n_slots]
         policy.observe(state, np.minimum(n, 1))
     outcomes["loaded"] += 1
 print(json.dumps(outcomes))
@@ -119,3 +136,17 @@ def test_damaged_posterior_files_are_value_errors(tmp_path):
         np.savez(bad, __meta__=np.array(json.dumps(m)), **a)
         with pytest.raises(ValueError, match=str(bad)):
             BetaPosterior.load(bad)
+
+
+def test_a_state_of_another_format_version_is_refused_with_its_version(tmp_path):
+    """Version 1 kept integer registers; its files are refused with a message that gives both versions."""
+    from cures.policies.core import STATE_VERSION
+
+    _, _, path = _run_and_save_everywhere("cures", tmp_path, steps=1)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop("__meta__")))
+    old = tmp_path / "v1.npz"
+    np.savez(old, __meta__=np.array(json.dumps({**meta, "version": 1})), **arrays)
+    with pytest.raises(ValueError, match=rf"format version 1; this cures reads \[{STATE_VERSION}\]"):
+        PolicyState.load(old)
