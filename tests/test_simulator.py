@@ -10,7 +10,7 @@ from scipy import stats
 from cures.policies import available
 from cures.theory import rollout_sigma, zero_variance_prob
 from simulator.config import build_config, load_scenario, parse_overrides
-from simulator.engine import COLUMNS, T_SIMULATED, EngineConfig, score_statistics
+from simulator.engine import COLUMNS, EngineConfig, score_statistics
 from simulator.population import build_population, parse_pass_rate_spec
 from simulator.reference import reference_seed, rollout_scores, vectorised_seed
 from simulator.run import run_seed, run_seeds, seed_streams
@@ -117,7 +117,7 @@ def test_every_policy_runs_in_the_engine_and_counts_every_rollout(policy):
         run_module.new_tally = original
     assert result.steps == 12 and result.curves.shape == (4, len(COLUMNS))
     # what the simulator generated equals what the policy asked for (screening and refills included)
-    assert captured["tally"].counts[T_SIMULATED] == result.rollouts_total > 0
+    assert captured["tally"].vars.simulated == result.rollouts_total > 0
     np.testing.assert_array_equal(result.hist.sum(axis=1), np.full(4, 400))
 
 

@@ -176,6 +176,12 @@ def _check_uniform(v, n_prompts):
     fits_dataset()(v, n_prompts)
 
 
+def _register(**spec):
+    """Register a member of the family: the kernels, parameters and hooks above, with its own switches."""
+    return register(PolicySpec(kernel_params=Params, plan=plan, observe=observe, capacity=_capacity,
+                               resolve=_resolve, **spec))
+
+
 _TAU = Param("tau", 0.1, TAU_DOC, real(1e-3))
 _SCHEDULE = (
     Param("n_pre", 0, "N': pre-rollouts per prompt when a subset starts (counted; 0: none)", integer(0)),
@@ -186,16 +192,11 @@ _SCHEDULE = (
           choice("posterior", "pre-rollout")),
 )
 
-register(PolicySpec(
+_register(
     name="cures",
     summary="CurES: rho* sampling (Eq. 14) from the live Beta posterior and sigma-proportional rollouts (Eq. 20).",
     params=(*common_params(), _TAU, *_SCHEDULE),
     arrays=("sigma", "tree"),
-    kernel_params=Params,
-    plan=plan,
-    observe=observe,
-    capacity=_capacity,
-    resolve=_resolve,
     check=_check_family,
     doc=__doc__ + """
 Defaults: one global tau = 0.1 (see `tau`), no pre-rollouts (the Beta(1,1) prior makes unseen prompts the most
@@ -203,9 +204,9 @@ attractive, so exploration needs no screening budget), sigma_i = sqrt(p_hat(1-p_
 every step (Eq. 21 with equal score norms; fresher than the paper's once-per-iteration sigma), the whole dataset as
 one subset, no forgetting (the paper has none; set `decay` < 1 for long runs with fast drift).
 """,
-))
+)
 
-register(PolicySpec(
+_register(
     name="cures-paper",
     summary="CurES Algorithm 1 as written: T subsets x M=10 steps, N'=4 pre-rollouts, reset, sigma from pre-rollouts.",
     params=(
@@ -216,11 +217,6 @@ register(PolicySpec(
     ),
     fixed={"sigma_from_pre_rollouts": True, "reset": True},
     arrays=("sigma", "tree"),
-    kernel_params=Params,
-    plan=plan,
-    observe=observe,
-    capacity=_capacity,
-    resolve=_resolve,
     check=_check_family,
     doc=__doc__ + """
 Algorithm 1 of the paper: per subset, reset, N' = 4 pre-rollouts, p_hat and rho* from the counts (Beta(1,1) prior
@@ -228,34 +224,24 @@ as in the reference code; the paper's literal alpha0 = s, beta0 = N' - s is the 
 gives p_hat in {0, 1} and is not offered), sigma_i fixed for the subset (line 8), M = 10 steps, budget 8 x batch
 by default. The paper does not say how Eq. 20 is rounded; here it is the exact integer optimum with n_min = 2.
 """,
-))
+)
 
-register(PolicySpec(
+_register(
     name="cures-sampling",
     summary="Ablation: CurES's rho* prompt sampling (Eq. 14) with a fixed n = budget / batch_size.",
     params=(*(p for p in common_params() if p.name not in ("n_min", "n_max")), _TAU),
     fixed={"sigma_allocation": False},
     arrays=("sigma", "tree"),
-    kernel_params=Params,
-    plan=plan,
-    observe=observe,
-    capacity=_capacity,
-    resolve=_resolve,
     check=_check_fixed_n,
     doc=__doc__ + "\nSampling only: prompts from rho* as in `cures`, every prompt gets N/m rollouts.\n",
-))
+)
 
-register(PolicySpec(
+_register(
     name="cures-allocation",
     summary="Ablation: uniform epoch-shuffled prompts with CurES's sigma allocation (Eq. 20).",
     params=common_params(),
     fixed={"rho_sampling": False},
     arrays=("sigma",),
-    kernel_params=Params,
-    plan=plan,
-    observe=observe,
-    capacity=_capacity,
-    resolve=_resolve,
     check=_check_uniform,
     doc=__doc__ + "\nAllocation only: prompts as in `grpo`, rollouts n_i by Eq. 20 from the live posterior.\n",
-))
+)

@@ -1,0 +1,97 @@
+"""Timings of several checkouts measured side by side, to show that a change of the policy core costs nothing.
+
+    python tests/checkout_timings.py compile /path/to/old/checkout . --repeats 3
+    python tests/checkout_timings.py steps /path/to/old/checkout . --repeats 5
+
+`compile`: cold compile time of every policy through both of its callers. Each run is a fresh interpreter with an
+empty NUMBA_CACHE_DIR that plans and observes one step of every policy through the Python interface and runs a few
+steps of the simulator's compiled loop for each (IRT and tabular): what the test suite compiles for the policies.
+
+`steps`: per-step cost of `grpo` and `cures` at 10,000 prompts, 256 prompts and 2,048 rollouts per step, one
+thread, in the compiled engine and in the vectorised NumPy reference (which calls the policy from Python), measured
+as `cures bench` does (marginal seconds per step, compiled code warm).
+
+Checkouts alternate within each repeat, so machine noise hits them alike; the table gives each checkout's median and
+its ratio to the first checkout's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+COMPILE = """
+import numpy as np
+from cures.policies import available, make_policy_for_budget
+from simulator.config import build_config
+from simulator.run import run_seed
+for name in available():
+    policy = make_policy_for_budget(name, 8, 32)
+    state = policy.init(200, seed=0)
+    while not policy.observe(state, np.zeros(policy.plan(state).prompt_ids.size)):
+        pass
+    for mode in ("irt", "tabular"):
+        cfg = build_config(overrides={"n_prompts": 200, "n_heldout": 20, "batch_size": 8, "budget": 32, "steps": 3,
+                                      "eval_every": 3, "seeds": 1, "mode": mode})
+        run_seed(name, cfg, seed=0)
+"""
+
+STEPS = """
+import json
+from simulator.bench import _measure
+out = {}
+for policy in ("grpo", "cures"):
+    for which, steps in (("engine", 300), ("vectorised", 60)):
+        r = _measure(which, policy, None, 10_000, steps, 0, {"batch_size": 256, "budget": 2048})
+        out[f"{policy} {which} us/step"] = 1e6 * r["seconds_per_step"]
+print(json.dumps(out))
+"""
+
+
+def _run(root: Path, code: str, env: dict) -> str:
+    res = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root), **env},
+                         check=True, capture_output=True, text=True)
+    return res.stdout
+
+
+def measure(what: str, root: Path) -> dict[str, float]:
+    if what == "compile":
+        with tempfile.TemporaryDirectory() as cache:
+            t0 = time.perf_counter()
+            _run(root, COMPILE, {"NUMBA_CACHE_DIR": cache})
+            return {"cold compile s": time.perf_counter() - t0}
+    return json.loads(_run(root, STEPS, {"NUMBA_NUM_THREADS": "1"}).strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("compile", "steps"))
+    parser.add_argument("roots", nargs="+", type=Path, help="checkouts to compare (the first is the reference)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if args.what == "steps":
+        for root in args.roots:  # compile (or load) each checkout's kernels before timing anything
+            measure("steps", root.resolve())
+    runs: dict[Path, list[dict]] = {root: [] for root in args.roots}
+    for _ in range(args.repeats):
+        for root in args.roots:
+            runs[root].append(measure(args.what, root.resolve()))
+    ref = {k: statistics.median(r[k] for r in runs[args.roots[0]]) for k in runs[args.roots[0]][0]}
+    for key in ref:
+        print(key)
+        for root, rs in runs.items():
+            values = [r[key] for r in rs]
+            med = statistics.median(values)
+            print(f"  {str(root):36s} median {med:10.1f}  ({', '.join(f'{v:.1f}' for v in values)})  "
+                  f"ratio {med / ref[key]:.3f}")
+
+
+if __name__ == "__main__":
+    main()

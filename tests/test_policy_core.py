@@ -1,0 +1,97 @@
+"""The generic policy core: a policy written outside the package, declaring its own parameters, arrays and scalars,
+runs through both callers; declarations that do not fit the kernels are refused at registration."""
+
+import dataclasses
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+from numba import njit
+
+from cures.policies import available, get_spec, make_policy
+from cures.policies import spec as spec_module
+from cures.policies.kernels import add_slot, begin_training_round, end_plan, finish_step, round_slots, uniform_batch
+from cures.policies.spec import Param, PolicySpec, batch_capacity, integer, register
+
+
+class StreakParams(NamedTuple):
+    batch_size: int
+    n: int
+    bonus: int = 2
+
+
+@njit(cache=True)
+def streak_plan(P, S, B, rng):
+    """Uniform prompts; a prompt whose last group was all wrong gets `bonus` more rollouts."""
+    batch = uniform_batch(S, P.batch_size, rng)
+    begin_training_round(B)
+    for x in batch:
+        add_slot(B, x, P.n + (P.bonus if S.last[x, 1] > 0 and S.last[x, 0] == 0 else 0))
+    B.vars.planned_prompts = batch.shape[0]
+    end_plan(S, B)
+
+
+@njit(cache=True)
+def streak_observe(P, S, B, rng):
+    lo, hi = round_slots(B)
+    for j in range(lo, hi):
+        S.last[B.prompt[j], 0] = B.succ[j]
+        S.last[B.prompt[j], 1] = B.n[j]
+        S.vars.all_wrong_seen += B.succ[j] == 0
+        B.group[j] = B.vars.n_groups
+        B.vars.n_groups += 1
+    finish_step(S, B)
+    return True
+
+
+@pytest.fixture
+def streak_policy():
+    spec = register(PolicySpec(
+        name="test-streak", summary="test", doc="test",
+        params=(Param("batch_size", 4, "prompts", integer(1)), Param("n", 2, "rollouts", integer(1))),
+        kernel_params=StreakParams, plan=streak_plan, observe=streak_observe, capacity=batch_capacity,
+        arrays=("last",), state_vars=(("all_wrong_seen", np.int64),), step_vars=(("planned_prompts", np.int64),),
+        init_vars=lambda P: {"all_wrong_seen": 100},
+    ))
+    yield spec
+    del spec_module._REGISTRY[spec.name]
+
+
+def test_a_policy_declared_outside_the_package_runs_through_both_callers(streak_policy):
+    from simulator.config import build_config
+    from simulator.run import run_seed
+
+    policy = make_policy("test-streak", batch_size=5, n=3)
+    state = policy.init(40, seed=0)
+    assert state.arrays.last.shape == (40, 2) and state.arrays.tree.size == 0  # declared, and not declared
+    assert state.arrays.vars.all_wrong_seen == 100 and state.step.vars.planned_prompts == 0
+    first = policy.plan(state)
+    policy.observe(state, np.zeros(5))
+    assert state.arrays.vars.all_wrong_seen == 105 and state.step.vars.planned_prompts == 5
+    again = policy.plan(state)
+    wrong_before = np.isin(again.prompt_ids, first.prompt_ids)
+    np.testing.assert_array_equal(again.n_rollouts, np.where(wrong_before, 5, 3))  # the bonus, from S.last
+    cfg = build_config(None, {"n_prompts": 200, "n_heldout": 10, "steps": 6, "batch_size": 5, "eval_every": 3,
+                              "seeds": 1})
+    run = run_seed("test-streak", cfg, 0)
+    assert run.steps == 6 and run.rollouts_total >= 6 * 5 * 2
+
+
+def test_registration_refuses_declarations_that_do_not_fit_the_kernels():
+    grpo = get_spec("grpo")
+    with pytest.raises(ValueError, match="nope not fields of Params"):
+        register(dataclasses.replace(grpo, name="test-bad-fixed", fixed={"nope": 1}))
+    with pytest.raises(ValueError, match="share parameters but not kernels"):
+        register(dataclasses.replace(grpo, name="test-bad-kernels", observe=get_spec("mopps").observe))
+    with pytest.raises(ValueError, match="already registered"):
+        register(grpo)
+    assert "test-bad-fixed" not in available() and "test-bad-kernels" not in available()
+
+
+def test_a_public_parameter_that_reaches_no_kernel_field_is_an_error():
+    grpo = get_spec("grpo")
+    stray = dataclasses.replace(grpo, name="test-stray", params=(*grpo.params, Param("extra", 1, "x", integer())))
+    from cures.policies.core import Policy
+
+    with pytest.raises(AssertionError, match="extra"):
+        Policy(stray, {**grpo.defaults(), "extra": 1}).kernel_params(100)
