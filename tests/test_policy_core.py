@@ -2,14 +2,25 @@
 runs through both callers; declarations that do not fit the kernels are refused at registration."""
 
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cures.policies import available, get_spec
+from cures.policies.spec import Param, integer, register
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+STREAK_MODULE = """
 from typing import NamedTuple
 
 import numpy as np
-import pytest
 from numba import njit
 
-from cures.policies import available, get_spec, make_policy
-from cures.policies import spec as spec_module
 from cures.policies.kernels import add_slot, begin_training_round, end_plan, finish_step, round_slots, uniform_batch
 from cures.policies.spec import Param, PolicySpec, batch_capacity, integer, register
 
@@ -22,7 +33,7 @@ class StreakParams(NamedTuple):
 
 @njit(cache=True)
 def streak_plan(P, S, B, rng):
-    """Uniform prompts; a prompt whose last group was all wrong gets `bonus` more rollouts."""
+    '''Uniform prompts; a prompt whose last group was all wrong gets `bonus` more rollouts.'''
     batch = uniform_batch(S, P.batch_size, rng)
     begin_training_round(B)
     for x in batch:
@@ -44,37 +55,50 @@ def streak_observe(P, S, B, rng):
     return True
 
 
-@pytest.fixture
-def streak_policy():
-    spec = register(PolicySpec(
-        name="test-streak", summary="test", doc="test",
-        params=(Param("batch_size", 4, "prompts", integer(1)), Param("n", 2, "rollouts", integer(1))),
-        kernel_params=StreakParams, plan=streak_plan, observe=streak_observe, capacity=batch_capacity,
-        arrays=("last",), state_vars=(("all_wrong_seen", np.int64),), step_vars=(("planned_prompts", np.int64),),
-        init_vars=lambda P: {"all_wrong_seen": 100},
-    ))
-    yield spec
-    del spec_module._REGISTRY[spec.name]
+
+register(PolicySpec(
+    name="test-streak", summary="test", doc="test",
+    params=(Param("batch_size", 4, "prompts", integer(1)), Param("n", 2, "rollouts", integer(1))),
+    kernel_params=StreakParams, plan=streak_plan, observe=streak_observe, capacity=batch_capacity,
+    arrays=("last",), state_vars=(("all_wrong_seen", np.int64),), step_vars=(("planned_prompts", np.int64),),
+    init_vars=lambda P: {"all_wrong_seen": 100},
+))
+"""
+
+STREAK_RUN = """
+import numpy as np
+import streak_policy  # registers test-streak
+from cures.policies import make_policy
+from simulator.config import build_config
+from simulator.run import run_seed
+
+policy = make_policy("test-streak", batch_size=5, n=3)
+state = policy.init(40, seed=0)
+assert state.arrays.last.shape == (40, 2) and state.arrays.tree.size == 0  # declared, and not declared
+assert state.arrays.vars.all_wrong_seen == 100 and state.step.vars.planned_prompts == 0
+first = policy.plan(state)
+policy.observe(state, np.zeros(5))
+assert state.arrays.vars.all_wrong_seen == 105 and state.step.vars.planned_prompts == 5
+again = policy.plan(state)
+wrong_before = np.isin(again.prompt_ids, first.prompt_ids)
+np.testing.assert_array_equal(again.n_rollouts, np.where(wrong_before, 5, 3))  # the bonus, from S.last
+cfg = build_config(None, {"n_prompts": 200, "n_heldout": 10, "steps": 6, "batch_size": 5, "eval_every": 3,
+                          "seeds": 1})
+run = run_seed("test-streak", cfg, 0)
+assert run.steps == 6 and run.rollouts_total >= 6 * 5 * 2
+print("ok")
+"""
 
 
-def test_a_policy_declared_outside_the_package_runs_through_both_callers(streak_policy):
-    from simulator.config import build_config
-    from simulator.run import run_seed
-
-    policy = make_policy("test-streak", batch_size=5, n=3)
-    state = policy.init(40, seed=0)
-    assert state.arrays.last.shape == (40, 2) and state.arrays.tree.size == 0  # declared, and not declared
-    assert state.arrays.vars.all_wrong_seen == 100 and state.step.vars.planned_prompts == 0
-    first = policy.plan(state)
-    policy.observe(state, np.zeros(5))
-    assert state.arrays.vars.all_wrong_seen == 105 and state.step.vars.planned_prompts == 5
-    again = policy.plan(state)
-    wrong_before = np.isin(again.prompt_ids, first.prompt_ids)
-    np.testing.assert_array_equal(again.n_rollouts, np.where(wrong_before, 5, 3))  # the bonus, from S.last
-    cfg = build_config(None, {"n_prompts": 200, "n_heldout": 10, "steps": 6, "batch_size": 5, "eval_every": 3,
-                              "seeds": 1})
-    run = run_seed("test-streak", cfg, 0)
-    assert run.steps == 6 and run.rollouts_total >= 6 * 5 * 2
+def test_a_policy_declared_outside_the_package_runs_through_both_callers(tmp_path):
+    """A contributor's own module. It runs with its own Numba cache directory: the shared dispatchers' cache
+    records the parameter class of every policy compiled through them, so a policy must be importable wherever
+    that cache is loaded (see the README's "Writing a policy")."""
+    (tmp_path / "streak_policy.py").write_text(STREAK_MODULE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+           "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    res = subprocess.run([sys.executable, "-c", STREAK_RUN], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-3000:]
 
 
 def test_registration_refuses_declarations_that_do_not_fit_the_kernels():
