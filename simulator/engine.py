@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 from cures.policies.dispatch import observe_round, plan_round
-from cures.policies.kernels import round_slots
+from cures.policies.kernels import kept, round_slots
 from cures.policies.layout import new_vars
 
 GRPO_ADV, DRGRPO_ADV, RLOO_ADV, RPP_ADV = range(4)
@@ -102,7 +102,7 @@ def score_statistics(M, C, x, p):
 
 @njit(cache=True)
 def advantages(C, k, n, batch_mean, batch_sd):
-    """(A1, A0): the advantage of a correct and of a wrong rollout in a group with k of n correct."""
+    """(A1, A0): the advantage of a correct and of a wrong rollout in a group whose statistics are k of n correct."""
     if n < 1:
         return 0.0, 0.0
     mean = k / n
@@ -142,12 +142,13 @@ def gradient_step(M, C, B, T, srng):
     for j in range(B.vars.n_slots):
         g = B.group[j]
         if g >= 0:
-            T.gk[g] += B.succ[j]
-            T.gn[g] += B.n[j]
+            k, n = kept(B, j)  # the rollouts of the slot its group trains on
+            T.gk[g] += k
+            T.gn[g] += n
             T.gx[g] = B.prompt[j]
             T.gp[g] = T.slot_p[j]
-            k_all += B.succ[j]
-            n_all += B.n[j]
+            k_all += k
+            n_all += n
     T.vars.groups += G
     T.vars.trained += int(n_all)
     T.vars.trained_all += int(n_all)
@@ -162,7 +163,10 @@ def gradient_step(M, C, B, T, srng):
     noise_var = 0.0  # IRT: the groups' independent Gaussian terms add up to one N(0, noise_var I_d)
     for g in range(G):
         k, n, p, x = T.gk[g], T.gn[g], T.gp[g], T.gx[g]
-        a1, a0 = advantages(C, k, n, mu, sd)
+        if B.baseline[g, 1] > 0:  # the group's statistics come from more rollouts than it trains on
+            a1, a0 = advantages(C, B.baseline[g, 0], B.baseline[g, 1], mu, sd)
+        else:
+            a1, a0 = advantages(C, k, n, mu, sd)
         coef = k * a1 * (1.0 - p) - (n - k) * a0 * p  # sum_j A_j (r_j - p)
         var = k * a1 * a1 * C.sigma_correct**2 + (n - k) * a0 * a0 * C.sigma_wrong**2
         w = 1.0 / (G * n) if C.per_prompt else 1.0 / n_all

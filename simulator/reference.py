@@ -17,20 +17,28 @@ from simulator.population import build_population, pass_rates
 from simulator.run import SeedRun, Stopped, engine_config, policy_for, seed_streams
 
 
-def group_advantages(rewards: np.ndarray, estimator: str, eps: float, batch_mean: float, batch_sd: float
-                     ) -> np.ndarray:
-    """Advantages of one group's rewards (GRPO: (r - mean) / (std + eps) with the unbiased std, as TRL)."""
-    n = rewards.size
+def group_advantages(rewards: np.ndarray, estimator: str, eps: float, batch_mean: float, batch_sd: float,
+                     pool: np.ndarray | None = None) -> np.ndarray:
+    """Advantages of one group's rewards (GRPO: (r - mean) / (std + eps) with the unbiased std, as TRL), the
+    statistics taken from `pool` (the group's baseline rollouts, which include its own) when given."""
+    pool = rewards if pool is None else pool
+    n = pool.size
     if estimator == "reinforce++":
         return (rewards - batch_mean) / (batch_sd + eps)
     if n < 2:
-        return np.zeros(n)
+        return np.zeros(rewards.size)
     if estimator == "rloo":
-        return rewards - (rewards.sum() - rewards) / (n - 1)
-    centred = rewards - rewards.mean()
+        return rewards - (pool.sum() - rewards) / (n - 1)
+    centred = rewards - pool.mean()
     if estimator == "drgrpo":
         return centred
-    return centred / (rewards.std(ddof=1) + eps)
+    return centred / (pool.std(ddof=1) + eps)
+
+
+def kept_rewards(rewards: np.ndarray, successes: int, failures: int) -> np.ndarray:
+    """The first-generated `successes` correct and `failures` wrong rewards of a slot, in generation order."""
+    keep = np.sort(np.concatenate([np.flatnonzero(rewards > 0)[:successes], np.flatnonzero(rewards <= 0)[:failures]]))
+    return rewards[keep]
 
 
 def rollout_scores(model, tabular: bool, x: int, p: float, rewards: np.ndarray, sigma_correct: float,
@@ -83,15 +91,19 @@ def _per_rollout_step(policy, state, model, cfg, C, tabular, rng, tally, first):
     batch = policy.training_batch(state)
     # the step's training groups, rollout by rollout
     groups = [np.flatnonzero(batch.group == g) for g in range(batch.n_groups)]
-    all_r = np.concatenate([rewards_of_slot[j] for idx in groups for j in idx]) if groups else np.zeros(0)
+    trained = [kept_rewards(rewards_of_slot[j], batch.kept_successes[j], batch.kept_failures[j])
+               for j in range(batch.group.size)]
+    all_r = np.concatenate([trained[j] for idx in groups for j in idx]) if groups else np.zeros(0)
     mu = all_r.mean() if all_r.size else 0.0
     sd = all_r.std(ddof=1) if all_r.size > 1 else 0.0
     grad = np.zeros(d)
-    for idx in groups:
-        x = batch.prompt_ids[idx[0]]
-        r = np.concatenate([rewards_of_slot[j] for j in idx])
-        p = p_of_slot[idx[0]]
-        adv = group_advantages(r, cfg.estimator, cfg.eps, mu, sd)
+    for g, idx in enumerate(groups):
+        x = batch.prompt_ids[idx[-1]]
+        r = np.concatenate([trained[j] for j in idx])
+        p = p_of_slot[idx[-1]]
+        kb, nb = batch.baseline[g]
+        pool = np.r_[np.ones(int(kb)), np.zeros(int(nb - kb))] if nb > 0 else None
+        adv = group_advantages(r, cfg.estimator, cfg.eps, mu, sd, pool)
         weight = 1.0 / (len(groups) * r.size) if C.per_prompt else 1.0 / all_r.size
         scores = rollout_scores(model, tabular, x, p, r, cfg.sigma_correct, cfg.sigma_wrong, rng)
         grad += weight * (adv @ scores)
@@ -124,8 +136,8 @@ def _vectorised_step(policy, state, model, cfg, C, tabular, rng, tally, first):
     if G == 0 or not trained.any():
         return G, 0, grad
     g = batch.group[trained]
-    kg = np.bincount(g, weights=k[trained], minlength=G)
-    ng = np.bincount(g, weights=n[trained], minlength=G)
+    kg = np.bincount(g, weights=batch.kept_successes[trained], minlength=G)
+    ng = kg + np.bincount(g, weights=batch.kept_failures[trained], minlength=G)
     xg = np.zeros(G, np.int64)
     pg = np.zeros(G)
     xg[g], pg[g] = x[trained], p[trained]
@@ -134,7 +146,9 @@ def _vectorised_step(policy, state, model, cfg, C, tabular, rng, tally, first):
         return G, 0, grad
     mu = k_all / n_all
     sd = np.sqrt((k_all * (1 - mu) ** 2 + (n_all - k_all) * mu**2) / max(n_all - 1.0, 1.0))
-    a1, a0 = _advantages(cfg.estimator, cfg.eps, kg, ng, mu, sd)
+    pooled = batch.baseline[:, 1] > 0  # groups whose statistics come from more rollouts than they train on
+    a1, a0 = _advantages(cfg.estimator, cfg.eps, np.where(pooled, batch.baseline[:, 0], kg),
+                         np.where(pooled, batch.baseline[:, 1], ng), mu, sd)
     coef = kg * a1 * (1.0 - pg) - (ng - kg) * a0 * pg
     var = kg * a1**2 * cfg.sigma_correct**2 + (ng - kg) * a0**2 * cfg.sigma_wrong**2
     w = 1.0 / (G * ng) if C.per_prompt else np.full(G, 1.0 / n_all)

@@ -23,7 +23,9 @@ def test_engine_trajectory_is_unchanged(name):
         assert engine_trajectory(name, setting) == ENGINE_RECORDED[name][setting], f"{name}, {setting} world"
 
 
-def test_every_policy_is_recorded():
+def test_every_recorded_policy_still_exists():
+    """A policy may be recorded after it is added (`python tests/policy_trajectories.py`), never dropped silently."""
     from cures.policies import available
 
-    assert sorted(RECORDED) == sorted(available()) == sorted(ENGINE_RECORDED)
+    assert sorted(RECORDED) == sorted(ENGINE_RECORDED)
+    assert set(RECORDED) <= set(available())

@@ -263,3 +263,18 @@ def test_counting_live_instances_survives_dead_weak_proxies():
     del gone
     assert live_instances(Wrapper) == 2
     assert holder and kept
+
+
+def test_a_baseline_pool_replaces_the_group_statistics():
+    """Group 0 trains on [1, 0] but its statistics come from 3 successes in 8 rollouts; group 1 has no pool."""
+    rewards, slots = torch.tensor([1.0, 0.0, 1.0, 0.0]), torch.tensor([0, 0, 1, 1])
+    baseline = torch.tensor([[3.0, 8.0], [0.0, 0.0]])
+    mean, std = 3 / 8, (3 * 5 / (8 * 7)) ** 0.5
+    got = slot_advantages(rewards, slots, baseline=baseline, scale="none")
+    torch.testing.assert_close(got, torch.tensor([1 - mean, -mean, 0.5, -0.5]))
+    got = slot_advantages(rewards, slots, baseline=baseline)
+    torch.testing.assert_close(got[:2], torch.tensor([(1 - mean) / (std + 1e-4), -mean / (std + 1e-4)]))
+    got = slot_advantages(rewards, slots, baseline=baseline, estimator="rloo")
+    torch.testing.assert_close(got[:2], torch.tensor([1 - 2 / 7, -3 / 7]))
+    no_pool = slot_advantages(rewards, slots, baseline=torch.zeros(2, 2))
+    torch.testing.assert_close(no_pool, slot_advantages(rewards, slots))

@@ -19,12 +19,15 @@ def _group_sums(values: torch.Tensor, groups: torch.Tensor, n_groups: int) -> to
 
 
 def slot_advantages(rewards: torch.Tensor, slots: torch.Tensor, scale: str = "group", estimator: str = "grpo",
-                    eps: float = 1e-4) -> torch.Tensor:
+                    eps: float = 1e-4, baseline: torch.Tensor | None = None) -> torch.Tensor:
     """Per-rollout advantages; rollouts with equal `slots` form a group (any size, any order).
 
     grpo: A = (r - mean_g) / (std_g + eps) ("group"), / (std of the whole batch + eps) ("batch") or unscaled
     ("none", Dr. GRPO); std is the unbiased std and is 0 for a group of one. rloo: A = r - mean of the other
     rollouts of the group (0 for a group of one). NaN rewards (unscorable) are left out of every statistic and get 0.
+    `baseline[g]` = (successes, rollouts), indexed by slot value, replaces group g's statistics (mean, std, and the
+    others' sum for rloo) by those of that many 0/1 rewards when its rollouts are > 0 (a pool larger than the
+    trained group, e.g. Reinforce-Ada's every rollout of the prompt in the step).
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(SCALES)}; got {scale!r}")
@@ -36,19 +39,27 @@ def slot_advantages(rewards: torch.Tensor, slots: torch.Tensor, scale: str = "gr
     r = rewards.to(torch.float64)
     valid = ~torch.isnan(r)
     r0 = torch.where(valid, r, torch.zeros_like(r))
-    _, groups = torch.unique(slots, return_inverse=True)
+    keys, groups = torch.unique(slots, return_inverse=True)
     n_groups = int(groups.max()) + 1 if groups.numel() else 0
     count = _group_sums(valid.to(torch.float64), groups, n_groups)
     total = _group_sums(r0, groups, n_groups)
     mean = total / count.clamp(min=1)
+    sq = _group_sums(torch.where(valid, (r - mean[groups]) ** 2, torch.zeros_like(r)), groups, n_groups)
+    std = torch.where(count > 1, (sq / (count - 1).clamp(min=1)).sqrt(), torch.zeros_like(sq))
+    if baseline is not None:
+        pool = torch.as_tensor(baseline, dtype=torch.float64)[keys.cpu()].to(r.device)
+        k, n = pool[:, 0], pool[:, 1]
+        pooled = n > 0
+        count, total = torch.where(pooled, n, count), torch.where(pooled, k, total)
+        mean = torch.where(pooled, k / n.clamp(min=1), mean)
+        pool_std = (k * (n - k) / (n * (n - 1)).clamp(min=1)).sqrt()
+        std = torch.where(pooled, torch.where(n > 1, pool_std, torch.zeros_like(std)), std)
     if estimator == "rloo":
         others = (count[groups] - 1).clamp(min=1)
         adv = torch.where(count[groups] > 1, r - (total[groups] - r0) / others, torch.zeros_like(r))
     else:
         adv = r - mean[groups]
         if scale == "group":
-            sq = _group_sums(torch.where(valid, (r - mean[groups]) ** 2, torch.zeros_like(r)), groups, n_groups)
-            std = torch.where(count > 1, (sq / (count - 1).clamp(min=1)).sqrt(), torch.zeros_like(sq))
             adv = adv / (std[groups] + eps)
         elif scale == "batch":
             kept = r[valid]

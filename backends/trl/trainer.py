@@ -281,7 +281,8 @@ class CuresGRPOTrainer(GRPOTrainer):
         t0 = time.perf_counter()
         batch = self.policy.training_batch(self.policy_state)
         self.policy_seconds += time.perf_counter() - t0
-        index, groups = _trained_rollouts(batch, step.slot)
+        success = successes_from_rewards(step.rewards.numpy(), self.args.success_threshold).astype(bool)
+        index, groups = _trained_rollouts(batch, step.slot, success)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         # TRL needs the same row count on every process, a multiple of its (dummy) group size, and local rows that
         # split evenly into its steps_per_generation pieces: pad with masked copies that carry no loss
@@ -301,7 +302,7 @@ class CuresGRPOTrainer(GRPOTrainer):
         adv = torch.zeros(padded.size)
         if index.size:
             adv[: index.size] = slot_advantages(rewards, keys, scale=self.args.scale_rewards,
-                                                estimator=self.estimator)
+                                                estimator=self.estimator, baseline=batch.baseline)
             if self.per_prompt_weighting:
                 adv[: index.size] *= prompt_weights(keys)
         out["advantages"] = adv[rank * local : (rank + 1) * local].to(out["advantages"].device)
@@ -527,13 +528,21 @@ def _combined_rewards(matrix: torch.Tensor, weights: torch.Tensor) -> torch.Tens
     return rewards
 
 
-def _trained_rollouts(batch: TrainingBatch, slot_of_rollout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _trained_rollouts(batch: TrainingBatch, slot_of_rollout: np.ndarray, success: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the rollouts the step trains on, grouped (group 0 first, slots in order inside a group), and the
-    training group of each."""
+    training group of each. `success` says which rollouts succeeded (observe's rule); of a slot its group keeps only
+    part of, the first-generated `kept_successes` successes and `kept_failures` failures train."""
     if np.bincount(slot_of_rollout, minlength=batch.n_rollouts.size).tolist() != batch.n_rollouts.tolist():
         raise RuntimeError("the policy's training batch does not match the rollouts generated for its plans")
     group = batch.group[slot_of_rollout]
-    index = np.flatnonzero(group >= 0)
+    trained = group >= 0
+    for j in np.flatnonzero((batch.group >= 0) & (batch.kept_successes + batch.kept_failures < batch.n_rollouts)):
+        rows = np.flatnonzero(slot_of_rollout == j)
+        wins, losses = rows[success[rows]], rows[~success[rows]]
+        trained[rows] = False
+        trained[wins[: batch.kept_successes[j]]] = trained[losses[: batch.kept_failures[j]]] = True
+    index = np.flatnonzero(trained)
     index = index[np.argsort(group[index], kind="stable")]
     return index, group[index]
 

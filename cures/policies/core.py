@@ -73,13 +73,20 @@ class Plan:
 
 @dataclass(frozen=True)
 class TrainingBatch:
-    """Every slot generated in the finished step, and the training group of each (-1: not trained)."""
+    """Every slot generated in the finished step, and the training group of each (-1: not trained).
+
+    A group trains on `kept_successes[i]` correct and `kept_failures[i]` wrong rollouts of slot i (the first-generated
+    of each class; the whole slot unless the policy kept part of it; 0 for an untrained slot), and its advantages use
+    the statistics of `baseline[g]` = (successes, rollouts) when that has rollouts, else of its trained rollouts."""
 
     prompt_ids: np.ndarray
     n_rollouts: np.ndarray
     successes: np.ndarray
     group: np.ndarray
     round: np.ndarray
+    kept_successes: np.ndarray
+    kept_failures: np.ndarray
+    baseline: np.ndarray  # float64[n_groups, 2]
 
     @property
     def n_groups(self) -> int:
@@ -91,7 +98,7 @@ class TrainingBatch:
 
     @property
     def rollouts_trained(self) -> int:
-        return int(self.n_rollouts[self.group >= 0].sum())
+        return int(self.kept_successes.sum() + self.kept_failures.sum())
 
 
 @dataclass
@@ -241,7 +248,8 @@ def _check_ranges(S: State, B: StepBuffer, ref: PolicyState) -> None:
     for name in ("alpha", "beta", "alpha0", "beta0", "sigma", "weight", "tree", "last"):
         a = getattr(S, name)
         need(np.isfinite(a).all() and (a >= 0).all(), f"state.{name} must be finite and >= 0")
-    need((S.n_static >= 0).all() and (S.streak >= 0).all(), "state counts must be >= 0")
+    need((S.n_static >= 0).all() and (S.streak >= 0).all() and (S.counts >= 0).all(), "state counts must be >= 0")
+    need(np.isfinite(S.latent).all(), "state.latent must be finite")
     need(np.array_equal(np.sort(S.order), np.arange(n)), "state.order must be a permutation of the prompts")
     need(((S.queue >= 0) & (S.queue < n)).all(), "state.queue holds prompt ids outside 0..n-1")
     for part, rec in (("state", S.vars), ("step", B.vars)):
@@ -257,6 +265,12 @@ def _check_ranges(S: State, B: StepBuffer, ref: PolicyState) -> None:
     need(b.n_slots <= cap and b.round_start <= b.n_slots, "step.vars slot counters out of range")
     need(((B.prompt >= 0) & (B.prompt < n)).all(), "step.prompt holds prompt ids outside 0..n-1")
     need((B.n >= 0).all() and (B.group >= -1).all() and (B.round >= 0).all(), "step counts must be >= 0")
+    whole = B.keep[:, 0] < 0
+    need((B.keep[whole] == -1).all() and (B.keep[~whole, 0] <= B.succ[~whole]).all()
+         and (B.keep[~whole, 1] >= 0).all() and (B.keep[~whole, 1] <= (B.n - B.succ)[~whole]).all(),
+         "step.keep must be -1 or within each slot's successes and failures")
+    need(np.isfinite(B.baseline).all() and (B.baseline >= 0).all() and (B.baseline[:, 0] <= B.baseline[:, 1]).all(),
+         "step.baseline must hold successes <= rollouts, both >= 0")
     need(np.isfinite(B.succ).all() and (B.succ >= 0).all() and (B.succ <= B.n).all(),
          "step.succ must lie in 0..n_rollouts")
     need(not (np.isfinite(B.score) & (B.score < 0)).any() and not np.isinf(B.score).any(),
@@ -389,6 +403,7 @@ class Policy:
         step = StepBuffer(
             prompt=np.zeros(cap, np.int64), n=np.zeros(cap, np.int64), succ=np.zeros(cap),
             score=np.full((cap, 3), np.nan), group=np.full(cap, -1, np.int64), round=np.zeros(cap, np.int64),
+            keep=np.full((cap, 2), -1, np.int64), baseline=np.zeros((cap, 2)),
             vars=new_vars(STEP_VARS + spec.step_vars, done=True),
         )
         return PolicyState(self.name, dict(self.params), P, arrays, step, rng)
@@ -456,8 +471,12 @@ class Policy:
         if not B.vars.done or state.steps_done == 0:
             raise ValueError("the step is not finished: keep calling plan() and observe()")
         k = int(B.vars.n_slots)
+        whole, trained = B.keep[:k, 0] < 0, B.group[:k] >= 0
+        kept_successes = np.where(trained, np.where(whole, B.succ[:k], B.keep[:k, 0]), 0).astype(np.int64)
+        kept_failures = np.where(trained, np.where(whole, B.n[:k] - B.succ[:k], B.keep[:k, 1]), 0).astype(np.int64)
         return TrainingBatch(B.prompt[:k].copy(), B.n[:k].copy(), B.succ[:k].copy(), B.group[:k].copy(),
-                             B.round[:k].copy())
+                             B.round[:k].copy(), kept_successes, kept_failures,
+                             B.baseline[: int(B.vars.n_groups)].copy())
 
     def run_step(self, state: PolicyState, outcome: Callable[[Plan], np.ndarray]) -> TrainingBatch:
         """One whole training step: plan and observe rounds until done; `outcome(plan)` returns per-slot successes."""

@@ -9,7 +9,17 @@ never compiles the others.
 from numba import njit, typeof, types
 from numba.extending import overload
 
-from cures.policies import cures, dapo, greso, grpo, gvm, knapsack, mopps, released, speed  # noqa: F401 (register)
+from cures.policies import (  # noqa: F401 (importing a policy's module registers it; one line per module)
+    cures,
+    dapo,
+    greso,
+    grpo,
+    gvm,
+    knapsack,
+    mopps,
+    released,
+    speed,
+)
 from cures.policies.spec import kernels_of
 
 

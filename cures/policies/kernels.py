@@ -28,6 +28,9 @@ from cures.theory import allocate_into, sampling_weight_nb, sigma2_nb
 @njit(cache=True, inline="always")
 def _begin_round(B, screening):
     if B.vars.done:  # the previous step is finished: this round starts a new one
+        for g in range(B.vars.n_groups):
+            B.baseline[g, 0] = 0.0
+            B.baseline[g, 1] = 0.0
         B.vars.n_slots = 0
         B.vars.n_rounds = 0
         B.vars.n_groups = 0
@@ -66,6 +69,8 @@ def add_slot(B, prompt, n):
         B.score[j, c] = np.nan
     B.group[j] = -1
     B.round[j] = B.vars.n_rounds
+    B.keep[j, 0] = -1
+    B.keep[j, 1] = -1
     B.vars.n_slots = j + 1
 
 
@@ -76,6 +81,29 @@ def end_plan(S, B):
     B.vars.awaiting = True
     for j in range(B.vars.round_start, B.vars.n_slots):
         S.vars.rollouts += B.n[j]
+
+
+@njit(cache=True, inline="always")
+def keep_part(B, j, successes, failures):
+    """Train on only `successes` correct and `failures` wrong rollouts of slot j (the first-generated of each)."""
+    B.keep[j, 0] = successes
+    B.keep[j, 1] = failures
+
+
+@njit(cache=True, inline="always")
+def kept(B, j):
+    """(successes, rollouts) of slot j that its training group uses."""
+    if B.keep[j, 0] < 0:
+        return B.succ[j], B.n[j]
+    return float(B.keep[j, 0]), B.keep[j, 0] + B.keep[j, 1]
+
+
+@njit(cache=True, inline="always")
+def set_baseline(B, g, successes, rollouts):
+    """Group g's advantages take their statistics from `successes` of `rollouts` (e.g. every rollout of its prompt
+    in this step) instead of from the rollouts it trains on."""
+    B.baseline[g, 0] = successes
+    B.baseline[g, 1] = rollouts
 
 
 @njit(cache=True, inline="always")

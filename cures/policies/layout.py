@@ -49,10 +49,13 @@ OPTIONAL_ARRAYS = {  # per-prompt arrays a policy may declare (PolicySpec.arrays
     "tree": lambda n: new_tree(n)[0],  # float64[...] 16-ary sum tree of sampling weights (cures.sumtree)
     "streak": lambda n: np.zeros((n, 2), np.int64),  # int64[N, 2] per-prompt outcome streaks
     "last": lambda n: np.zeros((n, 2)),  # float64[N, 2] successes and rollouts of the last observation
+    "counts": lambda n: np.zeros((n, 2), np.int64),  # int64[N, 2] successes and failures within the current step
+    "latent": lambda n: np.zeros(n),  # float64[N] a per-prompt predictor state (e.g. a logit pass rate)
 }
 EMPTY_ARRAYS = {  # the same arrays at length 0 (undeclared)
     "sigma": np.zeros(0), "weight": np.zeros(0), "n_static": np.zeros(0, np.int64), "tree": np.zeros(0),
-    "streak": np.zeros((0, 2), np.int64), "last": np.zeros((0, 2)),
+    "streak": np.zeros((0, 2), np.int64), "last": np.zeros((0, 2)), "counts": np.zeros((0, 2), np.int64),
+    "latent": np.zeros(0),
 }
 
 
@@ -72,13 +75,18 @@ class State(NamedTuple):
     tree: np.ndarray
     streak: np.ndarray
     last: np.ndarray
+    counts: np.ndarray
+    latent: np.ndarray
     vars: np.record  # STATE_VARS + the policy's state_vars
 
 
 class StepBuffer(NamedTuple):
     """The slots generated during one training step (all rounds). Slot j gives n[j] rollouts to prompt[j]; the
     caller fills succ[j] (and optionally score[j]) between plan and observe; group[j] is the training group it
-    joined (-1: generated, not trained)."""
+    joined (-1: generated, not trained). A group may train on part of a slot: keep[j] = (successes, failures) of the
+    slot it uses, the first-generated of each class (-1: the whole slot); and its advantages may use statistics of
+    more rollouts than it trains on: baseline[g] = (successes, rollouts) of that pool (0 rollouts: the trained
+    rollouts themselves)."""
 
     prompt: np.ndarray  # int64[cap]
     n: np.ndarray  # int64[cap]
@@ -86,6 +94,8 @@ class StepBuffer(NamedTuple):
     score: np.ndarray  # float64[cap, 3] optional E1||s||^2, E0||s||^2, ||E1 s - E0 s||^2 (NaN: unknown)
     group: np.ndarray  # int64[cap]
     round: np.ndarray  # int64[cap] round of the slot within the step
+    keep: np.ndarray  # int64[cap, 2] trained successes and failures of the slot (-1: all of them)
+    baseline: np.ndarray  # float64[cap, 2] per group: successes and rollouts of its advantage statistics
     vars: np.record  # STEP_VARS + the policy's step_vars
 
 
