@@ -56,6 +56,12 @@ def zero_variance_prob_nb(p, n):
     return p**n + (1.0 - p) ** n
 
 
+@njit(cache=True, inline="always")
+def sigmoid_nb(z):
+    """The logistic function 1 / (1 + exp(-z)) (scipy.special.expit in NumPy code)."""
+    return 1.0 / (1.0 + np.exp(-z))
+
+
 @njit(cache=True)
 def _binom_logpmf(k, n, logp, log1mp):
     return math.lgamma(n + 1.0) - math.lgamma(k + 1.0) - math.lgamma(n - k + 1.0) + k * logp + (n - k) * log1mp

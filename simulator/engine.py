@@ -21,6 +21,7 @@ from numba import njit
 from cures.policies.dispatch import observe_round, plan_round
 from cures.policies.kernels import kept, round_slots
 from cures.policies.layout import new_vars
+from cures.theory import sigmoid_nb
 
 GRPO_ADV, DRGRPO_ADV, RLOO_ADV, RPP_ADV = range(4)
 ESTIMATOR_CODES = {"grpo": GRPO_ADV, "drgrpo": DRGRPO_ADV, "rloo": RLOO_ADV, "reinforce++": RPP_ADV}
@@ -73,11 +74,6 @@ def new_tally(dim: int, capacity: int) -> Tally:
 
 
 @njit(cache=True, inline="always")
-def sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-@njit(cache=True, inline="always")
 def pass_rate(M, x, tabular):
     """p_x(theta) = sigmoid(a_x . theta - b_x)."""
     if tabular:
@@ -86,7 +82,7 @@ def pass_rate(M, x, tabular):
         z = -M.b[x]
         for c in range(M.theta.shape[0]):
             z += M.a[x, c] * M.theta[c]
-    return sigmoid(z)
+    return sigmoid_nb(z)
 
 
 @njit(cache=True)
@@ -267,7 +263,7 @@ def evaluate(S, M, C, T, row, hist):
             z = -M.b_held[x]
             for c in range(d):
                 z += M.a_held[x, c] * M.theta[c]
-            held += sigmoid(z)
+            held += sigmoid_nb(z)
         held /= M.b_held.shape[0]
     steps = max(T.vars.steps, 1)
     row[0] = S.vars.step

@@ -28,8 +28,10 @@ def integer(lo: int | None = None, hi: int | None = None, optional: bool = False
     return check
 
 
-def real(lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> Check:
+def real(lo: float | None = None, hi: float | None = None, lo_open: bool = False, optional: bool = False) -> Check:
     def check(name, v):
+        if v is None and optional:
+            return None
         try:
             v = float(v)
         except (TypeError, ValueError):
