@@ -7,13 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cures.policies import available
 from simulator.compare import compare
 from simulator.config import SimConfig
 from simulator.engine import COLUMNS
 from simulator.run import BOUNDS, SeedRun, mean_ci, simulate
 
 CURES_FAMILY = ("grpo", "cures", "cures-sampling", "cures-allocation", "cures-paper", "cures-released")
-PEERS = ("grpo", "dapo", "gvm", "speed", "mopps", "greso", "knapsack")
+PEERS = ("grpo", *(name for name in available() if not name.startswith("cures") and name != "grpo"))  # registered
 ALL_POLICIES = tuple(dict.fromkeys(CURES_FAMILY + PEERS))
 
 
