@@ -20,6 +20,7 @@ from cures.policies import (  # noqa: F401 (importing a policy's module register
     reinforce_ada,
     released,
     speed,
+    vip,
 )
 from cures.policies.spec import kernels_of
 

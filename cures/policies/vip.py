@@ -1,0 +1,185 @@
+"""`vip`: VIP, variance-informed predictive allocation (arXiv 2602.01601; HieuNT91/VIP, trainer at 87bedf7).
+
+Each step takes m epoch-shuffled candidate prompts, predicts each one's pass rate p_i, and splits the budget B by
+minimising the predicted gradient variance plus a hard-prompt bonus (bernoulli_allocation.py:135-162):
+
+    RLOO:  sum_i a_i / (n_i - 1) + b_i n_i        GRPO (Dr. GRPO):  sum_i a_i (n_i - 1) / n_i^2 + b_i n_i
+
+with a_i = p_i (1 - p_i), b_i = gamma log p_i (p clipped to [1e-6, 1 - 1e-6]; gamma 7e-4 for RLOO, 4e-4 for GRPO),
+sum n_i = B and n_i <= 32. The code solves a continuous relaxation (SLSQP), rounds, and zeroes every n_i < 4; here
+both stages are exact integer optima (`allocate`): the objective on [2 (RLOO) or 3 (GRPO), 32], where each term is
+discretely convex, then, over the prompts that got at least 4, again on [4, 32]. Prompts with n_i = 0 are not
+generated. On the first step (no history) every candidate gets `first_n` rollouts; when the predictions are all
+equal (std < 1e-6) the code's uniform fallback applies (B < 4 m: B/4 draws with replacement, +4 rollouts each;
+else B/m each, the first B mod m one more).
+
+The predictor is the specification's version without embeddings: a logit per prompt, -5 before any observation
+(the trainer's prior), set to logit(clip(s/n)) of the prompt's latest group; p_i = sigmoid of it. This is the
+code's Gaussian process with an identity kernel ("last observed pass rate, with a prior for never-seen prompts").
+"""
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from cures.policies.kernels import (
+    add_slot,
+    begin_training_round,
+    complete_single_round_step,
+    end_plan,
+    round_slots,
+    uniform_batch,
+)
+from cures.policies.spec import (
+    Param,
+    PolicySpec,
+    batch_capacity,
+    choice,
+    fits_dataset,
+    integer,
+    real,
+    register,
+    reporting_prior,
+)
+from cures.theory import sigmoid_nb
+
+EPS = 1e-6  # clip of p and of observed pass rates
+
+
+class Params(NamedTuple):
+    batch_size: int  # m: candidate prompts per step
+    budget: int  # B
+    rloo: bool  # the RLOO objective (else Dr. GRPO's)
+    gamma: float
+    upper: int
+    min_keep: int
+    first_n: int  # rollouts per candidate while there is no history
+    prior_logit: float
+    decay: float = 1.0
+
+
+@njit(cache=True, inline="always")
+def objective(rloo, a, b, n):
+    """One prompt's term of the objective at n rollouts."""
+    if rloo:
+        return a / (n - 1.0) + b * n
+    return a * (n - 1.0) / (n * n) + b * n
+
+
+@njit(cache=True)
+def allocate(rloo, a, b, lower, upper, budget, out):
+    """The exact integer minimiser of sum_i objective(a_i, b_i, n_i) with lower <= n_i <= upper and sum n_i = budget
+    (all at upper when that is less), for terms discretely convex on [lower, upper]: every n_i starts at lower and
+    the budget - k lower smallest marginals f_i(n + 1) - f_i(n) are taken (ties: lower prompt, then lower n). Each
+    row of marginals is non-decreasing, so the chosen ones are row prefixes."""
+    k = a.shape[0]
+    width = upper - lower
+    marginal = np.empty(k * width)
+    for i in range(k):
+        for t in range(width):
+            n = lower + t
+            marginal[i * width + t] = objective(rloo, a[i], b[i], n + 1.0) - objective(rloo, a[i], b[i], float(n))
+    for i in range(k):
+        out[i] = lower
+    rest = min(budget - k * lower, k * width)
+    order = np.argsort(marginal, kind="mergesort")
+    for r in range(rest):
+        out[order[r] // width] += 1
+
+
+@njit(cache=True)
+def uniform_fallback(P, k, rng, n):
+    """The code's allocation when the predictions are all equal."""
+    n[:] = 0
+    if P.budget < 4 * k:
+        for _ in range(P.budget // 4):
+            n[int(rng.random() * k)] += 4
+    else:
+        for i in range(k):
+            n[i] = P.budget // k + (1 if i < P.budget % k else 0)
+
+
+@njit(cache=True)
+def plan(P, S, B, rng):
+    if S.vars.step == 0 and B.vars.n_rounds == 0:  # nothing observed yet: the prior for every prompt
+        S.latent[:] = P.prior_logit
+    batch = uniform_batch(S, P.batch_size, rng)
+    begin_training_round(B)
+    k = batch.shape[0]
+    n = np.empty(k, np.int64)
+    if S.vars.step == 0:  # no rollout log: every candidate gets rollout.n
+        n[:] = P.first_n
+    else:
+        p = np.empty(k)
+        for i in range(k):
+            p[i] = min(max(sigmoid_nb(S.latent[batch[i]]), EPS), 1.0 - EPS)
+        if p.std() < 1e-6:
+            uniform_fallback(P, k, rng, n)
+        else:
+            a = p * (1.0 - p)
+            b = P.gamma * np.log(p)
+            allocate(P.rloo, a, b, 2 if P.rloo else 3, P.upper, P.budget, n)  # where every term is convex
+            kept = np.flatnonzero(n >= P.min_keep)  # the code zeroes groups below min_keep ...
+            n[:] = 0
+            second = np.empty(kept.shape[0], np.int64)
+            allocate(P.rloo, a[kept], b[kept], P.min_keep, P.upper, P.budget, second)  # ... and re-spends on the rest
+            n[kept] = second
+    for i in range(k):
+        add_slot(B, batch[i], n[i])  # n = 0: not generated
+    end_plan(S, B)
+
+
+@njit(cache=True)
+def observe(P, S, B, rng):
+    lo, hi = round_slots(B)
+    for j in range(lo, hi):  # the predictor: the latest observed pass rate on the logit scale
+        rate = min(max(B.succ[j] / B.n[j], EPS), 1.0 - EPS)
+        S.latent[B.prompt[j]] = math.log(rate / (1.0 - rate))
+    return complete_single_round_step(S, B, P.decay)
+
+
+def _resolve(v, n_prompts):
+    v["rloo"] = v.pop("objective") == "rloo"
+    if v["gamma"] is None:
+        v["gamma"] = 7e-4 if v["rloo"] else 4e-4
+    return v
+
+
+def _check(v, n_prompts):
+    fits_dataset()(v, n_prompts)
+    m, budget, lower = v["batch_size"], v["budget"], 2 if v["rloo"] else 3
+    if budget < lower * m:
+        raise ValueError(f"budget {budget} is below {lower} x batch_size = {lower * m} (the objective's convex range)")
+    if not lower <= v["min_keep"] <= v["upper"]:
+        raise ValueError(f"min_keep {v['min_keep']} must lie in [{lower}, upper = {v['upper']}]")
+
+
+SPEC = register(PolicySpec(
+    name="vip",
+    summary="VIP: predicted pass rates, exact integer minimum of predicted gradient variance - gamma log p under B.",
+    params=(
+        Param("batch_size", 64, "candidate prompts per training step", integer(1)),
+        Param("budget", None, "rollouts per training step B (default 8 x batch_size)", integer(2, optional=True),
+              display="8*batch_size"),
+        Param("objective", "rloo", "variance objective: rloo (the trainer's default) or grpo (Dr. GRPO)",
+              choice("rloo", "grpo")),
+        Param("gamma", None, "weight of the hard-prompt bonus gamma log p (default 7e-4 rloo, 4e-4 grpo)",
+              real(0.0, optional=True), display="7e-4|4e-4"),
+        Param("upper", 32, "most rollouts of one prompt", integer(4)),
+        Param("min_keep", 4, "fewest rollouts of a generated prompt (smaller groups are dropped)", integer(2)),
+        Param("first_n", 8, "rollouts per candidate on the first step, before any prediction (rollout.n)", integer(2)),
+        Param("prior_logit", -5.0, "predicted logit pass rate of a never-seen prompt (the trainer's GP prior)", real()),
+        reporting_prior(),
+    ),
+    kernel_params=Params,
+    plan=plan,
+    observe=observe,
+    capacity=batch_capacity,
+    arrays=("latent",),
+    loss_weighting="per-rollout",
+    resolve=_resolve,
+    check=_check,
+    doc=__doc__,
+))
