@@ -265,6 +265,7 @@ def _check_ranges(S: State, B: StepBuffer, ref: PolicyState) -> None:
     need(b.n_slots <= cap and b.round_start <= b.n_slots and b.n_groups <= b.n_slots,
          "step.vars slot or group counters out of range")
     need((B.group[: b.n_slots] < b.n_groups).all(), "step.group holds groups beyond step.vars.n_groups")
+    need(not (b.done and b.awaiting), "step.vars says the step is both finished and awaiting an observation")
     need(((B.prompt >= 0) & (B.prompt < n)).all(), "step.prompt holds prompt ids outside 0..n-1")
     need((B.n >= 0).all() and (B.group >= -1).all() and (B.round >= 0).all(), "step counts must be >= 0")
     whole = B.keep[:, 0] < 0

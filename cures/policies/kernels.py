@@ -28,7 +28,7 @@ from cures.theory import allocate_into, sampling_weight_nb, sigma2_nb
 @njit(cache=True, inline="always")
 def _begin_round(B, screening):
     if B.vars.done:  # the previous step is finished: this round starts a new one
-        for g in range(B.vars.n_groups):
+        for g in range(min(B.vars.n_groups, B.baseline.shape[0])):
             B.baseline[g, 0] = 0.0
             B.baseline[g, 1] = 0.0
         B.vars.n_slots = 0
