@@ -60,11 +60,14 @@ def test_advantages_equal_trls_when_groups_are_equal(tmp_path):
     assert any(a.abs().sum() > 0 for a in ours)  # the reward did vary
 
 
-@pytest.mark.parametrize("name", ["cures-paper", "dapo", "speed", "gvm", "greso", "cures-released"])
+@pytest.mark.parametrize("name", ["cures-paper", "dapo", "speed", "gvm", "greso", "cures-released", "reinforce-ada",
+                                  "pods"])
 def test_multi_round_policies_train_on_the_rollouts_they_generated(tmp_path, name):
     """Screening and refill rounds run through TRL's generation; each rollout is generated once, reaches the
-    posterior, and the step trains exactly on the policy's training groups, with per-group advantages."""
-    kw = {"gen_batch_size": 6} if name in ("dapo", "speed") else {}
+    posterior, and the step trains exactly on the policy's training groups (only the kept part of a slot, for
+    reinforce-ada and pods), with per-group advantages."""
+    kw = {"dapo": {"gen_batch_size": 6}, "speed": {"gen_batch_size": 6},
+          "reinforce-ada": {"round_repeat": 2, "max_rounds": 2}}.get(name, {})
     trainer, policy, state = make_trainer(name, budget=16, batch_size=4, steps=3, tmp_path=tmp_path,
                                           policy_params=kw)
     plans = record_plans(policy)
@@ -100,9 +103,10 @@ def test_multi_round_policies_train_on_the_rollouts_they_generated(tmp_path, nam
         assert int(mask.sum()) == batch.rollouts_trained == log["cures/rollouts_trained"]
         assert log["cures/rollouts_generated"] == batch.rollouts_generated
         adv = out["advantages"][mask]
-        sizes = batch.n_rollouts[batch.group >= 0]
         if batch.rollouts_trained:
-            assert adv.shape[0] == sizes.sum() and torch.isfinite(adv).all()
+            assert adv.shape[0] == batch.rollouts_trained and torch.isfinite(adv).all()
+        if name == "pods":  # m of the n generated rollouts of every prompt
+            assert batch.rollouts_trained == batch.rollouts_generated // 2
     assert any(p.purpose == "screen" for p in plans) == (name in ("cures-paper", "speed", "gvm", "cures-released"))
 
 
