@@ -249,7 +249,7 @@ def _check_ranges(S: State, B: StepBuffer, ref: PolicyState) -> None:
         a = getattr(S, name)
         need(np.isfinite(a).all() and (a >= 0).all(), f"state.{name} must be finite and >= 0")
     need((S.n_static >= 0).all() and (S.streak >= 0).all() and (S.counts >= 0).all(), "state counts must be >= 0")
-    need(np.isfinite(S.latent).all(), "state.latent must be finite")
+    need(np.isfinite(S.latent).all() and np.isfinite(S.features).all(), "state.latent and features must be finite")
     need(np.array_equal(np.sort(S.order), np.arange(n)), "state.order must be a permutation of the prompts")
     need(((S.queue >= 0) & (S.queue < n)).all(), "state.queue holds prompt ids outside 0..n-1")
     for part, rec in (("state", S.vars), ("step", B.vars)):
@@ -370,10 +370,25 @@ class Policy:
         """The compiled kernels' parameters (`PolicySpec.kernel_params`) for a dataset of `n_prompts` prompts."""
         v = {**self.resolved_params(n_prompts), **self.spec.fixed}
         cls = self.spec.kernel_params
-        stray = sorted(set(v) - set(cls._fields) - set(INIT_ONLY))
+        stray = sorted(set(v) - set(cls._fields) - set(INIT_ONLY) - set(self.spec.load_params))
         if stray:
             raise AssertionError(f"parameters {stray} of {self.name} reach no field of {cls.__name__}")
         return cls(**{k: v[k] for k in cls._fields if k in v})
+
+    def _loaded_arrays(self, values: dict, n_prompts: int) -> dict:
+        """Arrays the spec supplies from its parameters (`PolicySpec.load`), checked: declared, one finite float64
+        row per prompt."""
+        if self.spec.load is None:
+            return {}
+        try:
+            arrays = self.spec.load(values, n_prompts)
+        except ValueError as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
+        for k, a in arrays.items():
+            fits = a.dtype == np.float64 and a.shape[0] == n_prompts and np.isfinite(a).all()
+            if k not in self.spec.arrays or not fits:
+                raise AssertionError(f"{self.name}: loaded array {k!r} is undeclared or not finite float64 rows")
+        return {k: np.ascontiguousarray(a) for k, a in arrays.items()}
 
     def init(self, n_prompts: int, seed: int = 0, posterior: BetaPosterior | None = None) -> PolicyState:
         """Fresh state for `n_prompts` prompts; `posterior` optionally supplies starting counts (e.g. offline)."""
@@ -390,6 +405,7 @@ class Policy:
         alpha0 = np.full(n, prior_alpha) if posterior is None else posterior.alpha0.copy()
         beta0 = np.full(n, prior_beta) if posterior is None else posterior.beta0.copy()
         spec = self.spec
+        loaded = self._loaded_arrays(values, n)
         state_vars = new_vars(
             STATE_VARS + spec.state_vars, n_subsets=subsets, subset=-1, need_subset=True,
             tree_height=tree_height(n) if "tree" in spec.arrays else 0, **(spec.init_vars(P) if spec.init_vars else {}),
@@ -399,7 +415,9 @@ class Policy:
             beta=beta0.copy() if posterior is None else posterior.beta.copy(),
             alpha0=alpha0, beta0=beta0,
             order=rng.permutation(n).astype(np.int64), queue=np.zeros(n, np.int64), mark=np.zeros(n, np.uint8),
-            **{k: (make(n) if k in spec.arrays else EMPTY_ARRAYS[k].copy()) for k, make in OPTIONAL_ARRAYS.items()},
+            **{k: (make(n) if k in spec.arrays else EMPTY_ARRAYS[k].copy()) for k, make in OPTIONAL_ARRAYS.items()
+               if k not in loaded},
+            **loaded,
             vars=state_vars,
         )
         cap = spec.capacity(P, -(-n // subsets))

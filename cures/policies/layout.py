@@ -51,11 +51,12 @@ OPTIONAL_ARRAYS = {  # per-prompt arrays a policy may declare (PolicySpec.arrays
     "last": lambda n: np.zeros((n, 2)),  # float64[N, 2] successes and rollouts of the last observation
     "counts": lambda n: np.zeros((n, 2), np.int64),  # int64[N, 2] successes and failures within the current step
     "latent": lambda n: np.zeros(n),  # float64[N] a per-prompt predictor state (e.g. a logit pass rate)
+    "features": lambda n: np.zeros((n, 0)),  # float64[N, d] per-prompt features (e.g. embeddings; PolicySpec.load)
 }
 EMPTY_ARRAYS = {  # the same arrays at length 0 (undeclared)
     "sigma": np.zeros(0), "weight": np.zeros(0), "n_static": np.zeros(0, np.int64), "tree": np.zeros(0),
     "streak": np.zeros((0, 2), np.int64), "last": np.zeros((0, 2)), "counts": np.zeros((0, 2), np.int64),
-    "latent": np.zeros(0),
+    "latent": np.zeros(0), "features": np.zeros((0, 0)),
 }
 
 
@@ -77,6 +78,7 @@ class State(NamedTuple):
     last: np.ndarray
     counts: np.ndarray
     latent: np.ndarray
+    features: np.ndarray
     vars: np.record  # STATE_VARS + the policy's state_vars
 
 

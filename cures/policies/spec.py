@@ -46,6 +46,17 @@ def real(lo: float | None = None, hi: float | None = None, lo_open: bool = False
     return check
 
 
+def text(optional: bool = False) -> Check:
+    def check(name, v):
+        if v is None and optional:
+            return None
+        if not isinstance(v, str) or not v:
+            raise ValueError(f"{name} must be a non-empty string; got {v!r}")
+        return v
+
+    return check
+
+
 def choice(*options: str) -> Check:
     def check(name, v):
         if v not in options:
@@ -153,7 +164,8 @@ class PolicySpec:
 
     `kernel_params` (a NamedTuple class) is what `plan` and `observe` receive as P: its fields are the public
     parameters of the same names, after `resolve`, with `fixed` values and the class's own defaults for the rest.
-    `arrays` names the optional per-prompt arrays of `layout.State` the kernels use; `state_vars` and `step_vars`
+    `arrays` names the optional per-prompt arrays of `layout.State` the kernels use (`load(values, n_prompts)` may
+    supply some of them, e.g. features read from a file, instead of their zero start); `state_vars` and `step_vars`
     add (name, dtype) scalars to S.vars and B.vars, with starting values from `init_vars(P)`; `capacity(P,
     subset_size)` is the most slots one step can generate when the largest subset holds `subset_size` prompts.
     """
@@ -170,6 +182,8 @@ class PolicySpec:
     state_vars: tuple[tuple[str, Any], ...] = ()
     step_vars: tuple[tuple[str, Any], ...] = ()
     init_vars: Callable[[Any], dict] | None = None
+    load: Callable[[dict, int], dict] | None = None
+    load_params: tuple[str, ...] = ()  # public parameters only `load` reads (not kernel fields)
     loss_weighting: str = "per-prompt"  # "per-prompt" (paper Eq. 16) or "per-rollout" (token-mean)
     resolve: Callable[[dict, int], dict] | None = None  # fills values that depend on others or on n_prompts
     check: Callable[[dict, int], None] | None = None  # checks that need n_prompts
