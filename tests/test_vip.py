@@ -75,3 +75,42 @@ def test_bad_settings_are_value_errors():
         make_policy("vip", batch_size=8, budget=10).init(20)
     with pytest.raises(ValueError, match="min_keep"):
         make_policy("vip", batch_size=8, upper=8, min_keep=9).init(20)
+
+
+def test_the_embedding_gp_is_the_codes_recursive_update(tmp_path):
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(12, 3))
+    emb[1] = emb[0]  # two prompts with one embedding
+    path = tmp_path / "emb.npy"
+    np.save(path, emb)
+    policy = make_policy("vip", batch_size=4, budget=32, embeddings=str(path), length_scale=0.8)
+    state = policy.init(12, seed=0)
+    np.testing.assert_array_equal(state.arrays.features, emb)
+    from cures.policies.vip import gp_update
+
+    S, P = state.arrays, state.kernel
+    S.latent[:] = rng.normal(size=12)
+    S.latent[1] = S.latent[0]
+    m = S.latent.copy()
+    T, g = np.array([0, 5, 7]), np.array([0.3, -1.0, 2.0])
+    gp_update(P, S, T, g)
+    d2 = ((emb[:, None, :] - emb[None, :, :]) ** 2).sum(-1)
+    K = np.exp(-0.5 * d2 / 0.8**2)
+    alpha = np.linalg.solve(K[np.ix_(T, T)] + 1e-4 * np.eye(3), g - m[T])
+    want = m + K[:, T] @ alpha
+    want[T] = g
+    np.testing.assert_allclose(S.latent, want, rtol=1e-10, atol=1e-12)
+    assert abs(S.latent[1] - 0.3) < 1e-3  # the twin of prompt 0 (same embedding, same prior) moved with it
+
+
+def test_embeddings_file_errors_are_value_errors(tmp_path):
+    with pytest.raises(ValueError, match="cannot be read"):
+        make_policy("vip", batch_size=4, embeddings=str(tmp_path / "missing.npy")).init(10)
+    np.save(tmp_path / "short.npy", np.zeros((9, 2)))
+    with pytest.raises(ValueError, match=r"holds shape \(9, 2\); expected one row per prompt: \(10, d\)"):
+        make_policy("vip", batch_size=4, embeddings=str(tmp_path / "short.npy")).init(10)
+    bad = np.zeros((10, 2))
+    bad[3, 1] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(ValueError, match="NaN"):
+        make_policy("vip", batch_size=4, embeddings=str(tmp_path / "nan.npy")).init(10)

@@ -13,12 +13,17 @@ generated. On the first step (no history) every candidate gets `first_n` rollout
 equal (std < 1e-6) the code's uniform fallback applies (B < 4 m: B/4 draws with replacement, +4 rollouts each;
 else B/m each, the first B mod m one more).
 
-The predictor is the specification's version without embeddings: a logit per prompt, -5 before any observation
-(the trainer's prior), set to logit(clip(s/n)) of the prompt's latest group; p_i = sigmoid of it. This is the
-code's Gaussian process with an identity kernel ("last observed pass rate, with a prior for never-seen prompts").
+The predictor keeps a logit m_i per prompt, -5 before any observation (the trainer's prior), and predicts
+p_i = sigmoid(m_i). By default (no embeddings) m_i is logit(clip(s/n)) of the prompt's latest group: the code's
+Gaussian process with an identity kernel ("last observed pass rate, with a prior for never-seen prompts"). With
+`embeddings` (a .npy file, one row per prompt) it is the code's GP (success_rate_prediction/gaussian_process.py at
+dc365c3): after each step, with T its prompts, g_T their logit pass rates and K = exp(-(d / l)^2 / 2) on the
+Euclidean distances of the embeddings, alpha = (K_TT + 1e-4 I)^-1 (g_T - m_T), m <- m + K_:T alpha for every prompt,
+then m_T <- g_T (the previous mean is the next prior; l = 0.27).
 """
 
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -42,6 +47,7 @@ from cures.policies.spec import (
     real,
     register,
     reporting_prior,
+    text,
 )
 from cures.theory import sigmoid_nb
 
@@ -57,6 +63,9 @@ class Params(NamedTuple):
     min_keep: int
     first_n: int  # rollouts per candidate while there is no history
     prior_logit: float
+    gp: bool  # the embedding Gaussian process (else the identity kernel)
+    length_scale: float
+    jitter: float = 1e-4
     decay: float = 1.0
 
 
@@ -131,20 +140,73 @@ def plan(P, S, B, rng):
     end_plan(S, B)
 
 
+@njit(cache=True, inline="always")
+def rbf(S, x, y, length_scale):
+    """exp(-(d / l)^2 / 2), d the Euclidean distance between the embeddings of prompts x and y."""
+    d2 = 0.0
+    for c in range(S.features.shape[1]):
+        d2 += (S.features[x, c] - S.features[y, c]) ** 2
+    return math.exp(-0.5 * d2 / length_scale**2)
+
+
+@njit(cache=True)
+def gp_update(P, S, T, g):
+    """The GP's recursive update from the prompts T of one step and their logit pass rates g."""
+    k = T.shape[0]
+    K = np.empty((k, k))
+    for a in range(k):
+        for b in range(k):
+            K[a, b] = rbf(S, T[a], T[b], P.length_scale) + (P.jitter if a == b else 0.0)
+    resid = np.empty(k)
+    for a in range(k):
+        resid[a] = g[a] - S.latent[T[a]]
+    alpha = np.linalg.solve(K, resid)
+    for x in range(S.latent.shape[0]):
+        for a in range(k):
+            S.latent[x] += rbf(S, x, T[a], P.length_scale) * alpha[a]
+    for a in range(k):
+        S.latent[T[a]] = g[a]
+
+
 @njit(cache=True)
 def observe(P, S, B, rng):
     lo, hi = round_slots(B)
-    for j in range(lo, hi):  # the predictor: the latest observed pass rate on the logit scale
+    g = np.empty(hi - lo)
+    for j in range(lo, hi):  # the observations: the step's pass rates on the logit scale
         rate = min(max(B.succ[j] / B.n[j], EPS), 1.0 - EPS)
-        S.latent[B.prompt[j]] = math.log(rate / (1.0 - rate))
+        g[j - lo] = math.log(rate / (1.0 - rate))
+    if P.gp:
+        gp_update(P, S, B.prompt[lo:hi].copy(), g)
+    else:
+        for j in range(lo, hi):
+            S.latent[B.prompt[j]] = g[j - lo]
     return complete_single_round_step(S, B, P.decay)
 
 
 def _resolve(v, n_prompts):
     v["rloo"] = v.pop("objective") == "rloo"
+    v["gp"] = v["embeddings"] is not None
     if v["gamma"] is None:
         v["gamma"] = 7e-4 if v["rloo"] else 4e-4
     return v
+
+
+def _load(v, n_prompts):
+    """The prompt embeddings of the GP predictor, one float row per prompt."""
+    if v["embeddings"] is None:
+        return {}
+    path = Path(v["embeddings"])
+    try:
+        emb = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"embeddings file {path} cannot be read as a .npy array ({exc})") from None
+    if emb.ndim != 2 or emb.shape[0] != n_prompts or not np.issubdtype(emb.dtype, np.number):
+        raise ValueError(f"embeddings file {path} holds shape {emb.shape}; expected one row per prompt: "
+                         f"({n_prompts}, d)")
+    emb = emb.astype(np.float64)
+    if not np.isfinite(emb).all():
+        raise ValueError(f"embeddings file {path} holds NaN or infinite values")
+    return {"features": emb}
 
 
 def _check(v, n_prompts):
@@ -171,13 +233,18 @@ SPEC = register(PolicySpec(
         Param("min_keep", 4, "fewest rollouts of a generated prompt (smaller groups are dropped)", integer(2)),
         Param("first_n", 8, "rollouts per candidate on the first step, before any prediction (rollout.n)", integer(2)),
         Param("prior_logit", -5.0, "predicted logit pass rate of a never-seen prompt (the trainer's GP prior)", real()),
+        Param("embeddings", None, "a .npy file of prompt embeddings (one row per prompt) for the GP predictor "
+              "(default: none, the last observed pass rate)", text(optional=True)),
+        Param("length_scale", 0.27, "the GP kernel's length scale l (with embeddings)", real(0.0, lo_open=True)),
         reporting_prior(),
     ),
     kernel_params=Params,
     plan=plan,
     observe=observe,
     capacity=batch_capacity,
-    arrays=("latent",),
+    arrays=("latent", "features"),
+    load=_load,
+    load_params=("embeddings",),
     loss_weighting="per-rollout",
     resolve=_resolve,
     check=_check,
