@@ -217,7 +217,10 @@ def run_steps(P, S, B, prng, srng, M, C, T, steps):
                 T.vars.simulated += B.n[j]
                 if C.score_norms:
                     B.score[j, 0], B.score[j, 1], B.score[j, 2] = score_statistics(M, C, x, p)
-            if observe_round(P, S, B, prng):
+            step_done = observe_round(P, S, B, prng)
+            for j in range(hi, B.vars.n_slots):  # slots re-using earlier rollouts: scored at today's pass rate
+                T.slot_p[j] = pass_rate(M, B.prompt[j], C.tabular)  # (stale rollouts, no off-policy correction)
+            if step_done:
                 break
         gradient_step(M, C, B, T, srng)
         T.vars.steps += 1

@@ -70,9 +70,9 @@ def _slot_tally(tally, k: np.ndarray, n: np.ndarray, first: bool) -> None:
         tally["first_zero"] += zero
 
 
-def _per_rollout_step(policy, state, model, cfg, C, tabular, rng, tally, first):
+def _per_rollout_step(policy, state, model, cfg, C, tabular, rng, tally, first, kept):
     """One training step, every rollout its own Bernoulli reward and score vector; returns (groups, trained
-    rollouts, gradient estimate)."""
+    rollouts, gradient estimate). `kept` maps slot ids to the rewards of slots the policy holds for later steps."""
     d = model.theta.shape[0]
     rewards_of_slot, p_of_slot = [], []
     while True:  # the policy's generation rounds
@@ -89,6 +89,18 @@ def _per_rollout_step(policy, state, model, cfg, C, tabular, rng, tally, first):
         if policy.observe(state, k):
             break
     batch = policy.training_batch(state)
+    fresh = iter(zip(rewards_of_slot, p_of_slot, strict=True))
+    rewards_of_slot, p_of_slot = [], []
+    for j in range(batch.group.size):  # generated slots in plan order; re-used ones at today's pass rate
+        if batch.source[j] < 0:
+            r, p = next(fresh)
+            kept[batch.slot_id[j]] = r
+        else:
+            r, p = kept[batch.source[j]], pass_rates(model, tabular, ids=batch.prompt_ids[j : j + 1])[0]
+        rewards_of_slot.append(r)
+        p_of_slot.append(p)
+    for slot_id in set(kept) - set(state.held_slot_ids().tolist()):
+        del kept[slot_id]
     # the step's training groups, rollout by rollout
     groups = [np.flatnonzero(batch.group == g) for g in range(batch.n_groups)]
     trained = [kept_rewards(rewards_of_slot[j], batch.kept_successes[j], batch.kept_failures[j])
@@ -115,21 +127,15 @@ def _vectorised_step(policy, state, model, cfg, C, tabular, rng, tally, first):
     sum_j A_j s_j = [k A1 (1 - p) - (n - k) A0 p] a + N(0, (k A1^2 sigma_1^2 + (n - k) A0^2 sigma_0^2) I), the law
     the engine draws from (`simulator/engine.py`)."""
     d = model.theta.shape[0]
-    ids, ns, ks, ps = [], [], [], []
     while True:
         plan = policy.plan(state)
-        x = plan.prompt_ids
-        p = pass_rates(model, tabular, ids=x)
-        k = rng.binomial(plan.n_rollouts, p)
+        k = rng.binomial(plan.n_rollouts, pass_rates(model, tabular, ids=plan.prompt_ids))
         _slot_tally(tally, k, plan.n_rollouts, first)
-        ids.append(x)
-        ns.append(plan.n_rollouts)
-        ks.append(k)
-        ps.append(p)
         if policy.observe(state, k):
             break
     batch = policy.training_batch(state)
-    x, n, k, p = (np.concatenate(a) for a in (ids, ns, ks, ps))
+    x = batch.prompt_ids  # slots re-using earlier rollouts included; the model has not moved within the step
+    p = pass_rates(model, tabular, ids=x)
     G = batch.n_groups
     grad = np.zeros(d)
     trained = batch.group >= 0
@@ -201,6 +207,7 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
     tally = {"slots": 0, "zero": 0, "slots_all": 0, "zero_all": 0, "first_slots": 0, "first_zero": 0,
              "steps": 0, "groups": 0, "trained": 0, "trained_all": 0}
     grad = np.zeros(d)
+    kept = {}  # slot id -> rewards, for slots the policy holds across steps
 
     def record():
         p = pass_rates(model, tabular)
@@ -234,7 +241,8 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
         if vectorised:
             n_groups, n_trained, grad = _vectorised_step(policy, state, model, cfg, C, tabular, rng, tally, step == 0)
         else:
-            n_groups, n_trained, grad = _per_rollout_step(policy, state, model, cfg, C, tabular, rng, tally, step == 0)
+            n_groups, n_trained, grad = _per_rollout_step(policy, state, model, cfg, C, tabular, rng, tally, step == 0,
+                                                          kept)
         tally["steps"] += 1
         tally["groups"] += n_groups
         tally["trained"] += n_trained

@@ -22,6 +22,7 @@ import gc
 import json
 import logging
 import os
+import pickle
 import re
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from cures.policies import Policy, PolicyState, TrainingBatch
 from cures.posterior import successes_from_rewards
 
 STATE_FILE = "policy_state.npz"
+HELD_FILE = "held_rollouts.pt"  # rollouts of the slots the policy holds for later steps (Pilot-Commit's pilots)
 logger = logging.getLogger(__name__)
 
 
@@ -81,6 +83,18 @@ class StepRollouts:
     reward_matrix: torch.Tensor  # (rollouts, reward functions), NaN where a function gave no reward
     rewards: torch.Tensor  # the matrix combined with TRL's reward weights, NaN where unscorable
     slot: np.ndarray  # the step slot of every rollout
+    fresh: np.ndarray  # generated in this step (False: re-used from an earlier slot the policy held)
+
+    def piece(self, rows: np.ndarray) -> StepRollouts:
+        """These rollouts (indices) as a StepRollouts of their own."""
+        return StepRollouts([self.rows[i] for i in rows], [self.rollouts[i] for i in rows], self.reward_matrix[rows],
+                            self.rewards[rows], self.slot[rows], self.fresh[rows])
+
+    @staticmethod
+    def join(pieces: list) -> StepRollouts:
+        return StepRollouts([r for p in pieces for r in p.rows], [r for p in pieces for r in p.rollouts],
+                            torch.cat([p.reward_matrix for p in pieces]), torch.cat([p.rewards for p in pieces]),
+                            np.concatenate([p.slot for p in pieces]), np.concatenate([p.fresh for p in pieces]))
 
 
 class PolicyClock(Sampler):
@@ -144,6 +158,7 @@ class CuresGRPOTrainer(GRPOTrainer):
         self.estimator = args.estimator
         self.score_norms = args.score_norms
         self._replay = None  # (this rank's Rollouts, the gathered reward matrix) while TRL scores a finished step
+        self._held = {}  # slot id -> StepRollouts of the slots the policy holds for a later step
         self._micro = False  # True while a prepared micro-batch goes through Trainer.training_step
         self._loss_multiplier = 1.0
         self.policy_seconds = 0.0  # time spent inside the policy's plan/observe/training_batch
@@ -179,6 +194,7 @@ class CuresGRPOTrainer(GRPOTrainer):
                 state = PolicyState.load(path)
             _check_state_fits(state, self.policy, len(self.train_dataset), f"checkpoint {resume_from_checkpoint}")
             self.policy_state = state
+            self._held = _load_held(Path(resume_from_checkpoint), state)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
@@ -203,6 +219,8 @@ class CuresGRPOTrainer(GRPOTrainer):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            if self._held:  # before the policy state, which marks the checkpoint complete (resume_point)
+                atomic_torch_save(self._held, os.path.join(folder, HELD_FILE))
             self.policy_state.save(os.path.join(folder, STATE_FILE))
 
     def training_step(self, model, inputs, num_items_in_batch):
@@ -393,8 +411,10 @@ class CuresGRPOTrainer(GRPOTrainer):
     # -- one policy step ---------------------------------------------------------------------------------------
     def _run_policy_step(self, chunk: int | None) -> StepRollouts:
         """Plan, generate, score and observe rounds until the policy's step is done; generation runs in pieces of
-        at most `chunk` rows per process (None: a whole round at once)."""
-        rows, rollouts, matrices, combined, slots = [], [], [], [], []
+        at most `chunk` rows per process (None: a whole round at once). Slots the policy fills with earlier
+        rollouts (its held slots, or this step's) get those rollouts, which are then kept while the policy holds
+        them."""
+        pieces, by_id = [], {}  # this step's rollouts, and each generated slot's, by slot id
         first_slot = 0
         threshold = self.args.success_threshold
         while True:
@@ -414,14 +434,27 @@ class CuresGRPOTrainer(GRPOTrainer):
             t0 = time.perf_counter()
             done = self.policy.observe(self.policy_state, rewards=scored, threshold=threshold, score_stats=stats)
             self.policy_seconds += time.perf_counter() - t0
-            rows += round_rows
-            rollouts += round_rollouts
-            matrices.append(matrix)
-            combined.append(rewards)
-            slots.append(first_slot + plan.rollout_slots())
-            first_slot += plan.prompt_ids.size
+            generated = StepRollouts(round_rows, round_rollouts, matrix, rewards, first_slot + plan.rollout_slots(),
+                                     np.ones(len(round_rows), bool))
+            pieces.append(generated)
+            B = self.policy_state.step
+            for k in range(first_slot, first_slot + plan.prompt_ids.size):
+                by_id[int(B.slot_id[k])] = generated.piece(np.flatnonzero(generated.slot == k))
+            for j in range(first_slot + plan.prompt_ids.size, int(B.vars.n_slots)):  # slots re-using rollouts
+                pieces.append(self._reused(int(B.source[j]), by_id, j))
+            first_slot = int(B.vars.n_slots)
             if done:
-                return StepRollouts(rows, rollouts, torch.cat(matrices), torch.cat(combined), np.concatenate(slots))
+                held = set(self.policy_state.held_slot_ids().tolist())
+                self._held = {i: r for i, r in {**self._held, **by_id}.items() if i in held}
+                return StepRollouts.join(pieces)
+
+    def _reused(self, source: int, by_id: dict, slot: int) -> StepRollouts:
+        """The rollouts of slot `source` (this step's, or held from an earlier one) as slot `slot` of this step."""
+        found = by_id.get(source, self._held.get(source))
+        if found is None:
+            raise RuntimeError(f"the policy re-uses the rollouts of slot {source}, which this trainer does not hold")
+        return StepRollouts([dict(r, _slot=slot) for r in found.rows], found.rollouts, found.reward_matrix,
+                            found.rewards, np.full(len(found.rows), slot), np.zeros(len(found.rows), bool))
 
     def _generate_round(self, rows: list, chunk: int | None, measure_norms: bool):
         """Generate and score `rows` on all processes, `chunk` rows per process at a time (None: all at once); every
@@ -470,12 +503,13 @@ class CuresGRPOTrainer(GRPOTrainer):
         for name in ["reward", "reward_std", "frac_reward_zero_std", *per_func]:
             if metrics.get(name):
                 metrics[name].pop()
-        metrics["reward"].append(torch.nanmean(step.rewards).item())
-        metrics["reward_std"].append(nanstd(step.rewards).item())
+        fresh = torch.as_tensor(step.fresh)
+        metrics["reward"].append(torch.nanmean(step.rewards[fresh]).item())
+        metrics["reward_std"].append(nanstd(step.rewards[fresh]).item())
         metrics["frac_reward_zero_std"].append(_zero_variance_fraction(step))
         for i, name in enumerate(self.reward_func_names):
-            metrics[f"rewards/{name}/mean"].append(torch.nanmean(step.reward_matrix[:, i]).item())
-            metrics[f"rewards/{name}/std"].append(nanstd(step.reward_matrix[:, i]).item())
+            metrics[f"rewards/{name}/mean"].append(torch.nanmean(step.reward_matrix[fresh, i]).item())
+            metrics[f"rewards/{name}/std"].append(nanstd(step.reward_matrix[fresh, i]).item())
 
         logs = self._logs
         for column in (logs["prompt"], logs["completion"], logs["advantages"], *logs["rewards"].values()):
@@ -495,7 +529,7 @@ class CuresGRPOTrainer(GRPOTrainer):
         sizes = np.bincount(groups.numpy()) if index.size else np.zeros(1)
         metrics = self._metrics["train"]
         metrics["cures/zero_variance_fraction"].append(_zero_variance_fraction(step))  # over every generated slot
-        metrics["cures/rollouts_generated"].append(float(len(step.rows)))
+        metrics["cures/rollouts_generated"].append(float(batch.rollouts_generated))
         metrics["cures/rollouts_trained"].append(float(index.size))
         metrics["cures/rounds"].append(float(batch.round.max() + 1))
         metrics["cures/rollouts_per_prompt"].append(float(sizes.mean()))  # per trained group
@@ -517,7 +551,7 @@ def live_instances(cls) -> int:
 def _zero_variance_fraction(step: StepRollouts) -> float:
     """The share of the step's generated slots whose rollouts all got the same reward (no GRPO signal)."""
     rewards = step.rewards.numpy()
-    slots = np.unique(step.slot)
+    slots = np.unique(step.slot[step.fresh])
     return float(np.mean([np.nanstd(rewards[step.slot == k]) == 0 for k in slots])) if slots.size else 0.0
 
 
@@ -545,6 +579,28 @@ def _trained_rollouts(batch: TrainingBatch, slot_of_rollout: np.ndarray, success
     index = np.flatnonzero(trained)
     index = index[np.argsort(group[index], kind="stable")]
     return index, group[index]
+
+
+def atomic_torch_save(obj, path) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _load_held(folder: Path, state: PolicyState) -> dict:
+    """The held rollouts saved in a checkpoint, checked against the slots the restored policy state holds."""
+    want = set(state.held_slot_ids().tolist())
+    if not want:
+        return {}
+    path = folder / HELD_FILE
+    try:
+        held = torch.load(path, weights_only=False)  # written by this trainer (_save_checkpoint)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ValueError(f"{path}: the policy holds {len(want)} slots for later steps but their rollouts cannot be "
+                         f"read ({exc})") from None
+    if not isinstance(held, dict) or not want <= set(held):
+        raise ValueError(f"{path} lacks rollouts of slots the policy state holds")
+    return {i: held[i] for i in want}
 
 
 def _check_train_dataset(dataset, prompts_per_step: int) -> int:

@@ -77,7 +77,8 @@ class TrainingBatch:
 
     A group trains on `kept_successes[i]` correct and `kept_failures[i]` wrong rollouts of slot i (the first-generated
     of each class; the whole slot unless the policy kept part of it; 0 for an untrained slot), and its advantages use
-    the statistics of `baseline[g]` = (successes, rollouts) when that has rollouts, else of its trained rollouts."""
+    the statistics of `baseline[g]` = (successes, rollouts) when that has rollouts, else of its trained rollouts.
+    A slot with `source[i] >= 0` was not generated in this step: it re-uses the rollouts of the slot with that id."""
 
     prompt_ids: np.ndarray
     n_rollouts: np.ndarray
@@ -87,6 +88,8 @@ class TrainingBatch:
     kept_successes: np.ndarray
     kept_failures: np.ndarray
     baseline: np.ndarray  # float64[n_groups, 2]
+    slot_id: np.ndarray  # the id of each generated slot (-1 for a slot that re-uses earlier rollouts)
+    source: np.ndarray  # the id of the slot whose rollouts a slot re-uses (-1: generated in this step)
 
     @property
     def n_groups(self) -> int:
@@ -94,7 +97,7 @@ class TrainingBatch:
 
     @property
     def rollouts_generated(self) -> int:
-        return int(self.n_rollouts.sum())
+        return int(self.n_rollouts[self.source < 0].sum())
 
     @property
     def rollouts_trained(self) -> int:
@@ -136,6 +139,11 @@ class PolicyState:
     @property
     def awaiting_observation(self) -> bool:
         return bool(self.step.vars.awaiting)
+
+    def held_slot_ids(self) -> np.ndarray:
+        """Ids of the slots whose rollouts the policy may still train on in a later step (the caller keeps them)."""
+        ids = self.arrays.held[:, 0]
+        return np.sort(ids[ids >= 0])
 
     def sampling_ess(self) -> float | None:
         """Kish effective sample size (sum w)^2 / sum w^2 of the weights rho* (Eq. 14) currently draws prompts with;
@@ -266,6 +274,12 @@ def _check_ranges(S: State, B: StepBuffer, ref: PolicyState) -> None:
          "step.vars slot or group counters out of range")
     need((B.group[: b.n_slots] < b.n_groups).all(), "step.group holds groups beyond step.vars.n_groups")
     need(not (b.done and b.awaiting), "step.vars says the step is both finished and awaiting an observation")
+    made = S.vars.slots_made
+    need(((B.slot_id >= -1) & (B.slot_id < made)).all() and ((B.source >= -1) & (B.source < made)).all()
+         and ((S.held[:, 0] >= -1) & (S.held[:, 0] < made)).all(), "slot ids out of range")
+    held = S.held[S.held[:, 0] >= 0]
+    need((held[:, 1] >= 0).all() and (held[:, 1] <= held[:, 2]).all() and (held[:, 3] >= 0).all(),
+         "state.held must hold successes <= rollouts and a step >= 0")
     need(((B.prompt >= 0) & (B.prompt < n)).all(), "step.prompt holds prompt ids outside 0..n-1")
     need((B.n >= 0).all() and (B.group >= -1).all() and (B.round >= 0).all(), "step counts must be >= 0")
     whole = B.keep[:, 0] < 0
@@ -424,7 +438,8 @@ class Policy:
         step = StepBuffer(
             prompt=np.zeros(cap, np.int64), n=np.zeros(cap, np.int64), succ=np.zeros(cap),
             score=np.full((cap, 3), np.nan), group=np.full(cap, -1, np.int64), round=np.zeros(cap, np.int64),
-            keep=np.full((cap, 2), -1, np.int64), baseline=np.zeros((cap, 2)),
+            keep=np.full((cap, 2), -1, np.int64), baseline=np.zeros((cap, 2)), slot_id=np.full(cap, -1, np.int64),
+            source=np.full(cap, -1, np.int64),
             vars=new_vars(STEP_VARS + spec.step_vars, done=True),
         )
         return PolicyState(self.name, dict(self.params), P, arrays, step, rng)
@@ -497,7 +512,7 @@ class Policy:
         kept_failures = np.where(trained, np.where(whole, B.n[:k] - B.succ[:k], B.keep[:k, 1]), 0).astype(np.int64)
         return TrainingBatch(B.prompt[:k].copy(), B.n[:k].copy(), B.succ[:k].copy(), B.group[:k].copy(),
                              B.round[:k].copy(), kept_successes, kept_failures,
-                             B.baseline[: int(B.vars.n_groups)].copy())
+                             B.baseline[: int(B.vars.n_groups)].copy(), B.slot_id[:k].copy(), B.source[:k].copy())
 
     def run_step(self, state: PolicyState, outcome: Callable[[Plan], np.ndarray]) -> TrainingBatch:
         """One whole training step: plan and observe rounds until done; `outcome(plan)` returns per-slot successes."""

@@ -71,6 +71,29 @@ def add_slot(B, prompt, n):
     B.round[j] = B.vars.n_rounds
     B.keep[j, 0] = -1
     B.keep[j, 1] = -1
+    B.slot_id[j] = -1  # given by end_plan
+    B.source[j] = -1
+    B.vars.n_slots = j + 1
+
+
+@njit(cache=True, inline="always")
+def add_carried_slot(B, prompt, n, successes, source, group):
+    """Append a slot that re-uses the n rollouts (with these successes) of the earlier slot `source` (an id), in
+    training group `group`; nothing is generated or counted for it."""
+    j = B.vars.n_slots
+    if j >= B.prompt.shape[0]:
+        raise IndexError("step buffer full: the policy planned more slots than its capacity")
+    B.prompt[j] = prompt
+    B.n[j] = n
+    B.succ[j] = successes
+    for c in range(3):
+        B.score[j, c] = np.nan
+    B.group[j] = group
+    B.round[j] = B.vars.n_rounds - 1
+    B.keep[j, 0] = -1
+    B.keep[j, 1] = -1
+    B.slot_id[j] = -1
+    B.source[j] = source
     B.vars.n_slots = j + 1
 
 
@@ -81,6 +104,8 @@ def end_plan(S, B):
     B.vars.awaiting = True
     for j in range(B.vars.round_start, B.vars.n_slots):
         S.vars.rollouts += B.n[j]
+        B.slot_id[j] = S.vars.slots_made
+        S.vars.slots_made += 1
 
 
 @njit(cache=True, inline="always")

@@ -27,6 +27,7 @@ STATE_VARS = (
     ("tree_height", np.int64),  # levels of the sum tree State.tree (0: no tree)
     ("short_steps", np.int64),  # steps that ended with fewer training groups than batch_size (capped refills)
     ("short_groups", np.int64),  # the groups those steps missed
+    ("slots_made", np.int64),  # slots generated so far: the next slot's id (StepBuffer.slot_id)
 )
 
 STEP_VARS = (
@@ -52,11 +53,15 @@ OPTIONAL_ARRAYS = {  # per-prompt arrays a policy may declare (PolicySpec.arrays
     "counts": lambda n: np.zeros((n, 2), np.int64),  # int64[N, 2] successes and failures within the current step
     "latent": lambda n: np.zeros(n),  # float64[N] a per-prompt predictor state (e.g. a logit pass rate)
     "features": lambda n: np.zeros((n, 0)),  # float64[N, d] per-prompt features (e.g. embeddings; PolicySpec.load)
+    "held": lambda n: np.full((n, 4), -1, np.int64),  # int64[N, 4] a slot kept for a later step: id (-1: none),
+    # successes, rollouts, step it was generated in; the caller keeps the rollouts of these ids (held_slot_ids)
+    "flags": lambda n: np.zeros(n, np.uint8),  # uint8[N] per-prompt policy flags
 }
 EMPTY_ARRAYS = {  # the same arrays at length 0 (undeclared)
     "sigma": np.zeros(0), "weight": np.zeros(0), "n_static": np.zeros(0, np.int64), "tree": np.zeros(0),
     "streak": np.zeros((0, 2), np.int64), "last": np.zeros((0, 2)), "counts": np.zeros((0, 2), np.int64),
-    "latent": np.zeros(0), "features": np.zeros((0, 0)),
+    "latent": np.zeros(0), "features": np.zeros((0, 0)), "held": np.zeros((0, 4), np.int64),
+    "flags": np.zeros(0, np.uint8),
 }
 
 
@@ -79,6 +84,8 @@ class State(NamedTuple):
     counts: np.ndarray
     latent: np.ndarray
     features: np.ndarray
+    held: np.ndarray
+    flags: np.ndarray
     vars: np.record  # STATE_VARS + the policy's state_vars
 
 
@@ -88,7 +95,8 @@ class StepBuffer(NamedTuple):
     joined (-1: generated, not trained). A group may train on part of a slot: keep[j] = (successes, failures) of the
     slot it uses, the first-generated of each class (-1: the whole slot); and its advantages may use statistics of
     more rollouts than it trains on: baseline[g] = (successes, rollouts) of that pool (0 rollouts: the trained
-    rollouts themselves)."""
+    rollouts themselves). A slot may also re-use rollouts generated earlier, in this step or a previous one:
+    source[j] is that slot's id (slot_id; -1 for a slot generated now); the caller supplies them."""
 
     prompt: np.ndarray  # int64[cap]
     n: np.ndarray  # int64[cap]
@@ -98,6 +106,8 @@ class StepBuffer(NamedTuple):
     round: np.ndarray  # int64[cap] round of the slot within the step
     keep: np.ndarray  # int64[cap, 2] trained successes and failures of the slot (-1: all of them)
     baseline: np.ndarray  # float64[cap, 2] per group: successes and rollouts of its advantage statistics
+    slot_id: np.ndarray  # int64[cap] the slot's id, unique over the run (-1 for a slot that re-uses rollouts)
+    source: np.ndarray  # int64[cap] the id of the slot whose rollouts this one re-uses (-1: generated now)
     vars: np.record  # STEP_VARS + the policy's step_vars
 
 
