@@ -17,6 +17,7 @@ from cures.policies import (  # noqa: F401 (importing a policy's module register
     gvm,
     knapsack,
     mopps,
+    pilot_commit,
     pods,
     reinforce_ada,
     released,
