@@ -60,14 +60,18 @@ def test_advantages_equal_trls_when_groups_are_equal(tmp_path):
     assert any(a.abs().sum() > 0 for a in ours)  # the reward did vary
 
 
+PC_SMALL = {"n_pilot": 2, "n_commit": 3, "gen_batch_size": 4, "p_lower": 0.5, "p_upper": 0.0}  # many survivors
+
+
 @pytest.mark.parametrize("name", ["cures-paper", "dapo", "speed", "gvm", "greso", "cures-released", "reinforce-ada",
-                                  "pods"])
+                                  "pods", "pilot-commit"])
 def test_multi_round_policies_train_on_the_rollouts_they_generated(tmp_path, name):
     """Screening and refill rounds run through TRL's generation; each rollout is generated once, reaches the
     posterior, and the step trains exactly on the policy's training groups (only the kept part of a slot, for
     reinforce-ada and pods), with per-group advantages."""
     kw = {"dapo": {"gen_batch_size": 6}, "speed": {"gen_batch_size": 6},
-          "reinforce-ada": {"round_repeat": 2, "max_rounds": 2}}.get(name, {})
+          "reinforce-ada": {"round_repeat": 2, "max_rounds": 2},
+          "pilot-commit": PC_SMALL}.get(name, {})
     trainer, policy, state = make_trainer(name, budget=16, batch_size=4, steps=3, tmp_path=tmp_path,
                                           policy_params=kw)
     plans = record_plans(policy)
@@ -189,14 +193,17 @@ def test_score_norms_feed_eq21_on_screening_rounds(tmp_path):
     assert out[1, 0] == 4.0 and np.isnan(out[1, 1:]).all()
 
 
-def test_killed_and_resumed_run_continues_with_the_same_plans(tmp_path):
+@pytest.mark.parametrize("name", ["cures", "pilot-commit"])
+def test_killed_and_resumed_run_continues_with_the_same_plans(tmp_path, name):
     """Train 4 steps with checkpoints every 2; resume a fresh trainer from checkpoint-2: the plans of steps 3 and 4
-    equal the uninterrupted run's, and the final policy states are identical."""
+    equal the uninterrupted run's, and the final policy states are identical (pilot-commit: with the pilots it held
+    at the checkpoint, whose rollouts the checkpoint kept)."""
     from backends.trl.trainer import STATE_FILE
 
     def run(out, steps, resume=False):
-        trainer, policy, state = make_trainer("cures", budget=16, batch_size=4, steps=4, tmp_path=out,
-                                              save_strategy="steps", save_steps=2)
+        trainer, policy, state = make_trainer(name, budget=16, batch_size=4, steps=4, tmp_path=out,
+                                              save_strategy="steps", save_steps=2,
+                                              policy_params=PC_SMALL if name == "pilot-commit" else None)
         plans = record_plans(policy)
         trainer.train(resume_from_checkpoint=True if resume else None)  # the newest checkpoint with a policy state
         return trainer.policy_state, plans
@@ -211,12 +218,14 @@ def test_killed_and_resumed_run_continues_with_the_same_plans(tmp_path):
     shutil.rmtree(out / "checkpoint-4")
     (out / "checkpoint-3").mkdir()
     resumed_state, resumed_plans = run(out, 4, resume=True)
-    assert len(resumed_plans) == 2
-    for a, b in zip(full_plans[2:], resumed_plans, strict=True):
+    later = [p for p in full_plans if p.step >= 2]
+    assert len(resumed_plans) == len(later) >= 2
+    for a, b in zip(later, resumed_plans, strict=True):
         np.testing.assert_array_equal(a.prompt_ids, b.prompt_ids)
         np.testing.assert_array_equal(a.n_rollouts, b.n_rollouts)
     np.testing.assert_array_equal(full_state.arrays.alpha, resumed_state.arrays.alpha)
     np.testing.assert_array_equal(full_state.arrays.beta, resumed_state.arrays.beta)
+    np.testing.assert_array_equal(full_state.held_slot_ids(), resumed_state.held_slot_ids())
     assert resumed_state.steps_done == full_state.steps_done == 4
 
 
@@ -289,7 +298,7 @@ def test_score_norms_score_false_parses_as_false(tmp_path):
     assert args.score_norms is True
 
 
-@pytest.mark.parametrize("policy", ["cures", "gvm"])
+@pytest.mark.parametrize("policy", ["cures", "gvm", "pilot-commit"])
 def test_two_gloo_processes_make_identical_plans(tmp_path, policy):
     """`accelerate launch --multi_gpu --num_processes 2` on a CPU-only machine runs two gloo processes; each logs
     its plans, and both must be the same (same seed, same gathered rewards, same posterior). gvm adds a screening
@@ -303,9 +312,10 @@ def test_two_gloo_processes_make_identical_plans(tmp_path, policy):
     assert launcher.exists() or shutil.which("accelerate")
     out = tmp_path / "ddp"
     env = {**ENV, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""}
+    params = ["--policy_params", json.dumps(PC_SMALL)] if policy == "pilot-commit" else []
     res = cures_train([*TINY, "--policy", policy, "--max_steps", "6", "--rollouts_per_step", "16",
                        "--prompts_per_step", "4", "--per_device_train_batch_size", "4", "--output_dir", str(out),
-                       "--n_problems", "12", "--save_steps", "3"],
+                       "--n_problems", "12", "--save_steps", "3", *params],
                       launcher=[str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                                 "--mixed_precision", "no", "--dynamo_backend", "no", "-m"], env=env, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -316,5 +326,11 @@ def test_two_gloo_processes_make_identical_plans(tmp_path, policy):
     assert summary["rollouts_total"] == sum(sum(p["n_rollouts"]) for p in ranks[0])
     if policy == "cures":
         assert summary["rollouts_total"] == 6 * 16
+    elif policy == "pilot-commit":  # pilots kept across steps were committed (first round of a later step)
+        assert any(p["round"] == 0 and p["step"] > 0 and p["n_rollouts"][0] == 3 for p in ranks[0])
+        from cures.policies import PolicyState
+
+        held = PolicyState.load(out / "checkpoint-3" / "policy_state.npz").held_slot_ids()
+        assert (out / "checkpoint-3" / "held_rollouts.pt").is_file() == (held.size > 0)
     else:
         assert ranks[0][0]["purpose"] == "screen" and any(sum(p["n_rollouts"]) % 2 for p in ranks[0])
