@@ -9,9 +9,9 @@
 
 Where each policy lives: `grpo.py` (uniform GRPO), `cures.py` (cures, cures-paper, cures-sampling,
 cures-allocation), `released.py` (cures-released), and one file per peer (`dapo.py`, `gvm.py`, `speed.py`,
-`mopps.py`, `greso.py`, `knapsack.py`, `vip.py`, `reinforce_ada.py`, `pods.py`). Their compiled kernels share the
-building blocks of `kernels.py` and the memory layout of `layout.py`, and are reached through `dispatch.py`, the
-entry point of compiled callers such as the simulator.
+`mopps.py`, `greso.py`, `knapsack.py`, `vip.py`, `reinforce_ada.py`, `pods.py`, `pilot_commit.py`). Their
+compiled kernels share the building blocks of `kernels.py` and the memory layout of `layout.py`, and are reached
+through `dispatch.py`, the entry point of compiled callers such as the simulator.
 """
 
 from cures.policies.core import Plan, Policy, PolicyState, TrainingBatch, make_policy, make_policy_for_budget
