@@ -296,6 +296,9 @@ class CuresGRPOTrainer(GRPOTrainer):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         step = self._run_policy_step(chunk=self._generation_chunk(len(inputs)))
+        if not step.rows:
+            raise RuntimeError(f"the policy generated no rollouts in step {self.policy_state.steps_done - 1}: every "
+                               "prompt it may draw is excluded or skipped, so there is nothing left to train on")
         t0 = time.perf_counter()
         batch = self.policy.training_batch(self.policy_state)
         self.policy_seconds += time.perf_counter() - t0
