@@ -13,13 +13,10 @@ from typing import NamedTuple
 from numba import njit
 
 from cures.policies.kernels import (
-    add_slot,
-    begin_training_round,
-    end_plan,
     finish_step,
     keep_mixed_groups,
     record_shortfall,
-    uniform_batch,
+    uniform_round,
     update_posterior_from_round,
 )
 from cures.policies.spec import (
@@ -44,11 +41,7 @@ class Params(NamedTuple):
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    batch = uniform_batch(S, P.gen_batch_size, rng)
-    begin_training_round(B)
-    for x in batch:
-        add_slot(B, x, P.n)
-    end_plan(S, B)
+    uniform_round(S, B, rng, P.gen_batch_size, P.n)
 
 
 @njit(cache=True)

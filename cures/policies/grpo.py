@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 from numba import njit
 
-from cures.policies.kernels import add_slot, begin_training_round, complete_single_round_step, end_plan, uniform_batch
+from cures.policies.kernels import complete_single_round_step, uniform_round
 from cures.policies.spec import Param, PolicySpec, batch_capacity, fits_dataset, integer, register, reporting_prior
 
 
@@ -21,12 +21,7 @@ class Params(NamedTuple):
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    batch = uniform_batch(S, P.batch_size, rng)
-    begin_training_round(B)
-    n = P.budget // P.batch_size
-    for x in batch:
-        add_slot(B, x, n)
-    end_plan(S, B)
+    uniform_round(S, B, rng, P.batch_size, P.budget // P.batch_size)
 
 
 @njit(cache=True)

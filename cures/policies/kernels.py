@@ -285,6 +285,16 @@ def draw_uniform(S, m, rng, out):
 
 
 @njit(cache=True)
+def uniform_round(S, B, rng, k, n):
+    """A training round of the next k prompts of the epoch-wise shuffled pass, n rollouts each."""
+    batch = uniform_batch(S, k, rng)
+    begin_training_round(B)
+    for x in batch:
+        add_slot(B, x, n)
+    end_plan(S, B)
+
+
+@njit(cache=True)
 def uniform_batch(S, k, rng):
     """k prompts from the epoch-wise shuffled pass over the current subset (entered first if need be)."""
     ensure_subset(S)

@@ -16,13 +16,10 @@ from typing import NamedTuple
 from numba import njit
 
 from cures.policies.kernels import (
-    add_slot,
-    begin_training_round,
     complete_single_round_step,
-    end_plan,
     keep_part,
     round_slots,
-    uniform_batch,
+    uniform_round,
 )
 from cures.policies.spec import Param, PolicySpec, batch_capacity, fits_dataset, integer, register, reporting_prior
 
@@ -52,11 +49,7 @@ def kept_successes(k, n, m):
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    batch = uniform_batch(S, P.batch_size, rng)
-    begin_training_round(B)
-    for x in batch:
-        add_slot(B, x, P.n)
-    end_plan(S, B)
+    uniform_round(S, B, rng, P.batch_size, P.n)
 
 
 @njit(cache=True)
