@@ -123,7 +123,8 @@ def test_trained_rollouts_follow_the_training_groups():
     n, succ = np.array([2, 3, 2, 1]), np.array([1, 0, 1, 1.0])
     batch = TrainingBatch(prompt_ids=np.array([5, 6, 7, 5]), n_rollouts=n, successes=succ,
                           group=np.array([1, -1, 0, 1]), round=np.array([0, 0, 0, 1]), kept_successes=succ.astype(int),
-                          kept_failures=(n - succ).astype(int), baseline=np.zeros((2, 2)))
+                          kept_failures=(n - succ).astype(int), baseline=np.zeros((2, 2)), slot_id=np.arange(4),
+                          source=np.full(4, -1))
     success = np.array([1, 0, 0, 0, 0, 0, 1, 1], bool)
     index, groups = _trained_rollouts(batch, np.array([0, 0, 1, 1, 1, 2, 2, 3]), success)
     np.testing.assert_array_equal(index, [5, 6, 0, 1, 7])
@@ -139,7 +140,8 @@ def test_a_group_that_keeps_part_of_a_slot_trains_on_its_first_rollouts_of_each_
     # one slot of 6 rollouts (rewards 0 1 1 0 1 0) keeps 1 success and 2 failures; a second slot is whole
     batch = TrainingBatch(prompt_ids=np.array([3, 4]), n_rollouts=np.array([6, 2]), successes=np.array([3, 1.0]),
                           group=np.array([0, 1]), round=np.array([0, 0]), kept_successes=np.array([1, 1]),
-                          kept_failures=np.array([2, 1]), baseline=np.zeros((2, 2)))
+                          kept_failures=np.array([2, 1]), baseline=np.zeros((2, 2)), slot_id=np.arange(2),
+                          source=np.full(2, -1))
     success = np.array([0, 1, 1, 0, 1, 0, 1, 0], bool)
     index, groups = _trained_rollouts(batch, np.array([0, 0, 0, 0, 0, 0, 1, 1]), success)
     np.testing.assert_array_equal(index, [0, 1, 3, 6, 7])
