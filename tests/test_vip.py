@@ -23,7 +23,7 @@ def brute_force(rloo, a, b, lower, upper, budget):
     return best, np.array(best_n)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.booleans(), st.lists(st.floats(1e-4, 1 - 1e-4), min_size=1, max_size=4), st.floats(0, 5e-3),
        st.integers(0, 12), st.data())
 def test_allocation_is_the_exact_optimum(rloo, ps, gamma, extra, data):
