@@ -129,16 +129,16 @@ class PolicyState:
 
     @property
     def steps_done(self) -> int:
-        return int(self.arrays.vars.step)
+        return int(self.arrays.vars["step"])
 
     @property
     def rollouts_total(self) -> int:
         """Every rollout planned so far, screening and refills included."""
-        return int(self.arrays.vars.rollouts)
+        return int(self.arrays.vars["rollouts"])
 
     @property
     def awaiting_observation(self) -> bool:
-        return bool(self.step.vars.awaiting)
+        return bool(self.step.vars["awaiting"])
 
     def held_slot_ids(self) -> np.ndarray:
         """Ids of the slots whose rollouts the policy may still train on in a later step (the caller keeps them)."""
@@ -150,7 +150,7 @@ class PolicyState:
         None for policies that do not sample from rho*."""
         if self.arrays.tree.size == 0:
             return None
-        w = leaves(self.arrays.tree, int(self.arrays.vars.tree_height), self.n_prompts)
+        w = leaves(self.arrays.tree, int(self.arrays.vars["tree_height"]), self.n_prompts)
         total = w.sum()
         return float(total**2 / (w**2).sum()) if total > 0 else None
 
@@ -455,10 +455,10 @@ class Policy:
         if state.awaiting_observation:
             raise ValueError("the last plan has not been observed yet; call observe() first")
         state.kernel_call(plan_round)()
-        v = state.step.vars
-        lo, hi = v.round_start, v.n_slots
+        v = state.step.vars  # read by field name: a NumPy record's attribute access is slow in Python
+        lo, hi = int(v["round_start"]), int(v["n_slots"])
         return Plan(
-            step=state.steps_done, round=int(v.n_rounds) - 1, purpose="screen" if v.screening else "train",
+            step=state.steps_done, round=int(v["n_rounds"]) - 1, purpose="screen" if v["screening"] else "train",
             prompt_ids=state.step.prompt[lo:hi].copy(), n_rollouts=state.step.n[lo:hi].copy(),
         )
 
@@ -474,7 +474,7 @@ class Policy:
         if not state.awaiting_observation:
             raise ValueError("nothing to observe: call plan() first")
         B = state.step
-        lo, hi = int(B.vars.round_start), int(B.vars.n_slots)
+        lo, hi = int(B.vars["round_start"]), int(B.vars["n_slots"])
         n = B.n[lo:hi]
         if (successes is None) == (rewards is None):
             raise ValueError("give exactly one of successes (per slot) or rewards (per rollout)")
@@ -504,15 +504,17 @@ class Policy:
         """The finished step's slots and their training groups."""
         self._check_state(state)
         B = state.step
-        if not B.vars.done or state.steps_done == 0:
+        if not B.vars["done"] or state.steps_done == 0:
             raise ValueError("the step is not finished: keep calling plan() and observe()")
-        k = int(B.vars.n_slots)
-        whole, trained = B.keep[:k, 0] < 0, B.group[:k] >= 0
-        kept_successes = np.where(trained, np.where(whole, B.succ[:k], B.keep[:k, 0]), 0).astype(np.int64)
-        kept_failures = np.where(trained, np.where(whole, B.n[:k] - B.succ[:k], B.keep[:k, 1]), 0).astype(np.int64)
-        return TrainingBatch(B.prompt[:k].copy(), B.n[:k].copy(), B.succ[:k].copy(), B.group[:k].copy(),
-                             B.round[:k].copy(), kept_successes, kept_failures,
-                             B.baseline[: int(B.vars.n_groups)].copy(), B.slot_id[:k].copy(), B.source[:k].copy())
+        k = int(B.vars["n_slots"])
+        n, succ, group = B.n[:k].copy(), B.succ[:k].copy(), B.group[:k].copy()
+        kept = np.stack([succ, n - succ], axis=1).astype(np.int64)  # whole slots ...
+        part = B.keep[:k, 0] >= 0
+        if part.any():  # ... or the part a policy kept
+            kept[part] = B.keep[:k][part]
+        kept[group < 0] = 0
+        return TrainingBatch(B.prompt[:k].copy(), n, succ, group, B.round[:k].copy(), kept[:, 0], kept[:, 1],
+                             B.baseline[: int(B.vars["n_groups"])].copy(), B.slot_id[:k].copy(), B.source[:k].copy())
 
     def run_step(self, state: PolicyState, outcome: Callable[[Plan], np.ndarray]) -> TrainingBatch:
         """One whole training step: plan and observe rounds until done; `outcome(plan)` returns per-slot successes."""
