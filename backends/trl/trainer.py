@@ -40,6 +40,7 @@ from backends.trl.compat import check_trl_version
 from backends.trl.config import CuresGRPOConfig
 from backends.trl.microbatch import LOSS_TYPES, REAL, loss_multipliers, micro_batches
 from backends.trl.score_norms import response_score_norms, slot_score_stats
+from cures._io import atomic_write
 from cures.policies import Policy, PolicyState, TrainingBatch
 from cures.posterior import successes_from_rewards
 
@@ -220,7 +221,7 @@ class CuresGRPOTrainer(GRPOTrainer):
         if self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
             if self._held:  # before the policy state, which marks the checkpoint complete (resume_point)
-                atomic_torch_save(self._held, os.path.join(folder, HELD_FILE))
+                atomic_write(os.path.join(folder, HELD_FILE), lambda fh: torch.save(self._held, fh))
             self.policy_state.save(os.path.join(folder, STATE_FILE))
 
     def training_step(self, model, inputs, num_items_in_batch):
@@ -582,12 +583,6 @@ def _trained_rollouts(batch: TrainingBatch, slot_of_rollout: np.ndarray, success
     index = np.flatnonzero(trained)
     index = index[np.argsort(group[index], kind="stable")]
     return index, group[index]
-
-
-def atomic_torch_save(obj, path) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _load_held(folder: Path, state: PolicyState) -> dict:

@@ -55,31 +55,8 @@ def begin_screening_round(B):
 
 
 @njit(cache=True, inline="always")
-def add_slot(B, prompt, n):
-    """Append (prompt, n) to the open round; n <= 0 adds nothing."""
-    if n <= 0:
-        return
-    j = B.vars.n_slots
-    if j >= B.prompt.shape[0]:
-        raise IndexError("step buffer full: the policy planned more slots than its capacity")
-    B.prompt[j] = prompt
-    B.n[j] = n
-    B.succ[j] = 0.0
-    for c in range(3):
-        B.score[j, c] = np.nan
-    B.group[j] = -1
-    B.round[j] = B.vars.n_rounds
-    B.keep[j, 0] = -1
-    B.keep[j, 1] = -1
-    B.slot_id[j] = -1  # given by end_plan
-    B.source[j] = -1
-    B.vars.n_slots = j + 1
-
-
-@njit(cache=True, inline="always")
-def add_carried_slot(B, prompt, n, successes, source, group):
-    """Append a slot that re-uses the n rollouts (with these successes) of the earlier slot `source` (an id), in
-    training group `group`; nothing is generated or counted for it."""
+def _append_slot(B, prompt, n, successes, group, rnd, source):
+    """Write slot n_slots (no score, whole slot kept, no id yet) and count it."""
     j = B.vars.n_slots
     if j >= B.prompt.shape[0]:
         raise IndexError("step buffer full: the policy planned more slots than its capacity")
@@ -89,12 +66,26 @@ def add_carried_slot(B, prompt, n, successes, source, group):
     for c in range(3):
         B.score[j, c] = np.nan
     B.group[j] = group
-    B.round[j] = B.vars.n_rounds - 1
+    B.round[j] = rnd
     B.keep[j, 0] = -1
     B.keep[j, 1] = -1
-    B.slot_id[j] = -1
+    B.slot_id[j] = -1  # a generated slot's id comes from end_plan
     B.source[j] = source
     B.vars.n_slots = j + 1
+
+
+@njit(cache=True, inline="always")
+def add_slot(B, prompt, n):
+    """Append (prompt, n) to the open round; n <= 0 adds nothing."""
+    if n > 0:
+        _append_slot(B, prompt, n, 0.0, -1, B.vars.n_rounds, -1)
+
+
+@njit(cache=True, inline="always")
+def add_carried_slot(B, prompt, n, successes, source, group):
+    """Append a slot that re-uses the n rollouts (with these successes) of the earlier slot `source` (an id), in
+    training group `group`; nothing is generated or counted for it."""
+    _append_slot(B, prompt, n, successes, group, B.vars.n_rounds - 1, source)
 
 
 @njit(cache=True, inline="always")
