@@ -31,16 +31,20 @@ def _offset(level):
 
 
 @njit(cache=True)
-def tree_set(tree, h, x, w):
-    """Set leaf x to w and add the change to its ancestors (h additions; `tree_rebuild` resets rounding drift)."""
-    offset = _offset(h)
-    delta = w - tree[offset + x]
-    tree[offset + x] = w
-    j = x
-    for _ in range(h):
-        offset = (offset - 1) // FANOUT  # the level above
-        j //= FANOUT
-        tree[offset + j] += delta
+def tree_set(tree, h, ids, weights):
+    """Set leaf ids[i] to weights[i], in order, adding each change to the leaf's ancestors (h additions per leaf;
+    `tree_rebuild` resets rounding drift)."""
+    leaf0 = _offset(h)
+    for i in range(ids.shape[0]):
+        x = ids[i]
+        delta = weights[i] - tree[leaf0 + x]
+        tree[leaf0 + x] = weights[i]
+        offset = leaf0
+        j = x
+        for _ in range(h):
+            offset = (offset - 1) // FANOUT  # the level above
+            j //= FANOUT
+            tree[offset + j] += delta
 
 
 @njit(cache=True)
@@ -56,24 +60,27 @@ def tree_rebuild(tree, h):
 
 
 @njit(cache=True)
-def tree_draw(tree, h, rng):
-    """A leaf drawn with probability proportional to its weight (the root must be > 0)."""
-    u = rng.random() * tree[0]
-    j = 0
-    offset = 0
-    for _ in range(h):
-        offset = offset * FANOUT + 1  # the level below
-        first = offset + j * FANOUT
-        pick = -1
-        for c in range(FANOUT):
-            w = tree[first + c]
-            if w > 0.0:
-                pick = c  # the last positive child absorbs rounding at the end of the scan (and sums that drifted)
-                if u < w:
-                    break
-                u -= w
-        j = j * FANOUT + pick
-    return j
+def tree_draws(tree, h, rng, out):
+    """Fill `out` with independent leaves, each drawn with probability proportional to its weight (the root must be
+    > 0). One call for the whole batch: a compiled call per draw would count references to the tree and the generator
+    each time, which costs about as much as the draw."""
+    for i in range(out.shape[0]):
+        u = rng.random() * tree[0]
+        j = 0
+        offset = 0
+        for _ in range(h):
+            offset = offset * FANOUT + 1  # the level below
+            first = offset + j * FANOUT
+            pick = -1
+            for c in range(FANOUT):
+                w = tree[first + c]
+                if w > 0.0:
+                    pick = c  # the last positive child absorbs rounding at the end of the scan (and sums that drifted)
+                    if u < w:
+                        break
+                    u -= w
+            j = j * FANOUT + pick
+        out[i] = j
 
 
 def leaves(tree: np.ndarray, h: int, n: int) -> np.ndarray:

@@ -141,11 +141,40 @@ def _count_above(weights, lam, n_min, n_max, counts):
 
 
 @njit(cache=True)
+def _continuous_threshold(weights, wsum, budget, n_min, n_max):
+    """The marginal gain lam = s^2 at the continuous optimum of Eq. 20 with the clamps, n_i = clip(w_i / s, n_min,
+    n_max) summing to the budget (an unclamped n_i = w_i / s has gain ~ s^2), aimed a little below the budget as the
+    counts are integers: a fixed point over the clamped sets, from s = sum(w) / budget (no clamps)."""
+    s = wsum / budget
+    top = n_max if n_max > 0 else np.inf
+    k_low = k_high = -1
+    for _ in range(8):
+        w_free, k_free, low, high = 0.0, 0, 0, 0
+        for w in weights:
+            if w <= 0.0:
+                continue
+            if w < n_min * s:
+                low += 1
+            elif w > top * s:
+                high += 1
+            else:
+                w_free += w
+                k_free += 1
+        denom = budget - 0.25 * k_free - 1.0 - n_min * low - (n_max * high if n_max > 0 else 0)
+        if k_free == 0 or denom <= 0.0 or (low == k_low and high == k_high):
+            break
+        s = w_free / denom
+        k_low, k_high = low, high
+    return s * s
+
+
+@njit(cache=True)
 def _threshold_counts(weights, rest, wsum, budget, n_min, n_max, counts):
     """Fill `counts` with the gains above a threshold lam that at most `rest` gains exceed, and few fewer: lam from
-    Eq. 20's continuous optimum, refined by secant steps on count(lam) ~ w_free / sqrt(lam) + c (an unclamped
-    prompt's n ~ w / sqrt(lam)), then raised until no more than `rest` gains exceed it. Returns their total."""
-    lam = (wsum / budget) ** 2  # Eq. 20: n_i = budget w_i / sum(w) has marginal gain ~ (sum(w) / budget)^2
+    Eq. 20's continuous optimum with the clamps (`_continuous_threshold`), refined by secant steps on
+    count(lam) ~ w_free / sqrt(lam) + c (an unclamped prompt's n ~ w / sqrt(lam)), then raised until no more than
+    `rest` gains exceed it. Returns their total."""
+    lam = _continuous_threshold(weights, wsum, budget, n_min, n_max)
     for _ in range(4):
         c, w_free, k_free = _count_above(weights, lam, n_min, n_max, counts)
         if (c <= rest and rest - c <= 0.5 * k_free + 1) or w_free <= 0.0:

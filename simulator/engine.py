@@ -73,16 +73,22 @@ def new_tally(dim: int, capacity: int) -> Tally:
                  np.zeros(capacity))
 
 
-@njit(cache=True, inline="always")
-def pass_rate(M, x, tabular):
-    """p_x(theta) = sigmoid(a_x . theta - b_x)."""
-    if tabular:
-        z = M.a[x, 0] * M.theta[x] - M.b[x]
-    else:
-        z = -M.b[x]
-        for c in range(M.theta.shape[0]):
-            z += M.a[x, c] * M.theta[c]
-    return sigmoid_nb(z)
+@njit(cache=True)
+def pass_rates_of(M, ids, tabular, out):
+    """out[i] = p_x(theta) = sigmoid(a_x . theta - b_x) for x = ids[i].
+
+    One call for many prompts: a compiled function called per prompt would count references to the model's arrays
+    at each call, which costs more than the dot product."""
+    a, b, theta = M.a, M.b, M.theta
+    for i in range(ids.shape[0]):
+        x = ids[i]
+        if tabular:
+            z = a[x, 0] * theta[x] - b[x]
+        else:
+            z = -b[x]
+            for c in range(theta.shape[0]):
+                z += a[x, c] * theta[c]
+        out[i] = sigmoid_nb(z)
 
 
 @njit(cache=True)
@@ -200,10 +206,10 @@ def run_steps(P, S, B, prng, srng, M, C, T, steps):
         while True:
             plan_round(P, S, B, prng)
             lo, hi = round_slots(B)
+            pass_rates_of(M, B.prompt[lo:hi], C.tabular, T.slot_p[lo:hi])
             for j in range(lo, hi):
                 x = B.prompt[j]
-                p = pass_rate(M, x, C.tabular)
-                T.slot_p[j] = p
+                p = T.slot_p[j]
                 k = srng.binomial(B.n[j], p)
                 B.succ[j] = k
                 zero = 1 if (k == 0 or k == B.n[j]) else 0
@@ -218,8 +224,8 @@ def run_steps(P, S, B, prng, srng, M, C, T, steps):
                 if C.score_norms:
                     B.score[j, 0], B.score[j, 1], B.score[j, 2] = score_statistics(M, C, x, p)
             step_done = observe_round(P, S, B, prng)
-            for j in range(hi, B.vars.n_slots):  # slots re-using earlier rollouts: scored at today's pass rate
-                T.slot_p[j] = pass_rate(M, B.prompt[j], C.tabular)  # (stale rollouts, no off-policy correction)
+            n_slots = B.vars.n_slots  # slots re-using earlier rollouts: scored at today's pass rate (stale
+            pass_rates_of(M, B.prompt[hi:n_slots], C.tabular, T.slot_p[hi:n_slots])  # rollouts, no off-policy fix)
             if step_done:
                 break
         gradient_step(M, C, B, T, srng)
@@ -237,8 +243,10 @@ def evaluate(S, M, C, T, row, hist):
     d = M.theta.shape[0]
     true_grad = np.zeros(1 if C.tabular else d)
     dot, true2 = 0.0, 0.0
+    p_all = np.empty(N)
+    pass_rates_of(M, np.arange(N), C.tabular, p_all)
     for x in range(N):
-        p = pass_rate(M, x, C.tabular)
+        p = p_all[x]
         acc += p
         hist[min(int(p * bins), bins - 1)] += 1
         t = S.alpha[x] + S.beta[x]

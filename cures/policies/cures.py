@@ -23,7 +23,8 @@ from cures.policies.kernels import (
     enter_next_subset,
     fill_rho_tree,
     finish_step,
-    rho_draw,
+    posterior_sigmas,
+    rho_draws,
     rho_update,
     round_slots,
     screen_subset,
@@ -83,21 +84,18 @@ def plan(P, S, B, rng):
     m = P.batch_size
     batch = np.empty(m, np.int64)
     if P.rho_sampling:  # line 11: x_i ~ rho*, i.i.d. with replacement
-        for i in range(m):
-            batch[i] = rho_draw(S, rng)
+        rho_draws(S, rng, batch)
     else:
         draw_uniform(S, m, rng, batch)
 
     n = np.empty(m, np.int64)
     if P.sigma_allocation:  # line 12: n_i = N sigma_i / sum_j sigma_j (Eq. 20), exact integers
         w = np.empty(m)
-        for i in range(m):
-            x = batch[i]
-            if P.sigma_from_pre_rollouts:
-                w[i] = S.sigma[x]
-            else:
-                p = posterior_mean(S.alpha, S.beta, x)
-                w[i] = np.sqrt(p * (1.0 - p))  # Eq. 21 with equal score norms, refreshed from p_hat
+        if P.sigma_from_pre_rollouts:
+            for i in range(m):
+                w[i] = S.sigma[batch[i]]
+        else:
+            posterior_sigmas(S, batch, w)  # Eq. 21 with equal score norms, refreshed from p_hat
         allocate_or_uniform(w, P.budget, P.n_min, P.n_max, n)
     else:
         n[:] = P.budget // m
@@ -119,8 +117,7 @@ def observe(P, S, B, rng):
         _start_estimates(P, S, t_lo, t_hi)
         return False
     if P.rho_sampling:  # line 15: recompute rho* where the posterior moved
-        for j in range(lo, hi):
-            rho_update(S, B.prompt[j], P.tau)
+        rho_update(S, B.prompt[lo:hi], P.tau)
     train_on_round(B)
     finish_step(S, B)
     if P.steps_per_subset > 0 and S.vars.subset_step >= P.steps_per_subset:

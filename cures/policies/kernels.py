@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from cures.posterior import posterior_mean, update_counts
-from cures.sumtree import FANOUT, tree_draw, tree_rebuild, tree_set
+from cures.sumtree import FANOUT, tree_draws, tree_rebuild, tree_set
 from cures.theory import allocate_into, sampling_weight_nb, sigma2_nb
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -319,15 +319,18 @@ def fill_rho_tree(S, lo, hi, tau):
 
 
 @njit(cache=True, inline="always")
-def rho_draw(S, rng):
-    """One prompt drawn with probability proportional to its Eq. 14 weight."""
-    return tree_draw(S.tree, S.vars.tree_height, rng)
+def rho_draws(S, rng, out):
+    """Fill `out` with prompts drawn i.i.d. with probability proportional to their Eq. 14 weights."""
+    tree_draws(S.tree, S.vars.tree_height, rng, out)
 
 
-@njit(cache=True, inline="always")
-def rho_update(S, x, tau):
-    """Line 15 of Algorithm 1 for one prompt: its Eq. 14 weight from its new posterior mean."""
-    tree_set(S.tree, S.vars.tree_height, x, rho_weight(S, x, tau))
+@njit(cache=True)
+def rho_update(S, ids, tau):
+    """Line 15 of Algorithm 1 for the prompts `ids`: their Eq. 14 weights from their new posterior means."""
+    weights = np.empty(ids.shape[0])
+    for i in range(ids.shape[0]):
+        weights[i] = sampling_weight_nb(posterior_mean(S.alpha, S.beta, ids[i]), tau)
+    tree_set(S.tree, S.vars.tree_height, ids, weights)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -341,6 +344,15 @@ def sigma_from_counts(p, g2_correct, g2_wrong, gap2):
     if np.isfinite(g2_correct) and np.isfinite(g2_wrong) and np.isfinite(gap2):
         return np.sqrt(sigma2_nb(p, g2_correct, g2_wrong, gap2))
     return np.sqrt(sigma2_nb(p, 1.0, 1.0, 0.0))
+
+
+@njit(cache=True)
+def posterior_sigmas(S, ids, out):
+    """out[i] = sqrt(p_hat (1 - p_hat)) of prompt ids[i]: Eq. 21 with equal score norms at the posterior mean."""
+    alpha, beta = S.alpha, S.beta
+    for i in range(ids.shape[0]):
+        p = posterior_mean(alpha, beta, ids[i])
+        out[i] = np.sqrt(p * (1.0 - p))
 
 
 @njit(cache=True)
