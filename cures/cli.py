@@ -386,14 +386,20 @@ def bench(
                                                    "scenario's).")] = None,
     budget: Annotated[int | None, typer.Option("--budget", help="Rollouts per step (default: the scenario's).")] =
     None,
+    versus: Annotated[str | None, typer.Option("--versus", help="Instead: time the engine's steps of --policy "
+                                               "and of this policy alternately, at the first size, and print the "
+                                               "cost ratio.")] = None,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Alternations for --versus.")] = 7,
 ):
     """Time the compiled engine against two NumPy references (per rollout, and vectorised over the batch), side by
-    side, and print the ratios."""
+    side, and print the ratios; or, with --versus, one policy's engine steps against another's."""
     from cures.policies import get_spec
-    from simulator.bench import ratios, run_bench
+    from simulator.bench import compare_policies, ratios, run_bench
     from simulator.config import load_scenario
 
     get_spec(policy)
+    if versus is not None:
+        get_spec(versus)
     load_scenario(scenario)
     try:
         ns = tuple(int(s) for s in sizes.split(","))
@@ -404,7 +410,16 @@ def bench(
         from simulator.config import build_config
         from simulator.run import policy_for
 
-        policy_for(policy, build_config(scenario, shape))  # a shape the policy cannot run fails here, in one line
+        for name in (policy, versus or policy):  # a shape a policy cannot run fails here, in one line
+            policy_for(name, build_config(scenario, shape))
+    if versus is not None:
+        r = compare_policies(policy, versus, scenario, ns[0], repeats=repeats, batch_size=batch_size, budget=budget)
+        for name in (policy, versus):
+            us = ", ".join(f"{1e6 * t:.1f}" for t in r["seconds_per_step"][name])
+            console.print(f"{name}: us per step {us}", highlight=False)
+        console.print(f"{policy} / {versus} per step: median {r['median_ratio']:.2f} (per repeat "
+                      f"{', '.join(f'{x:.2f}' for x in r['ratios'])})", highlight=False)
+        return
     results = run_bench(policy, scenario, ns, batch_size=batch_size, budget=budget)
     table = Table(title=f"engine vs reference ({policy})")
     for col in ("prompts", "implementation", "steps/s", "s/step", "setup s", "peak RSS MB"):

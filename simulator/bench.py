@@ -44,6 +44,44 @@ def _measure(which: str, policy: str, scenario: str | None, n_prompts: int, step
             "peak_rss_mb": peak_mb}
 
 
+def _per_step_pair(policies: tuple[str, str], scenario: str | None, n_prompts: int, steps: int, seed: int,
+                   shape: dict, repeats: int) -> dict:
+    from simulator.config import build_config
+    from simulator.run import run_seed
+
+    def cfg(s, n=n_prompts):
+        return build_config(scenario, {"n_prompts": n, "n_heldout": 1_000, "steps": s, "eval_every": s, "seeds": 1,
+                                       "threads": 1, **shape})
+
+    for p in policies:  # warm-up: compiled code loaded
+        run_seed(p, cfg(2, 2_000), seed)
+    out = {p: [] for p in policies}
+    for _ in range(repeats):  # alternate, so that machine noise hits both alike
+        for p in policies:
+            seconds = {}
+            for s in (steps, 5 * steps):
+                timer: list[float] = []
+                run_seed(p, cfg(s), seed, timer=timer)
+                seconds[s] = sum(timer)
+            out[p].append((seconds[5 * steps] - seconds[steps]) / (4 * steps))
+    return out
+
+
+def compare_policies(policy: str, versus: str, scenario: str | None = None, n_prompts: int = 10_000,
+                     steps: int = 200, repeats: int = 7, seed: int = 0, batch_size: int | None = None,
+                     budget: int | None = None) -> dict:
+    """The engine's marginal seconds per step of `policy` and of `versus`, measured alternately `repeats` times in
+    one fresh process (one thread); returns both lists and the median of the per-repeat ratios policy / versus."""
+    import statistics
+
+    shape = {k: v for k, v in (("batch_size", batch_size), ("budget", budget)) if v is not None}
+    with mp.get_context("spawn").Pool(1) as pool:
+        times = pool.apply(_per_step_pair, ((policy, versus), scenario, n_prompts, steps, seed, shape, repeats))
+    ratios_ = [a / b for a, b in zip(times[policy], times[versus], strict=True)]
+    return {"policy": policy, "versus": versus, "seconds_per_step": times, "ratios": ratios_,
+            "median_ratio": statistics.median(ratios_)}
+
+
 def run_bench(policy: str = "cures", scenario: str | None = None, sizes=SIZES, engine_steps: int = 400,
               reference_steps: int = 8, seed: int = 0, vectorised_steps: int = 100, batch_size: int | None = None,
               budget: int | None = None) -> list[dict]:

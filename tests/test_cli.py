@@ -86,6 +86,17 @@ def test_bench_prints_side_by_side_ratios():
     assert "speedup_at_2000" in res.stdout and "engine_steps_per_second_ratio_largest_to_smallest" in res.stdout
 
 
+def test_bench_versus_times_two_policies_alternately():
+    res = cures_cli("bench", "--versus", "grpo", "--sizes", "2000", "--batch-size", "16", "--budget", "64",
+                    "--repeats", "2")
+    assert res.returncode == 0, res.stderr
+    lines = {line.split(":")[0]: line for line in res.stdout.splitlines() if ":" in line}
+    for name in ("cures", "grpo"):
+        times = [float(t) for t in lines[name].split("per step")[1].split(",")]
+        assert len(times) == 2 and all(t > 0 for t in times)
+    assert "cures / grpo per step: median" in res.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -100,6 +111,8 @@ def test_bench_prints_side_by_side_ratios():
         (("simulate", "--n-prompts", "0"), "n_prompts: input should be greater than or equal to 1; got 0"),
         (("compare", "--policies", "grpo,nope"), "unknown policy 'nope'"),
         (("bench", "--sizes", "ten"), "--sizes must be"),
+        (("bench", "--versus", "nope"), "unknown policy 'nope'"),
+        (("bench", "--versus", "cures-paper", "--batch-size", "64", "--budget", "100"), "below batch_size x n_min"),
     ],
 )
 def test_bad_simulation_input_is_one_line_and_exit_2(args, message):
