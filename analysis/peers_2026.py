@@ -3,10 +3,9 @@
     python -m analysis.peers_2026 --match rollouts --out runs/peers-rollouts
     python -m analysis.peers_2026 --match steps --out runs/peers-steps
 
-The peers get their per-policy settings at GRPO's group size n = budget / batch_size: Pilot-Commit splits n into a
-25 % pilot and a commit (the authors' pXcY runs, X + Y = GRPO's n), PODS generates 4n and trains n (the paper's
-ratio), Reinforce-Ada trains n per prompt and VIP spends the same budget; `cures compare` gives every policy the
-same parameters, so this script passes these to `simulator.compare.compare` itself.
+Every policy spends GRPO's group size n = budget / batch_size in its own terms (`make_policy_for_budget`): VIP
+spends the same budget, Reinforce-Ada trains n per prompt, PODS generates 4n and trains n (the paper's ratio) and
+Pilot-Commit splits n into a 25 % pilot and a commit (the authors' pXcY runs, X + Y = GRPO's n).
 """
 
 from __future__ import annotations
@@ -20,13 +19,6 @@ from simulator.config import build_config
 POLICIES = ["grpo", "cures", "vip", "pilot-commit", "reinforce-ada", "pods"]
 
 
-def peer_settings(n: int) -> dict[str, dict]:
-    """Per-policy parameters at GRPO's group size n."""
-    pilot = max(2, n // 4)
-    return {"pilot-commit": {"n_pilot": pilot, "n_commit": max(1, n - pilot)}, "pods": {"n": 4 * n, "m": n},
-            "reinforce-ada": {"n": n}}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--match", choices=("rollouts", "steps"), default="rollouts")
@@ -35,8 +27,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     cfg = build_config(args.scenario, {"seeds": args.seeds})
-    n = (cfg.budget or 8 * cfg.batch_size) // cfg.batch_size
-    result, runs = compare(POLICIES, cfg, match=args.match, policy_params=peer_settings(n))
+    if cfg.budget is None:  # GRPO's default n = 8, so that every policy gets its share of the same budget
+        cfg = build_config(args.scenario, {"seeds": args.seeds, "budget": 8 * cfg.batch_size})
+    result, runs = compare(POLICIES, cfg, match=args.match)
     write_comparison(args.out, result, runs, cfg)
     print(markdown_table(result))
 

@@ -28,6 +28,8 @@ PARAMS = {  # small schedules so that subsets, pre-rollouts and refills all happ
     "speed": {},
     "dapo": {},
     "greso": {},
+    "pods": {"n": 4},  # recorded before PODS and Pilot-Commit spent the budget by `group_size_params`
+    "pilot-commit": {"n_pilot": 8, "n_commit": 24},
 }
 
 

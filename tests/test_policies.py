@@ -203,6 +203,12 @@ def test_one_budget_for_every_policy():
     assert make_policy_for_budget("dapo", 8, 64).params["n"] == 8  # fixed-n policies: n = budget / batch_size
     assert make_policy_for_budget("mopps", 8, 64, n=4).params["n"] == 4  # explicit parameters win
     assert make_policy_for_budget("gvm", 8, 64).params == make_policy("gvm", batch_size=8).params  # no budget
+    for n in (2, 3, 8, 13):  # policies without a budget spend GRPO's n per prompt in their own terms
+        pods = make_policy_for_budget("pods", 8, 8 * n).params
+        assert (pods["n"], pods["m"]) == (4 * n, n)  # generate 4n, train n
+        pilot = make_policy_for_budget("pilot-commit", 8, 8 * n).params
+        assert pilot["n_pilot"] + pilot["n_commit"] == max(n, 3) and pilot["n_pilot"] == max(2, n // 4)
+    assert make_policy_for_budget("pods", 8, 64, n=12).params["m"] is None  # any explicit one: no group mapping
     with pytest.raises(ValueError, match="no parameter 'bogus'"):
         make_policy_for_budget("grpo", 8, 64, bogus=1)
 

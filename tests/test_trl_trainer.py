@@ -71,7 +71,7 @@ def test_multi_round_policies_train_on_the_rollouts_they_generated(tmp_path, nam
     posterior, and the step trains exactly on the policy's training groups (only the kept part of a slot, for
     reinforce-ada and pods), with per-group advantages."""
     kw = {"dapo": {"gen_batch_size": 6}, "speed": {"gen_batch_size": 6},
-          "reinforce-ada": {"round_repeat": 2, "max_rounds": 2},
+          "reinforce-ada": {"round_repeat": 2, "max_rounds": 2}, "pods": {"n": 4},  # generate 4, train 2
           "pilot-commit": PC_SMALL}.get(name, {})
     trainer, policy, state = make_trainer(name, budget=16, batch_size=4, steps=3, tmp_path=tmp_path,
                                           policy_params=kw)

@@ -39,8 +39,9 @@ class CuresGRPOConfig(GRPOConfig):
     prompts_per_step: int = field(default=8, metadata={"help": "Prompts per policy step (m)."})
     rollouts_per_step: int | None = field(
         default=None,
-        metadata={"help": "Rollouts per policy step (the budget N; fixed-n policies get n = N / m). Default: "
-                  "prompts_per_step x num_generations."},
+        metadata={"help": "Rollouts per policy step (the budget N; fixed-n policies get n = N / m, PODS generates 4n "
+                  "and trains n, Pilot-Commit splits n into pilot and commit). Default: prompts_per_step x "
+                  "num_generations."},
     )
     estimator: str = field(default="grpo", metadata={"help": "Advantage estimator: grpo (with scale_rewards) or "
                                                      "rloo."})

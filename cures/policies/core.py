@@ -329,18 +329,25 @@ def make_policy(name: str, **params) -> Policy:
 def make_policy_for_budget(name: str, batch_size: int | None = None, budget: int | None = None, **params) -> Policy:
     """`make_policy` with a batch size and a rollout budget applied where the policy has such parameters.
 
-    A budgeted policy gets `budget` itself; a fixed-n policy (GRPO-style groups) gets n = max(2, budget // batch_size);
-    a policy with neither (e.g. `gvm`, `cures-released`, which size their steps themselves) ignores `budget`.
-    Explicit `params` win."""
-    names = {p.name for p in get_spec(name).params}
+    A budgeted policy gets `budget` itself. Otherwise, with GRPO's group size n = max(2, budget // batch_size), a
+    policy with `PolicySpec.group_size_params` gets those parameters (PODS generates 4n and trains n; Pilot-Commit
+    splits n into a 25 % pilot and a commit), unless `params` sets any of them; a fixed-n policy (GRPO-style groups)
+    gets n; a policy with none of these (e.g. `gvm`, `cures-released`, which size their steps themselves) ignores
+    `budget`. Explicit `params` win."""
+    spec = get_spec(name)
+    names = {p.name for p in spec.params}
     given = {}
     if batch_size is not None and "batch_size" in names:
         given["batch_size"] = batch_size
     if budget is not None:
+        n = max(2, budget // (batch_size or spec.defaults()["batch_size"]))
+        by_group = spec.group_size_params(n) if spec.group_size_params else None
         if "budget" in names:
             given["budget"] = budget
+        elif by_group is not None and not by_group.keys() & params.keys():
+            given.update(by_group)
         elif "n" in names:
-            given["n"] = max(2, budget // (batch_size or get_spec(name).defaults()["batch_size"]))
+            given["n"] = n
     given.update(params)
     return make_policy(name, **given)
 

@@ -173,6 +173,12 @@ def _check(v, n_prompts):
         raise ValueError(f"p_lower {v['p_lower']} is above 1 - p_upper = {1 - v['p_upper']}: no pilot could survive")
 
 
+def _group_size_params(n):
+    """GRPO's n per prompt split as the authors' pXcY runs: a 25 % pilot and the rest committed."""
+    pilot = max(2, n // 4)
+    return {"n_pilot": pilot, "n_commit": max(1, n - pilot)}
+
+
 SPEC = register(PolicySpec(
     name="pilot-commit",
     summary="Pilot-Commit: n_pilot rollouts per new prompt, commit n_commit more to mid-rate survivors (kept pilots).",
@@ -201,5 +207,6 @@ SPEC = register(PolicySpec(
     loss_weighting="per-rollout",
     resolve=_resolve,
     check=_check,
+    group_size_params=_group_size_params,
     doc=__doc__,
 ))

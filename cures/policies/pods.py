@@ -91,5 +91,6 @@ SPEC = register(PolicySpec(
     loss_weighting="per-rollout",
     resolve=_resolve,
     check=_check,
+    group_size_params=lambda n: {"n": 4 * n, "m": n},  # the paper's ratio: generate 4n, train GRPO's n
     doc=__doc__,
 ))

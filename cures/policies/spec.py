@@ -164,10 +164,12 @@ class PolicySpec:
 
     `kernel_params` (a NamedTuple class) is what `plan` and `observe` receive as P: its fields are the public
     parameters of the same names, after `resolve`, with `fixed` values and the class's own defaults for the rest.
-    `arrays` names the optional per-prompt arrays of `layout.State` the kernels use (`load(values, n_prompts)` may
-    supply some of them, e.g. features read from a file, instead of their zero start); `state_vars` and `step_vars`
-    add (name, dtype) scalars to S.vars and B.vars, with starting values from `init_vars(P)`; `capacity(P,
-    subset_size)` is the most slots one step can generate when the largest subset holds `subset_size` prompts.
+    `group_size_params(n)` says how a policy without a `budget` spends GRPO's n rollouts per prompt (used by
+    `make_policy_for_budget`). `arrays` names the optional per-prompt arrays of `layout.State` the kernels use
+    (`load(values, n_prompts)` may supply some of them, e.g. features read from a file, instead of their zero
+    start); `state_vars` and `step_vars` add (name, dtype) scalars to S.vars and B.vars, with starting values from
+    `init_vars(P)`; `capacity(P, subset_size)` is the most slots one step can generate when the largest subset holds
+    `subset_size` prompts.
     """
 
     name: str
@@ -187,6 +189,7 @@ class PolicySpec:
     loss_weighting: str = "per-prompt"  # "per-prompt" (paper Eq. 16) or "per-rollout" (token-mean)
     resolve: Callable[[dict, int], dict] | None = None  # fills values that depend on others or on n_prompts
     check: Callable[[dict, int], None] | None = None  # checks that need n_prompts
+    group_size_params: Callable[[int], dict] | None = None  # its parameters at GRPO's group size n (budget / m)
     doc: str = ""
 
     def defaults(self) -> dict:
