@@ -19,51 +19,55 @@ SIZES = (10_000, 1_000_000)
 IMPLEMENTATIONS = ("engine", "vectorised", "reference")
 
 
+def _config(scenario: str | None, shape: dict, n_prompts: int, steps: int, n_heldout: int = 1_000):
+    from simulator.config import build_config
+
+    return build_config(scenario, {"n_prompts": n_prompts, "n_heldout": n_heldout, "steps": steps,
+                                   "eval_every": steps, "seeds": 1, "threads": 1, **shape})
+
+
+def _warm_up(runner, policy: str, scenario: str | None, seed: int, shape: dict) -> None:
+    """A tiny run, so that compiled code is loaded and caches are filled before anything is timed."""
+    runner(policy, _config(scenario, shape, 2_000, 2, n_heldout=100), seed)
+
+
+def _timed_steps(runner, policy: str, scenario: str | None, n_prompts: int, steps: int, seed: int,
+                 shape: dict) -> tuple[float, float]:
+    """(marginal seconds per step, one-time setup seconds): runs of `steps` and 5 x `steps` steps, timed inside
+    training steps (evaluations excluded); their difference over 4 x `steps`."""
+    seconds = {}
+    for s in (steps, 5 * steps):
+        timer: list[float] = []
+        runner(policy, _config(scenario, shape, n_prompts, s), seed, timer=timer)
+        seconds[s] = sum(timer)
+    per_step = (seconds[5 * steps] - seconds[steps]) / (4 * steps)
+    return per_step, max(seconds[steps] - steps * per_step, 0.0)
+
+
 def _measure(which: str, policy: str, scenario: str | None, n_prompts: int, steps: int, seed: int,
              shape: dict | None = None) -> dict:
-    from simulator.config import build_config
     from simulator.reference import reference_seed, vectorised_seed
     from simulator.run import run_seed
 
     runner = {"engine": run_seed, "vectorised": vectorised_seed, "reference": reference_seed}[which]
     shape = shape or {}
-    small = build_config(scenario, {"n_prompts": 2_000, "n_heldout": 100, "steps": 2, "eval_every": 2,
-                                    "seeds": 1, "threads": 1, **shape})
-    runner(policy, small, seed)  # warm-up: compiled code loaded, caches filled
-    seconds = {}
-    for s in (steps, 5 * steps):
-        cfg = build_config(scenario, {"n_prompts": n_prompts, "n_heldout": 1_000, "steps": s, "eval_every": s,
-                                      "seeds": 1, "threads": 1, **shape})
-        timer: list[float] = []
-        runner(policy, cfg, seed, timer=timer)
-        seconds[s] = sum(timer)
-    per_step = (seconds[5 * steps] - seconds[steps]) / (4 * steps)
+    _warm_up(runner, policy, scenario, seed, shape)
+    per_step, setup = _timed_steps(runner, policy, scenario, n_prompts, steps, seed, shape)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
     return {"which": which, "n_prompts": n_prompts, "steps": 5 * steps, "seconds_per_step": per_step,
-            "steps_per_second": 1.0 / per_step, "setup_seconds": max(seconds[steps] - steps * per_step, 0.0),
-            "peak_rss_mb": peak_mb}
+            "steps_per_second": 1.0 / per_step, "setup_seconds": setup, "peak_rss_mb": peak_mb}
 
 
 def _per_step_pair(policies: tuple[str, str], scenario: str | None, n_prompts: int, steps: int, seed: int,
                    shape: dict, repeats: int) -> dict:
-    from simulator.config import build_config
     from simulator.run import run_seed
 
-    def cfg(s, n=n_prompts):
-        return build_config(scenario, {"n_prompts": n, "n_heldout": 1_000, "steps": s, "eval_every": s, "seeds": 1,
-                                       "threads": 1, **shape})
-
-    for p in policies:  # warm-up: compiled code loaded
-        run_seed(p, cfg(2, 2_000), seed)
+    for p in policies:
+        _warm_up(run_seed, p, scenario, seed, shape)
     out = {p: [] for p in policies}
     for _ in range(repeats):  # alternate, so that machine noise hits both alike
         for p in policies:
-            seconds = {}
-            for s in (steps, 5 * steps):
-                timer: list[float] = []
-                run_seed(p, cfg(s), seed, timer=timer)
-                seconds[s] = sum(timer)
-            out[p].append((seconds[5 * steps] - seconds[steps]) / (4 * steps))
+            out[p].append(_timed_steps(run_seed, p, scenario, n_prompts, steps, seed, shape)[0])
     return out
 
 

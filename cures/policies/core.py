@@ -339,12 +339,12 @@ def make_policy_for_budget(name: str, batch_size: int | None = None, budget: int
     given = {}
     if batch_size is not None and "batch_size" in names:
         given["batch_size"] = batch_size
-    if budget is not None:
+    if budget is not None and "budget" in names:
+        given["budget"] = budget
+    elif budget is not None:
         n = max(2, budget // (batch_size or spec.defaults()["batch_size"]))
         by_group = spec.group_size_params(n) if spec.group_size_params else None
-        if "budget" in names:
-            given["budget"] = budget
-        elif by_group is not None and not by_group.keys() & params.keys():
+        if by_group is not None and not by_group.keys() & params.keys():
             given.update(by_group)
         elif "n" in names:
             given["n"] = n

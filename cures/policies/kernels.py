@@ -329,7 +329,7 @@ def rho_update(S, ids, tau):
     """Line 15 of Algorithm 1 for the prompts `ids`: their Eq. 14 weights from their new posterior means."""
     weights = np.empty(ids.shape[0])
     for i in range(ids.shape[0]):
-        weights[i] = sampling_weight_nb(posterior_mean(S.alpha, S.beta, ids[i]), tau)
+        weights[i] = rho_weight(S, ids[i], tau)
     tree_set(S.tree, S.vars.tree_height, ids, weights)
 
 
