@@ -388,7 +388,7 @@ def bench(
     None,
     versus: Annotated[str | None, typer.Option("--versus", help="Instead: time the engine's steps of --policy "
                                                "and of this policy alternately, at the first size, and print the "
-                                               "cost ratio.")] = None,
+                                               "cost ratio (median per repeat, and of the fastest repeats).")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Alternations for --versus.")] = 7,
 ):
     """Time the compiled engine against two NumPy references (per rollout, and vectorised over the batch), side by
@@ -418,7 +418,8 @@ def bench(
             us = ", ".join(f"{1e6 * t:.1f}" for t in r["seconds_per_step"][name])
             console.print(f"{name}: us per step {us}", highlight=False)
         console.print(f"{policy} / {versus} per step: median {r['median_ratio']:.2f} (per repeat "
-                      f"{', '.join(f'{x:.2f}' for x in r['ratios'])})", highlight=False)
+                      f"{', '.join(f'{x:.2f}' for x in r['ratios'])}); fastest repeats {r['min_ratio']:.2f}",
+                      highlight=False)
         return
     results = run_bench(policy, scenario, ns, batch_size=batch_size, budget=budget)
     table = Table(title=f"engine vs reference ({policy})")

@@ -91,10 +91,14 @@ def test_bench_versus_times_two_policies_alternately():
                     "--repeats", "2")
     assert res.returncode == 0, res.stderr
     lines = {line.split(":")[0]: line for line in res.stdout.splitlines() if ":" in line}
+    times_of = {}
     for name in ("cures", "grpo"):
         times = [float(t) for t in lines[name].split("per step")[1].split(",")]
         assert len(times) == 2 and all(t > 0 for t in times)
-    assert "cures / grpo per step: median" in res.stdout
+        times_of[name] = times
+    ratio_line = res.stdout[res.stdout.index("cures / grpo per step: median"):]
+    fastest = float(ratio_line.split("fastest repeats")[1].split()[0])
+    assert fastest == pytest.approx(min(times_of["cures"]) / min(times_of["grpo"]), rel=0.02)
 
 
 @pytest.mark.parametrize(
