@@ -105,7 +105,7 @@ def _scan_draw(tree, h, u):
 @njit(cache=True)
 def tree_find(tree, h, u, out):
     """out[i] = the leaf at position u[i] in [0, root) of the running sum of the weights: the scan of `_scan_draw`,
-    bit for bit, for any tree (sums that drifted or were damaged included).
+    bit for bit, for any u[i] >= 0 (not NaN) and any tree (sums that drifted or were damaged included).
 
     Speed: four positions walk the tree in lockstep, and each node is scanned without branches: all 16 remainders
     r_{c+1} = r_c - w_c are formed (r_c >= w_c exactly when r_{c+1} >= 0, so the scan stops after the non-negative
