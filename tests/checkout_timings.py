@@ -2,11 +2,15 @@
 
     python tests/checkout_timings.py compile /path/to/old/checkout . --repeats 3
     python tests/checkout_timings.py steps /path/to/old/checkout . --repeats 5
+    python tests/checkout_timings.py pieces /path/to/old/checkout . --repeats 3
 
 `compile`: cold compile time of the twelve first policies through both of their callers. Each run is a fresh
 interpreter with an empty NUMBA_CACHE_DIR that plans and observes one step of each through the Python interface and
 runs a few
 steps of the simulator's compiled loop for each (IRT and tabular): what the test suite compiles for the policies.
+
+`pieces`: the best of five timings of two CurES pieces in compiled loops: 256 draws from a sum tree of 10,000 Eq. 14
+weights, and Eq. 20's exact allocation of 2,048 rollouts over 256 prompts (64 varied weight vectors).
 
 `steps`: per-step cost of `grpo` and `cures` at 10,000 prompts, 256 prompts and 2,048 rollouts per step, one
 thread, in the compiled engine and in the vectorised NumPy reference (which calls the policy from Python), measured
@@ -56,6 +60,45 @@ for policy in ("grpo", "cures"):
 print(json.dumps(out))
 """
 
+PIECES = """
+import json, time
+import numpy as np
+from numba import njit
+from cures.sumtree import leaves, new_tree, tree_draws, tree_rebuild
+from cures.theory import allocate_into, sampling_weight_nb
+
+@njit
+def draw_loop(tree, h, rng, out, reps):
+    for _ in range(reps):
+        tree_draws(tree, h, rng, out)
+
+@njit
+def allocation_loop(W, out, reps):
+    for _ in range(reps):
+        for k in range(W.shape[0]):
+            allocate_into(W[k], 2048, 2, 0, out[k])
+
+def best_of(f, args, calls):
+    f(*args, 1)
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        f(*args, calls)
+        times.append((time.perf_counter() - t0) / calls)
+    return 1e6 * min(times)
+
+rng = np.random.default_rng(0)
+tree, h = new_tree(10_000)  # Eq. 14 weights (tau 0.1) of Beta(0.5, 0.5) pass rates
+leaves(tree, h, 10_000)[:] = [sampling_weight_nb(p, 0.1) for p in rng.beta(0.5, 0.5, 10_000)]
+tree_rebuild(tree, h)
+k = rng.integers(0, 30, (64, 256))  # 64 varied weight vectors: sqrt(p_hat (1 - p_hat)) of Beta counts
+p_hat = (k + 1) / (k + rng.integers(0, 30, (64, 256)) + 2)
+W = np.sqrt(p_hat * (1 - p_hat))
+out = {"256 sum-tree draws us": best_of(draw_loop, (tree, h, np.random.default_rng(1), np.empty(256, np.int64)), 2000),
+       "Eq. 20 allocation of 256 us": best_of(allocation_loop, (W, np.empty((64, 256), np.int64)), 30) / 64}
+print(json.dumps(out))
+"""
+
 
 def _run(root: Path, code: str, env: dict) -> str:
     res = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root), **env},
@@ -69,18 +112,19 @@ def measure(what: str, root: Path) -> dict[str, float]:
             t0 = time.perf_counter()
             _run(root, COMPILE, {"NUMBA_CACHE_DIR": cache})
             return {"cold compile s": time.perf_counter() - t0}
-    return json.loads(_run(root, STEPS, {"NUMBA_NUM_THREADS": "1"}).strip().splitlines()[-1])
+    code = STEPS if what == "steps" else PIECES
+    return json.loads(_run(root, code, {"NUMBA_NUM_THREADS": "1"}).strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("compile", "steps"))
+    parser.add_argument("what", choices=("compile", "steps", "pieces"))
     parser.add_argument("roots", nargs="+", type=Path, help="checkouts to compare (the first is the reference)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    if args.what == "steps":
+    if args.what != "compile":
         for root in args.roots:  # compile (or load) each checkout's kernels before timing anything
-            measure("steps", root.resolve())
+            measure(args.what, root.resolve())
     runs: dict[Path, list[dict]] = {root: [] for root in args.roots}
     for _ in range(args.repeats):
         for root in args.roots:
