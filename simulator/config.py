@@ -151,8 +151,8 @@ def load_scenario(name_or_path: str | None) -> dict:
     named = SCENARIO_DIR / f"{name_or_path}.toml"
     path = named if named.is_file() else Path(name_or_path)
     if not path.is_file():
-        raise ValueError(f"unknown scenario {name_or_path!r}: not one of {', '.join(available_scenarios())} and not a "
-                         ".toml file")
+        raise ValueError(f"unknown scenario {name_or_path!r}: not one of {', '.join(available_scenarios())} and no "
+                         "such .toml file")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:

@@ -102,7 +102,11 @@ print(json.dumps(out))
 
 def _run(root: Path, code: str, env: dict) -> str:
     res = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root), **env},
-                         check=True, capture_output=True, text=True)
+                         capture_output=True, text=True)
+    if res.returncode != 0:  # e.g. an old checkout without what is timed: its last error line, exit 2
+        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"checkout_timings.py: error: {root}: {last}", file=sys.stderr)
+        sys.exit(2)
     return res.stdout
 
 
@@ -122,6 +126,9 @@ def main() -> None:
     parser.add_argument("roots", nargs="+", type=Path, help="checkouts to compare (the first is the reference)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    for root in args.roots:
+        if not (root / "cures" / "sumtree.py").is_file():
+            parser.error(f"{root} is not a checkout of this project (no cures/sumtree.py)")
     if args.what != "compile":
         for root in args.roots:  # compile (or load) each checkout's kernels before timing anything
             measure(args.what, root.resolve())
