@@ -3,9 +3,11 @@
 scores drawn in whole arrays, the engine's own method), which is what a careful NumPy implementation would do.
 
 Each measurement runs in a fresh subprocess (so its peak memory is its own) on the same scenario and seed, after a
-warm-up run that loads the compiled code. The cost of a step is marginal: two runs of S and 5 S steps are timed
-(seconds inside training steps, evaluations excluded) and the difference is divided by 4 S, so one-time O(N) work
-(shuffling a million prompts, filling the sampling tree) is reported apart, as `setup_seconds`.
+warm-up run that loads the compiled code. The cost of a step is marginal: one run of 1 + CHUNKS chunks of S steps is
+timed chunk by chunk (seconds inside training steps, evaluations excluded); the first chunk carries the one-time O(N)
+work (shuffling a million prompts, filling the sampling tree), reported apart as `setup_seconds`, and a step costs the
+median of the other chunks over S. A median of positive times is positive and robust to a chunk slowed by the
+machine, where the difference of two single runs could come out negative on a noisy machine.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ SIZES = (10_000, 1_000_000)
 
 
 IMPLEMENTATIONS = ("engine", "vectorised", "reference")
+CHUNKS = 4  # timed chunks after the first, per measurement
 
 
-def _config(scenario: str | None, shape: dict, n_prompts: int, steps: int, n_heldout: int = 1_000):
+def _config(scenario: str | None, shape: dict, n_prompts: int, steps: int, n_heldout: int = 1_000,
+            chunk: int | None = None):
     from simulator.config import build_config
 
     return build_config(scenario, {"n_prompts": n_prompts, "n_heldout": n_heldout, "steps": steps,
-                                   "eval_every": steps, "seeds": 1, "threads": 1, **shape})
+                                   "eval_every": chunk or steps, "seeds": 1, "threads": 1, "max_rollouts": 0,
+                                   "max_compute": 0.0, **shape})  # every step is timed: a scenario's caps are lifted
 
 
 def _warm_up(runner, policy: str, scenario: str | None, seed: int, shape: dict) -> None:
@@ -33,15 +38,16 @@ def _warm_up(runner, policy: str, scenario: str | None, seed: int, shape: dict) 
 
 def _timed_steps(runner, policy: str, scenario: str | None, n_prompts: int, steps: int, seed: int,
                  shape: dict) -> tuple[float, float]:
-    """(marginal seconds per step, one-time setup seconds): runs of `steps` and 5 x `steps` steps, timed inside
-    training steps (evaluations excluded); their difference over 4 x `steps`."""
-    seconds = {}
-    for s in (steps, 5 * steps):
-        timer: list[float] = []
-        runner(policy, _config(scenario, shape, n_prompts, s), seed, timer=timer)
-        seconds[s] = sum(timer)
-    per_step = (seconds[5 * steps] - seconds[steps]) / (4 * steps)
-    return per_step, max(seconds[steps] - steps * per_step, 0.0)
+    """(marginal seconds per step, one-time setup seconds) from one run of (1 + CHUNKS) x `steps` steps timed in
+    chunks of `steps`: the median of the later chunks over `steps`, and what the first chunk took beyond that."""
+    import statistics
+
+    timer: list[float] = []
+    runner(policy, _config(scenario, shape, n_prompts, (1 + CHUNKS) * steps, chunk=steps), seed, timer=timer)
+    if len(timer) != 1 + CHUNKS:
+        raise RuntimeError(f"{policy} stopped after {len(timer)} of {1 + CHUNKS} timed chunks")
+    per_step = statistics.median(timer[1:]) / steps
+    return per_step, max(timer[0] - steps * per_step, 0.0)
 
 
 def _measure(which: str, policy: str, scenario: str | None, n_prompts: int, steps: int, seed: int,
@@ -54,7 +60,7 @@ def _measure(which: str, policy: str, scenario: str | None, n_prompts: int, step
     _warm_up(runner, policy, scenario, seed, shape)
     per_step, setup = _timed_steps(runner, policy, scenario, n_prompts, steps, seed, shape)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-    return {"which": which, "n_prompts": n_prompts, "steps": 5 * steps, "seconds_per_step": per_step,
+    return {"which": which, "n_prompts": n_prompts, "steps": (1 + CHUNKS) * steps, "seconds_per_step": per_step,
             "steps_per_second": 1.0 / per_step, "setup_seconds": setup, "peak_rss_mb": peak_mb}
 
 

@@ -193,7 +193,8 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
                    timer: list | None = None, stop=None, vectorised: bool = False) -> SeedRun:
     """One seed of the per-rollout reference (or, `vectorised`, of the NumPy version that draws each slot's
     successes and each step's summed scores in whole arrays, as the engine does): same population, policy and
-    schedule as `simulator.run.run_seed`."""
+    schedule as `simulator.run.run_seed` (`timer`, if given, receives the seconds spent stepping in each chunk of
+    `eval_every` steps, as the engine's does)."""
     policy = policy_for(name, cfg)
     C = engine_config(cfg, policy, max_rollouts)
     tabular = cfg.mode == "tabular"
@@ -230,6 +231,7 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
             tally[key] = 0
 
     record()
+    spent = 0.0  # seconds stepping since the last evaluation
     for step in range(cfg.steps):
         if stop is not None and stop.is_set():
             raise Stopped
@@ -252,13 +254,17 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
         if cfg.clip > 0 and cfg.lr * norm > cfg.clip:
             step_size = cfg.clip / norm
         model.theta[:] += step_size * grad
-        if timer is not None:
-            timer.append(time.perf_counter() - t0)
+        spent += time.perf_counter() - t0
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            if timer is not None:
+                timer.append(spent)
+            spent = 0.0
             record()
         if progress is not None:
             progress(1)
     if tally["steps"]:
+        if timer is not None:
+            timer.append(spent)
         record()
     return SeedRun(seed, np.array(rows, dtype=float), np.array(hists),
                    tally["first_zero"] / max(tally["first_slots"], 1), tally["zero_all"] / max(tally["slots_all"], 1),

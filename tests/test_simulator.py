@@ -5,10 +5,13 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from cures.policies import available
 from cures.theory import rollout_sigma, zero_variance_prob
+from simulator.bench import CHUNKS, _timed_steps
 from simulator.config import build_config, load_scenario, parse_overrides
 from simulator.engine import COLUMNS, EngineConfig, score_statistics
 from simulator.population import build_population, parse_pass_rate_spec
@@ -208,3 +211,31 @@ def test_users_can_write_their_own_scenario(tmp_path):
     path.write_text("n_prompts = [\n")
     with pytest.raises(ValueError, match="not valid TOML"):
         build_config(str(path))
+
+
+@pytest.mark.parametrize("runner", [run_seed, vectorised_seed, reference_seed])
+def test_every_runner_times_each_chunk_of_eval_every_steps(runner):
+    """`cures bench` reads one timing per chunk of eval_every steps (a last short chunk included), from any runner."""
+    cfg = build_config(None, {**SMALL, "steps": 7, "eval_every": 3, "seeds": 1})
+    timer = []
+    runner("grpo", cfg, 0, timer=timer)
+    assert len(timer) == 3 and all(t > 0 for t in timer)
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks=st.lists(st.floats(1e-7, 10.0), min_size=1 + CHUNKS, max_size=1 + CHUNKS),
+       steps=st.integers(1, 1000))
+def test_bench_step_cost_is_positive_and_robust_to_one_slow_chunk(chunks, steps):
+    """The marginal cost of a step is the median later chunk over its steps: positive for any positive timings (a
+    difference of two noisy runs could be negative), unmoved by one chunk slowed 1000x, and setup is never negative."""
+    def runner(policy, cfg, seed, timer):
+        assert cfg.steps == (1 + CHUNKS) * steps and cfg.eval_every == steps
+        timer.extend(chunks)
+
+    per_step, setup = _timed_steps(runner, "grpo", None, 1000, steps, 0, {})
+    assert per_step > 0 and setup >= 0
+    assert per_step * steps == pytest.approx(float(np.median(chunks[1:])))
+    slowed = chunks[:1] + [chunks[1] * 1000] + chunks[2:]
+    chunks[:] = slowed
+    assert min(chunks[1:]) / steps <= _timed_steps(runner, "grpo", None, 1000, steps, 0, {})[0] <= max(
+        slowed[2:]) / steps
