@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 import cures
 from cures._io import check_output_dir
@@ -38,10 +39,10 @@ class OneLineUsageErrors(typer.Typer):
         except ClickException as exc:
             ctx = getattr(exc, "ctx", None)
             where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-            err_console.print(f"[bold red]error:[/] {exc.format_message()}{where}", highlight=False, soft_wrap=True)
+            err_console.print(_error_line(f"{exc.format_message()}{where}"), highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         except Abort:
-            err_console.print("[bold red]error:[/] interrupted", highlight=False)
+            err_console.print(_error_line("interrupted"), highlight=False)
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -54,13 +55,20 @@ app = OneLineUsageErrors(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+# No markup, no emoji codes: what is printed holds user text (paths, values, file contents) that must appear as
+# typed; "[/]" in it would otherwise raise rich's MarkupError, "[red]" would vanish and ":fire:" become an emoji.
+# Styles come from Text objects.
+console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
+
+
+def _error_line(message: str) -> Text:
+    return Text.assemble(("error:", "bold red"), " ", message)
 
 
 def fail(message: str, code: int = 2):
     """Print a one-line error and exit with `code`."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(_error_line(message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -78,7 +86,7 @@ def user_errors(fn):
             if threading.active_count() > 1:
                 # a worker thread inside a chunk of compiled steps, or compiling a kernel (minutes on a first run),
                 # would hold the interpreter's exit until it finishes; results are staged, so nothing is lost
-                err_console.print("[bold red]error:[/] interrupted", highlight=False)
+                err_console.print(_error_line("interrupted"), highlight=False)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(130)
@@ -132,10 +140,10 @@ def policies(
             params = "\n".join(f"{p.name}={p.display or _fmt(p.default)}" for p in spec.params)
             table.add_row(n, spec.summary, params)
         console.print(table)
-        console.print("Details: [bold]cures policies NAME[/]")
+        console.print(Text.assemble("Details: ", ("cures policies NAME", "bold")))
         return
     spec = get_spec(name)
-    console.print(f"[bold cyan]{spec.name}[/]: {spec.summary}\n", highlight=False)
+    console.print(Text.assemble((spec.name, "bold cyan"), f": {spec.summary}\n"), highlight=False)
     console.print(spec.doc.strip(), highlight=False, markup=False, soft_wrap=True)
     console.print(f"\nloss weighting: {spec.loss_weighting}")
     table = Table(title=f"{spec.name} parameters")
@@ -171,10 +179,11 @@ def _sim_config(scenario, n_prompts, steps, batch_size, budget, seeds, seed, ini
 
 
 def _progress(total: int, what: str = "simulating steps"):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=err_console, transient=True, disable=not err_console.is_terminal)
+    bar = Progress(TextColumn("{task.description}", style="progress.description", markup=False), BarColumn(),
+                   MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True,
+                   disable=not err_console.is_terminal)
     return bar, bar.add_task(what, total=total)
 
 
@@ -293,7 +302,7 @@ def sweep(
     grid: Annotated[list[str] | None, typer.Option("--grid", help="KEY=V1,V2,... (repeatable): a setting of "
                                                    "`--set`, or policy.PARAM for every policy that has it; "
                                                    "KEY=[...] as a TOML array for values with commas.")] = None,
-    grid_file: Annotated[str | None, typer.Option("--grid-file", help="A grid TOML file ([grid], [settings], "
+    grid_file: Annotated[str | None, typer.Option("--grid-file", help="A grid TOML file (\\[grid], \\[settings], "
                                                   "policies, scenario, match) or a named one: regimes.")] = None,
     policies: Annotated[str | None, typer.Option("--policies", help="Comma-separated policies, the baseline "
                                                  "first (default grpo,cures, or the grid file's).")] = None,
@@ -503,7 +512,7 @@ def scenarios():
 
     for name in available_scenarios():
         first = (SCENARIO_DIR / f"{name}.toml").read_text().splitlines()[0]
-        console.print(f"[bold]{name}[/]: {first.removeprefix('description = ').strip(chr(34))}")
+        console.print(Text.assemble((name, "bold"), f": {first.removeprefix('description = ').strip(chr(34))}"))
 
 
 def run():  # pragma: no cover - console-script convenience

@@ -4,6 +4,9 @@ import subprocess
 import sys
 
 import pytest
+import typer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import cures
 from cures.policies import available, get_spec
@@ -205,3 +208,35 @@ def test_usage_errors_are_one_line_naming_the_option(args):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out.stderr, out.stderr
     assert args[1] in lines[0] or "unexpected extra argument" in lines[0].lower(), lines[0]
+
+
+@pytest.mark.parametrize("text", ["/tmp/[/]x.toml", "/tmp/[red]x[/red].toml", "/tmp/:fire:.toml"])
+def test_user_text_in_an_error_is_printed_as_typed(text):
+    """Brackets and emoji codes in a value are not rich markup: "[/]" used to raise MarkupError (a traceback), and
+    "[red]" vanished from the message."""
+    out = cures_cli("simulate", "--scenario", text)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == (f"error: unknown scenario '{text}': not one of default, paper-1.5b and no such "
+                                  ".toml file")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=st.one_of(
+    st.lists(st.sampled_from(["[", "]", "/", ":", "\\", "red", "bold", "fire", "link=x", " ", "=", "a"]), min_size=1,
+             max_size=20).map("".join),  # markup and emoji syntax, densely
+    st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=80)))
+def test_fail_prints_any_message_verbatim_on_one_line(message, capsys):
+    """`fail` (every command's bad-input exit) prints "error: " and the message unchanged, whatever it holds."""
+    from cures.cli import fail
+
+    with pytest.raises(typer.Exit) as exit_info:
+        fail(message)
+    assert exit_info.value.exit_code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_styled_lines_keep_their_text():
+    out = cures_cli("policies", "cures")
+    assert out.returncode == 0 and out.stdout.startswith("cures: CurES: rho* sampling")
+    out = cures_cli("scenarios")
+    assert out.returncode == 0 and out.stdout.startswith("default: ")
