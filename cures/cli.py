@@ -321,11 +321,16 @@ def sweep(
 
     spec = load_grid_file(grid_file) if grid_file else {}
     axes = dict(spec.get("grid", {}))
+    given = set()
     for text in grid or []:
         key, values = parse_grid_option(text)
-        axes[key] = values
+        if key in given:
+            fail(f"--grid {key} is given twice; list every value once: --grid {key}=V1,V2,...")
+        given.add(key)
+        axes[key] = values  # the command line's axis replaces the grid file's
     settings, policy_params = parse_overrides(set_ or [])
     settings = {**spec.get("settings", {}), **settings}
+    policy_params = {**spec.get("policy_settings", {}), **policy_params}
     if seeds is not None:
         settings["seeds"] = seeds
     names = [p.strip() for p in policies.split(",") if p.strip()] if policies else spec.get("policies",
@@ -339,6 +344,9 @@ def sweep(
     with bar:
         info = run_sweep(plan, out, jobs, progress=lambda done, total: bar.update(task, completed=done))
     console.print(Path(out / "regime_map.md").read_text(), markup=False, highlight=False, soft_wrap=True)
+    if info["cells_rerun"]:
+        err_console.print(f"note: {info['cells_rerun']} cells ran again: their saved results in {out}/cells were "
+                          "damaged", highlight=False, soft_wrap=True)
     console.print(f"{info['cells']} cells ({info['cells_reused']} already done), {info['runs']} runs, "
                   f"{info['wall_seconds']:.0f} s; wrote {out}/sweep.csv, sweep.parquet, regime_map.* and sweep.json",
                   highlight=False)

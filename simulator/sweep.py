@@ -24,6 +24,7 @@ from simulator.config import FIELDS, build_config, parse_value
 
 GRID_DIR = Path(__file__).parent / "grids"
 POLICY_PREFIX = "policy."
+NOT_GRIDDED = ("policy_params", "seeds", "seed", "threads")  # seeds are a cell's replicates, threads its speed
 
 
 @dataclass
@@ -92,10 +93,13 @@ class Sweep:
                 if key[len(POLICY_PREFIX):] not in known:
                     raise ValueError(f"grid {key}: no policy of {', '.join(self.policies)} has parameter "
                                      f"{key[len(POLICY_PREFIX):]!r}")
-            elif key not in FIELDS or key in ("policy_params", "seeds", "seed", "threads"):
+            elif key not in FIELDS or key in NOT_GRIDDED:
                 raise ValueError(f"grid {key}: not a setting that can vary over cells; allowed: "
-                                 f"{', '.join(k for k in FIELDS if k not in ('policy_params', 'threads'))}, "
-                                 "or policy.PARAM")
+                                 f"{', '.join(k for k in FIELDS if k not in NOT_GRIDDED)}, or policy.PARAM")
+            seen = [json.dumps(v, sort_keys=True) for v in values]
+            repeated = next((v for v, text in zip(values, seen, strict=True) if seen.count(text) > 1), None)
+            if repeated is not None:
+                raise ValueError(f"grid {key}: value {repeated!r} is given twice (its cells would run twice)")
         from simulator.run import policy_for
 
         for cell in self.cells():
@@ -130,8 +134,9 @@ def parse_grid_option(text: str) -> tuple[str, list]:
 
 
 def load_grid_file(name_or_path: str) -> dict:
-    """A grid file (TOML): `policies`, `scenario`, `match`, `seeds`, a [settings] table of fixed settings and a [grid]
-    table of KEY = [values]; a bare name is one of `simulator/grids/`."""
+    """A grid file (TOML): `policies`, `scenario`, `match`, a [settings] table of fixed settings and a [grid] table of
+    KEY = [values]; in both, `policy.PARAM` (a dotted key, or a [grid.policy] table) is a policy parameter, returned
+    apart as `policy_settings` for [settings]. A bare name is one of `simulator/grids/`."""
     named = GRID_DIR / f"{name_or_path}.toml"
     path = named if named.is_file() else Path(name_or_path)
     if not path.is_file():
@@ -149,6 +154,18 @@ def load_grid_file(name_or_path: str) -> dict:
     for key, kind in (("policies", list), ("scenario", str), ("match", str), ("settings", dict), ("grid", dict)):
         if key in data and not isinstance(data[key], kind):
             raise ValueError(f"--grid-file {path}: {key} must be a {kind.__name__}; got {data[key]!r}")
+    for table in ("settings", "grid"):  # `policy.tau = ...` or a [grid.policy] table: TOML nests dotted keys
+        flat = {}
+        for key, value in data.get(table, {}).items():
+            if key == "policy" and isinstance(value, dict):
+                flat |= {f"{POLICY_PREFIX}{k}": v for k, v in value.items()}
+            else:
+                flat[key] = value
+        if table in data:
+            data[table] = flat
+    settings = data.get("settings", {})
+    data["policy_settings"] = {k[len(POLICY_PREFIX):]: settings.pop(k) for k in list(settings)
+                               if k.startswith(POLICY_PREFIX)}
     return data
 
 
@@ -208,12 +225,39 @@ def _run_and_save(args) -> str:
     return sweep.cell_id(cell)
 
 
+def saved_cell(sweep: Sweep, out: Path, cell: dict):
+    """A finished cell's (seed rows, policy rows) from `out/cells/`; None when it has not run. A saved file that
+    cannot be read (truncated, overwritten) or holds another cell's rows also gives None, so the cell runs again:
+    the saved cells are a cache of `run_cell`. A path there that is not a file is a ValueError."""
+    import pandas as pd
+
+    paths = _cell_paths(out, sweep.cell_id(cell))
+    for path in paths:
+        if path.exists() and not path.is_file():
+            raise ValueError(f"--out {out}: {path} is not a file; remove it to run that cell again")
+    if not all(path.is_file() for path in paths):
+        return None
+    try:
+        seeds, policies = (pd.read_parquet(path) for path in paths)
+    except Exception:  # noqa: BLE001 - any unreadable file (pyarrow raises several types) means: run the cell again
+        return None
+    cell_id = sweep.cell_id(cell)
+    for frame in (seeds, policies):
+        if "cell" not in frame or not (frame["cell"] == cell_id).all() or "policy" not in frame:
+            return None
+    if list(policies["policy"]) != list(sweep.policies):
+        return None
+    return seeds, policies
+
+
 def run_sweep(sweep: Sweep, out: Path, jobs: int = 2, progress=None) -> dict:
     """Run the cells not yet in `out/cells/` in `jobs` processes (`progress(done, total)` after each), then write
-    sweep.csv/.parquet (cell x policy x seed), regime_map.csv/.parquet/.md/.png and sweep.json."""
+    sweep.csv/.parquet (cell x policy x seed), regime_map.csv/.parquet/.md/.png and sweep.json. `cells_rerun` counts
+    the cells whose saved results were damaged and ran again."""
     out = Path(out)
     cells = sweep.cells()
-    todo = [c for c in cells if not _cell_paths(out, sweep.cell_id(c))[1].is_file()]
+    todo = [c for c in cells if saved_cell(sweep, out, c) is None]
+    rerun = sum(1 for c in todo if any(p.exists() for p in _cell_paths(out, sweep.cell_id(c))))
     done = len(cells) - len(todo)
     if progress is not None:
         progress(done, len(cells))
@@ -225,7 +269,8 @@ def run_sweep(sweep: Sweep, out: Path, jobs: int = 2, progress=None) -> dict:
         except BlockingIOError:
             raise ValueError(f"--out {out}: another cures sweep is writing there") from None
         _run_cells(sweep, out, todo, jobs, done, len(cells), progress)
-        return write_results(sweep, out, cells, time.perf_counter() - t0, len(cells) - len(todo))
+        return {**write_results(sweep, out, cells, time.perf_counter() - t0, len(cells) - len(todo)),
+                "cells_rerun": rerun}
 
 
 def _run_cells(sweep: Sweep, out: Path, todo: list[dict], jobs: int, done: int, total: int, progress) -> None:
@@ -251,8 +296,14 @@ def write_results(sweep: Sweep, out: Path, cells: list[dict], wall: float, reuse
     from analysis.regime import regime_map_frame, regime_markdown, regime_plot
     from simulator.output import write_json, write_table
 
-    seeds = pd.concat([pd.read_parquet(_cell_paths(out, sweep.cell_id(c))[0]) for c in cells], ignore_index=True)
-    policies = pd.concat([pd.read_parquet(_cell_paths(out, sweep.cell_id(c))[1]) for c in cells], ignore_index=True)
+    frames = []
+    for cell in cells:
+        frame = saved_cell(sweep, out, cell)
+        if frame is None:
+            raise ValueError(f"--out {out}: the results of cell {_label(cell)} changed while the sweep ran")
+        frames.append(frame)
+    seeds = pd.concat([f[0] for f in frames], ignore_index=True)
+    policies = pd.concat([f[1] for f in frames], ignore_index=True)
     regime = regime_map_frame(policies, list(sweep.grid), sweep.match, sweep.policies[0])
     files = [*write_table(out / "sweep", seeds), *write_table(out / "regime_map", regime)]
     files.append(regime_plot(out / "regime_map.png", regime, list(sweep.grid), sweep.match, sweep.policies[0]))

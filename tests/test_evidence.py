@@ -151,6 +151,17 @@ def test_sweep_writes_a_tidy_table_resumes_and_does_not_depend_on_the_process_co
     assert res.returncode == 0 and json.loads((two / "sweep.json").read_text())["cells_reused"] == 3
     pd.testing.assert_frame_equal(table, pd.read_parquet(two / "sweep.parquet"))
 
+    # damaged saved cells run again: a truncated file, an empty one, and another cell's results under this cell's name
+    seeds_files, policy_files = (sorted((two / "cells").glob(f"*.{kind}.parquet")) for kind in ("seeds", "policies"))
+    seeds_files[0].write_bytes(seeds_files[0].read_bytes()[:200])
+    policy_files[1].write_bytes(b"")
+    policy_files[2].write_bytes(policy_files[3].read_bytes())
+    res = cli(*_sweep_args(two, "--jobs", "2"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "note: 3 cells ran again" in res.stderr
+    assert json.loads((two / "sweep.json").read_text())["cells_reused"] == 1
+    pd.testing.assert_frame_equal(table, pd.read_parquet(two / "sweep.parquet"))
+
 
 def test_sweep_stops_on_ctrl_c_and_keeps_finished_cells(tmp_path):
     out = tmp_path / "s"
@@ -183,6 +194,9 @@ def test_sweep_stops_on_ctrl_c_and_keeps_finished_cells(tmp_path):
     (("--grid-file", "/no/such.toml"), "--grid-file /no/such.toml: not a file"),
     (("--grid", "passes=1", "--jobs", "0"), "--jobs must be"),
     (("--grid", "passes=1", "--set", "policy.tau=0.1", "--policies", "grpo,dapo"), "policy.tau: no policy"),
+    (("--grid", "passes=1,2,1"), "grid passes: value 1 is given twice"),
+    (("--grid", "passes=1", "--grid", "passes=2"), "--grid passes is given twice"),
+    (("--grid", "seeds=1,2"), "grid seeds: not a setting that can vary"),
 ])
 def test_bad_sweeps_are_one_line_errors(tmp_path, args, message):
     res = cli("sweep", *args, "--out", str(tmp_path / "o"))
@@ -201,6 +215,20 @@ def test_grid_file_and_bad_grid_file(tmp_path):
     bad.write_text("grid = 3\n")
     res = cli("sweep", "--grid-file", str(bad), "--out", str(tmp_path / "p"))
     assert res.returncode == 2 and "grid must be a dict" in res.stderr
+
+
+def test_grid_file_policy_parameters_in_any_toml_spelling(tmp_path):
+    """`"policy.tau"`, a dotted `policy.tau` and a [grid.policy] table are the same axis; policy settings go apart."""
+    from simulator.sweep import load_grid_file
+
+    spellings = ['[grid]\n"policy.tau" = [0.1, 0.2]\n', "[grid]\npolicy.tau = [0.1, 0.2]\n",
+                 "[grid.policy]\ntau = [0.1, 0.2]\n"]
+    for i, text in enumerate(spellings):
+        path = tmp_path / f"g{i}.toml"
+        path.write_text("[settings]\nn_prompts = 200\npolicy.n_min = 3\n" + text)
+        data = load_grid_file(str(path))
+        assert data["grid"] == {"policy.tau": [0.1, 0.2]}
+        assert data["settings"] == {"n_prompts": 200} and data["policy_settings"] == {"n_min": 3}
 
 
 def test_compare_match_option_and_its_files(tmp_path):
