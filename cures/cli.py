@@ -406,7 +406,9 @@ def bench(
     versus: Annotated[str | None, typer.Option("--versus", help="Instead: time the engine's steps of --policy "
                                                "and of this policy alternately, at the first size, and print the "
                                                "cost ratio (median per repeat, and of the fastest repeats).")] = None,
-    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Alternations for --versus.")] = 7,
+    repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="Rounds, each measuring every "
+                                                "implementation (or both policies with --versus) once, alternately; "
+                                                "medians are shown. Default 3 (7 with --versus).")] = None,
 ):
     """Time the compiled engine against two NumPy references (per rollout, and vectorised over the batch), side by
     side, and print the ratios; or, with --versus, one policy's engine steps against another's."""
@@ -430,7 +432,8 @@ def bench(
         for name in (policy, versus or policy):  # a shape a policy cannot run fails here, in one line
             policy_for(name, build_config(scenario, shape))
     if versus is not None:
-        r = compare_policies(policy, versus, scenario, ns[0], repeats=repeats, batch_size=batch_size, budget=budget)
+        r = compare_policies(policy, versus, scenario, ns[0], repeats=repeats or 7, batch_size=batch_size,
+                             budget=budget)
         for name in (policy, versus):
             us = ", ".join(f"{1e6 * t:.1f}" for t in r["seconds_per_step"][name])
             console.print(f"{name}: us per step {us}", highlight=False)
@@ -438,8 +441,8 @@ def bench(
                       f"{', '.join(f'{x:.2f}' for x in r['ratios'])}); fastest repeats {r['min_ratio']:.2f}",
                       highlight=False)
         return
-    results = run_bench(policy, scenario, ns, batch_size=batch_size, budget=budget)
-    table = Table(title=f"engine vs reference ({policy})")
+    results = run_bench(policy, scenario, ns, batch_size=batch_size, budget=budget, repeats=repeats or 3)
+    table = Table(title=f"engine vs reference ({policy}), medians of {repeats or 3} alternating rounds")
     for col in ("prompts", "implementation", "steps/s", "s/step", "setup s", "peak RSS MB"):
         table.add_column(col)
     for r in results:

@@ -4,7 +4,8 @@ scores drawn in whole arrays, the engine's own method), which is what a careful 
 
 Each measurement runs in a fresh subprocess (so its peak memory is its own) on the same scenario and seed, after a
 warm-up run that loads the compiled code. The cost of a step is marginal: one run of 1 + CHUNKS chunks of S steps is
-timed chunk by chunk (seconds inside training steps, evaluations excluded); the first chunk carries the one-time O(N)
+timed chunk by chunk (one evaluation, at the end, so that none disturbs the caches between chunks; its time is not
+counted); the first chunk carries the one-time O(N)
 work (shuffling a million prompts, filling the sampling tree), reported apart as `setup_seconds`, and a step costs the
 median of the other chunks over S. A median of positive times is positive and robust to a chunk slowed by the
 machine, where the difference of two single runs could come out negative on a noisy machine.
@@ -22,12 +23,11 @@ IMPLEMENTATIONS = ("engine", "vectorised", "reference")
 CHUNKS = 4  # timed chunks after the first, per measurement
 
 
-def _config(scenario: str | None, shape: dict, n_prompts: int, steps: int, n_heldout: int = 1_000,
-            chunk: int | None = None):
+def _config(scenario: str | None, shape: dict, n_prompts: int, steps: int, n_heldout: int = 1_000):
     from simulator.config import build_config
 
     return build_config(scenario, {"n_prompts": n_prompts, "n_heldout": n_heldout, "steps": steps,
-                                   "eval_every": chunk or steps, "seeds": 1, "threads": 1, "max_rollouts": 0,
+                                   "eval_every": steps, "seeds": 1, "threads": 1, "max_rollouts": 0,
                                    "max_compute": 0.0, **shape})  # every step is timed: a scenario's caps are lifted
 
 
@@ -43,7 +43,7 @@ def _timed_steps(runner, policy: str, scenario: str | None, n_prompts: int, step
     import statistics
 
     timer: list[float] = []
-    runner(policy, _config(scenario, shape, n_prompts, (1 + CHUNKS) * steps, chunk=steps), seed, timer=timer)
+    runner(policy, _config(scenario, shape, n_prompts, (1 + CHUNKS) * steps), seed, timer=timer, chunk=steps)
     if len(timer) != 1 + CHUNKS:
         raise RuntimeError(f"{policy} stopped after {len(timer)} of {1 + CHUNKS} timed chunks")
     per_step = statistics.median(timer[1:]) / steps
@@ -96,18 +96,34 @@ def compare_policies(policy: str, versus: str, scenario: str | None = None, n_pr
 
 def run_bench(policy: str = "cures", scenario: str | None = None, sizes=SIZES, engine_steps: int = 400,
               reference_steps: int = 8, seed: int = 0, vectorised_steps: int = 100, batch_size: int | None = None,
-              budget: int | None = None) -> list[dict]:
+              budget: int | None = None, repeats: int = 1) -> list[dict]:
     """Engine and both references at each size (prompts per step and rollouts per step from the scenario unless
-    given); returns one record per (size, implementation)."""
+    given), each measured in its own fresh process, in `repeats` rounds that alternate the implementations (so a
+    machine that changes speed within seconds slows them alike); returns one record per (size, implementation) with
+    the median over rounds of its seconds per step and setup, its largest peak memory, and every round's seconds."""
     ctx = mp.get_context("spawn")
     shape = {k: v for k, v in (("batch_size", batch_size), ("budget", budget)) if v is not None}
-    results = []
-    for n in sizes:
-        for which, steps in (("engine", engine_steps), ("vectorised", vectorised_steps),
-                             ("reference", reference_steps)):
-            with ctx.Pool(1) as pool:
-                results.append(pool.apply(_measure, (which, policy, scenario, n, steps, seed, shape)))
-    return results
+    rounds: dict[tuple[int, str], list[dict]] = {}
+    for _ in range(repeats):
+        for n in sizes:
+            for which, steps in (("engine", engine_steps), ("vectorised", vectorised_steps),
+                                 ("reference", reference_steps)):
+                with ctx.Pool(1) as pool:
+                    rounds.setdefault((n, which), []).append(
+                        pool.apply(_measure, (which, policy, scenario, n, steps, seed, shape)))
+    return [combine_rounds(measured) for measured in rounds.values()]
+
+
+def combine_rounds(measured: list[dict]) -> dict:
+    """One implementation's rounds at one size as one record: median seconds per step and setup, largest peak
+    memory, and every round's seconds per step."""
+    import statistics
+
+    per_step = statistics.median(r["seconds_per_step"] for r in measured)
+    return {**measured[0], "seconds_per_step": per_step, "steps_per_second": 1.0 / per_step,
+            "setup_seconds": statistics.median(r["setup_seconds"] for r in measured),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in measured),
+            "rounds_seconds_per_step": [r["seconds_per_step"] for r in measured]}
 
 
 def ratios(results: list[dict]) -> dict:

@@ -184,17 +184,18 @@ def _advantages(estimator, eps, k, n, batch_mean, batch_sd):
 
 
 def vectorised_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_rollouts: int | None = None,
-                    timer: list | None = None, stop=None) -> SeedRun:
+                    timer: list | None = None, stop=None, chunk: int | None = None) -> SeedRun:
     """One seed of the vectorised NumPy reference (`reference_seed(..., vectorised=True)`)."""
-    return reference_seed(name, cfg, seed, progress, max_rollouts, timer, stop, vectorised=True)
+    return reference_seed(name, cfg, seed, progress, max_rollouts, timer, stop, vectorised=True, chunk=chunk)
 
 
 def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_rollouts: int | None = None,
-                   timer: list | None = None, stop=None, vectorised: bool = False) -> SeedRun:
+                   timer: list | None = None, stop=None, vectorised: bool = False, chunk: int | None = None
+                   ) -> SeedRun:
     """One seed of the per-rollout reference (or, `vectorised`, of the NumPy version that draws each slot's
     successes and each step's summed scores in whole arrays, as the engine does): same population, policy and
     schedule as `simulator.run.run_seed` (`timer`, if given, receives the seconds spent stepping in each chunk of
-    `eval_every` steps, as the engine's does)."""
+    `chunk` steps, default `eval_every`, as the engine's does)."""
     policy = policy_for(name, cfg)
     C = engine_config(cfg, policy, max_rollouts)
     tabular = cfg.mode == "tabular"
@@ -255,17 +256,18 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
             step_size = cfg.clip / norm
         model.theta[:] += step_size * grad
         spent += time.perf_counter() - t0
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % (chunk or cfg.eval_every) == 0 or step + 1 == cfg.steps:
             if timer is not None:
                 timer.append(spent)
             spent = 0.0
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             record()
         if progress is not None:
             progress(1)
     if tally["steps"]:
-        if timer is not None:
-            timer.append(spent)
         record()
+    if timer is not None and spent > 0.0:
+        timer.append(spent)
     return SeedRun(seed, np.array(rows, dtype=float), np.array(hists),
                    tally["first_zero"] / max(tally["first_slots"], 1), tally["zero_all"] / max(tally["slots_all"], 1),
                    state.rollouts_total, state.steps_done)

@@ -68,10 +68,11 @@ class Stopped(Exception):
 
 
 def run_seed(name: str, cfg: SimConfig, seed: int, progress: Progress | None = None,
-             max_rollouts: int | None = None, timer: list | None = None, stop: threading.Event | None = None
-             ) -> SeedRun:
-    """Simulate one seed with the compiled engine, `eval_every` steps per compiled call (`timer`, if given,
-    receives the seconds spent stepping; a set `stop` ends the seed between calls with `Stopped`)."""
+             max_rollouts: int | None = None, timer: list | None = None, stop: threading.Event | None = None,
+             chunk: int | None = None) -> SeedRun:
+    """Simulate one seed with the compiled engine, `chunk` steps per compiled call (default `eval_every`, which
+    `chunk` must divide; `timer`, if given, receives each call's seconds; a set `stop` ends the seed between calls
+    with `Stopped`)."""
     policy = policy_for(name, cfg)
     pop_ss, pol_ss, sim_ss = seed_streams(seed)
     model, _ = build_population(cfg, np.random.default_rng(pop_ss))
@@ -89,22 +90,25 @@ def run_seed(name: str, cfg: SimConfig, seed: int, progress: Progress | None = N
         rows.append(row)
         hists.append(hist)
 
+    every = chunk or cfg.eval_every
+    if cfg.eval_every % every:
+        raise ValueError(f"chunk {every} must divide eval_every {cfg.eval_every}")
     record()
     done = 0
     while done < cfg.steps:
         if stop is not None and stop.is_set():
             raise Stopped
-        chunk = min(cfg.eval_every, cfg.steps - done)
+        size = min(every, cfg.steps - done)
         t0 = time.perf_counter()
-        took = steps_fn(P, S, B, prng, srng, model, C, T, chunk)
+        took = steps_fn(P, S, B, prng, srng, model, C, T, size)
         if timer is not None:
             timer.append(time.perf_counter() - t0)
         done += took
-        if took > 0:
+        if took > 0 and (done % cfg.eval_every == 0 or done == cfg.steps or took < size):
             record()
         if progress is not None:
-            progress(chunk)
-        if took < chunk:  # the rollout cap was reached
+            progress(size)
+        if took < size:  # the rollout cap was reached
             if progress is not None:
                 progress(cfg.steps - done)
             break

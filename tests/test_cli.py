@@ -84,9 +84,20 @@ def test_compare_writes_the_table_and_speedups(tmp_path):
 
 
 def test_bench_prints_side_by_side_ratios():
-    res = cures_cli("bench", "--sizes", "2000,20000")
+    res = cures_cli("bench", "--sizes", "2000,20000", "--repeats", "2")
     assert res.returncode == 0, res.stderr
     assert "speedup_at_2000" in res.stdout and "engine_steps_per_second_ratio_largest_to_smallest" in res.stdout
+    assert "medians of 2 alternating rounds" in res.stdout
+
+
+def test_bench_rounds_combine_to_medians():
+    from simulator.bench import combine_rounds
+
+    rounds = [{"which": "engine", "n_prompts": 10, "seconds_per_step": t, "steps_per_second": 1 / t,
+               "setup_seconds": s, "peak_rss_mb": m} for t, s, m in ((3.0, 0.1, 5.0), (1.0, 0.3, 9.0), (2.0, 0.2, 7.0))]
+    r = combine_rounds(rounds)
+    assert (r["seconds_per_step"], r["steps_per_second"], r["setup_seconds"], r["peak_rss_mb"]) == (2.0, 0.5, 0.2, 9.0)
+    assert r["rounds_seconds_per_step"] == [3.0, 1.0, 2.0] and r["which"] == "engine"
 
 
 def test_bench_versus_times_two_policies_alternately():

@@ -218,8 +218,14 @@ def test_every_runner_times_each_chunk_of_eval_every_steps(runner):
     """`cures bench` reads one timing per chunk of eval_every steps (a last short chunk included), from any runner."""
     cfg = build_config(None, {**SMALL, "steps": 7, "eval_every": 3, "seeds": 1})
     timer = []
-    runner("grpo", cfg, 0, timer=timer)
+    base = runner("grpo", cfg, 0, timer=timer)
     assert len(timer) == 3 and all(t > 0 for t in timer)
+    cfg = build_config(None, {**SMALL, "steps": 12, "eval_every": 6, "seeds": 1})
+    timer = []
+    run = runner("grpo", cfg, 0, timer=timer, chunk=3)  # timed in chunks of 3, evaluated every 6 steps
+    assert len(timer) == 4 and run.curves.shape[0] == 3
+    np.testing.assert_array_equal(run.curves[1], runner("grpo", cfg, 0).curves[1])  # chunking changes no number
+    assert base.curves.shape[0] == 4
 
 
 @settings(max_examples=200, deadline=None)
@@ -228,8 +234,8 @@ def test_every_runner_times_each_chunk_of_eval_every_steps(runner):
 def test_bench_step_cost_is_positive_and_robust_to_one_slow_chunk(chunks, steps):
     """The marginal cost of a step is the median later chunk over its steps: positive for any positive timings (a
     difference of two noisy runs could be negative), unmoved by one chunk slowed 1000x, and setup is never negative."""
-    def runner(policy, cfg, seed, timer):
-        assert cfg.steps == (1 + CHUNKS) * steps and cfg.eval_every == steps
+    def runner(policy, cfg, seed, timer, chunk):
+        assert cfg.steps == cfg.eval_every == (1 + CHUNKS) * steps and chunk == steps  # evaluated once, at the end
         timer.extend(chunks)
 
     per_step, setup = _timed_steps(runner, "grpo", None, 1000, steps, 0, {})
