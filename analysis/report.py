@@ -109,15 +109,15 @@ def _build_report(out: Path, sizes: ReportSizes, done) -> list[Path]:
 
 def _regime_section(out: Path, sweep_dir: Path) -> tuple[str, str, str]:
     """The regime map of a finished `cures sweep` (its figure copied in, its table as text)."""
-    import json
     import shutil
 
-    info = json.loads((sweep_dir / "sweep.json").read_text())
+    from simulator.sweep import read_finished_sweep
+
+    info, table = read_finished_sweep(sweep_dir)
     shutil.copyfile(sweep_dir / "regime_map.png", out / f"{REGIME[0]}.png")
     text = (f"From `cures sweep` ({info['cells']} cells x {len(info['policies'])} policies, "
-            f"{info['runs']} runs, scenario `{info['scenario']}`, equal {info['match']}; grid "
-            + ", ".join(f"{k} = {v}" for k, v in info["grid"].items()) + "):\n\n"
-            + (sweep_dir / "regime_map.md").read_text())
+            f"{info['runs']} runs, scenario `{info.get('scenario')}`, equal {info['match']}; grid "
+            + ", ".join(f"{k} = {v}" for k, v in info["grid"].items()) + "):\n\n" + table)
     return (*REGIME, text)
 
 

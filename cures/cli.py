@@ -483,9 +483,9 @@ def report(
     sizes = ReportSizes.quick() if quick else ReportSizes(scenario, n_prompts, seeds, steps, seeds, mc_reps)
     sizes.scenario = scenario
     if sweep_dir is not None:
-        missing = [f for f in ("sweep.json", "regime_map.png", "regime_map.md") if not (sweep_dir / f).is_file()]
-        if missing:
-            fail(f"--sweep {sweep_dir}: not a finished `cures sweep` output (missing {', '.join(missing)})")
+        from simulator.sweep import read_finished_sweep
+
+        read_finished_sweep(sweep_dir)  # checked before minutes of figures
         sizes.sweep = str(sweep_dir)
     from analysis.report import FIGURES
 

@@ -315,3 +315,23 @@ def write_results(sweep: Sweep, out: Path, cells: list[dict], wall: float, reuse
     files.append(write_json(out / "sweep.json", info))
     return {"files": files, **info}
 
+
+def read_finished_sweep(out: Path) -> tuple[dict, str]:
+    """(sweep.json, regime_map.md) of a finished sweep in `out`, checked: a file that is missing, unreadable or not
+    what `cures sweep` writes is a ValueError naming it."""
+    out = Path(out)
+    missing = [f for f in ("sweep.json", "regime_map.png", "regime_map.md") if not (out / f).is_file()]
+    if missing:
+        raise ValueError(f"--sweep {out}: not a finished `cures sweep` output (missing {', '.join(missing)})")
+    try:
+        name = "sweep.json"
+        info = json.loads((out / name).read_text())
+        name = "regime_map.md"
+        table = (out / name).read_text()
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--sweep {out}: {name} is damaged ({exc})") from None
+    kinds = {"cells": int, "runs": int, "policies": list, "grid": dict, "match": str}
+    if not isinstance(info, dict) or any(not isinstance(info.get(k), t) for k, t in kinds.items()):
+        raise ValueError(f"--sweep {out}: sweep.json is not what `cures sweep` writes (needs "
+                         f"{', '.join(f'{k}: {t.__name__}' for k, t in kinds.items())})")
+    return info, table

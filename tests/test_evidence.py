@@ -253,3 +253,26 @@ def test_reconcile_shows_the_released_codes_extra_rollouts(tmp_path):
     dapo = table[table["policy"] == "dapo"].iloc[0]
     assert dapo["untrained_share"] > 0.2  # dropped all-equal groups
     assert "equal steps: speed-up in steps" in (tmp_path / "r" / "reconcile.md").read_text()
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda d: (d / "sweep.json").unlink(), "missing sweep.json"),
+    (lambda d: (d / "sweep.json").write_text("{bad"), "sweep.json is damaged"),
+    (lambda d: (d / "sweep.json").write_text("[1, 2]"), "sweep.json is not what `cures sweep` writes"),
+    (lambda d: (d / "sweep.json").write_text('{"cells": "8"}'), "sweep.json is not what"),
+    (lambda d: (d / "regime_map.md").write_bytes(b"\xff\xfe"), "regime_map.md is damaged"),
+    (lambda d: ((d / "regime_map.png").unlink(), (d / "regime_map.png").mkdir()), "missing regime_map.png"),
+])
+def test_report_reads_a_finished_sweep_or_names_what_is_wrong(tmp_path, damage, message):
+    """`cures report --sweep DIR` checks the sweep's files before any figure is drawn."""
+    from simulator.sweep import read_finished_sweep
+
+    info = {"grid": {"passes": [1]}, "policies": ["grpo", "cures"], "scenario": None, "settings": {},
+            "match": "rollouts", "cells": 1, "cells_reused": 0, "runs": 4, "wall_seconds": 1.0}
+    (tmp_path / "sweep.json").write_text(json.dumps(info))
+    (tmp_path / "regime_map.md").write_text("| cell |\n")
+    (tmp_path / "regime_map.png").write_bytes(b"png")
+    assert read_finished_sweep(tmp_path) == (info, "| cell |\n")
+    damage(tmp_path)
+    with pytest.raises(ValueError, match=message.replace("`", ".")):
+        read_finished_sweep(tmp_path)
