@@ -125,9 +125,10 @@ def estimated_bytes(cfg: SimConfig) -> int:
 def _check_memory(cfg: SimConfig) -> None:
     need, have = estimated_bytes(cfg), _available_bytes()
     if need > have:
-        raise ValueError(f"n_prompts={cfg.n_prompts:,}, batch_size={cfg.batch_size:,} and {min(cfg.seeds, cfg.threads)}"
-                         f" seeds at once need about {need / 2**30:.1f} GB; {have / 2**30:.1f} GB is available "
-                         "(lower --n-prompts, --batch-size or --threads)")
+        budget = cfg.budget or 8 * cfg.batch_size
+        raise ValueError(f"n_prompts={cfg.n_prompts:,}, batch_size={cfg.batch_size:,}, budget={budget:,} and "
+                         f"{min(cfg.seeds, cfg.threads)} seeds at once need about {need / 2**30:.1f} GB; "
+                         f"{have / 2**30:.1f} GB is available (lower --n-prompts, --batch-size, --budget or --threads)")
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(SimConfig)}

@@ -127,6 +127,7 @@ def test_bench_versus_times_two_policies_alternately():
         (("simulate", "--set", "bogus=1"), "unknown setting 'bogus'"),
         (("simulate", "--set", "policy.tau=-1"), "tau must be"),
         (("simulate", "--n-prompts", "0"), "n_prompts: input should be greater than or equal to 1; got 0"),
+        (("simulate", "--budget", "99999999999"), "budget=99,999,999,999 and"),
         (("compare", "--policies", "grpo,nope"), "unknown policy 'nope'"),
         (("bench", "--sizes", "ten"), "--sizes must be"),
         (("bench", "--versus", "nope"), "unknown policy 'nope'"),
