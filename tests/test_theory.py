@@ -301,3 +301,18 @@ def test_fast_allocation_equals_the_greedy_rule_bit_for_bit(seed, m, kind, n_min
     if k == 0:
         return
     np.testing.assert_array_equal(allocate_rollouts(w, budget, n_min, n_max), _greedy(w, budget, n_min, n_max))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_kth_largest_is_the_sorted_value(data):
+    """The selection behind Eq. 20's last rollouts equals a descending sort's k-th value, ties and sentinels included,
+    and leaves its input alone."""
+    from cures.theory import _kth_largest
+
+    values = np.array(data.draw(st.lists(
+        st.one_of(st.sampled_from([-1.0, 0.0, 0.25, 1.0]), st.floats(-1e300, 1e300)), min_size=1, max_size=70)))
+    k = data.draw(st.integers(1, values.size))
+    before = values.copy()
+    assert _kth_largest(values, k) == np.sort(values)[::-1][k - 1]
+    np.testing.assert_array_equal(values, before)
