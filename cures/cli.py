@@ -424,6 +424,8 @@ def bench(
         ns = tuple(int(s) for s in sizes.split(","))
     except ValueError:
         fail(f"--sizes must be comma-separated integers; got {sizes!r}")
+    if min(ns) < 1:
+        fail(f"--sizes must be prompt counts of at least 1; got {sizes!r}")
     shape = {k: v for k, v in (("batch_size", batch_size), ("budget", budget)) if v is not None}
     if shape:
         from simulator.config import build_config

@@ -130,6 +130,7 @@ def test_bench_versus_times_two_policies_alternately():
         (("simulate", "--budget", "99999999999"), "budget=99,999,999,999 and"),
         (("compare", "--policies", "grpo,nope"), "unknown policy 'nope'"),
         (("bench", "--sizes", "ten"), "--sizes must be"),
+        (("bench", "--sizes", "1000,0"), "--sizes must be prompt counts of at least 1; got '1000,0'"),
         (("bench", "--versus", "nope"), "unknown policy 'nope'"),
         (("bench", "--versus", "cures-paper", "--batch-size", "64", "--budget", "100"), "below batch_size x n_min"),
     ],
