@@ -73,6 +73,9 @@ def run_seed(name: str, cfg: SimConfig, seed: int, progress: Progress | None = N
     """Simulate one seed with the compiled engine, `chunk` steps per compiled call (default `eval_every`, which
     `chunk` must divide; `timer`, if given, receives each call's seconds; a set `stop` ends the seed between calls
     with `Stopped`)."""
+    every = chunk or cfg.eval_every
+    if cfg.eval_every % every:
+        raise ValueError(f"chunk {every} must divide eval_every {cfg.eval_every}")
     policy = policy_for(name, cfg)
     pop_ss, pol_ss, sim_ss = seed_streams(seed)
     model, _ = build_population(cfg, np.random.default_rng(pop_ss))
@@ -90,9 +93,6 @@ def run_seed(name: str, cfg: SimConfig, seed: int, progress: Progress | None = N
         rows.append(row)
         hists.append(hist)
 
-    every = chunk or cfg.eval_every
-    if cfg.eval_every % every:
-        raise ValueError(f"chunk {every} must divide eval_every {cfg.eval_every}")
     record()
     done = 0
     while done < cfg.steps:

@@ -256,7 +256,8 @@ def run_sweep(sweep: Sweep, out: Path, jobs: int = 2, progress=None) -> dict:
     the cells whose saved results were damaged and ran again."""
     out = Path(out)
     cells = sweep.cells()
-    todo = [c for c in cells if saved_cell(sweep, out, c) is None]
+    saved = [saved_cell(sweep, out, c) for c in cells]  # read once: the reused cells' rows go to the tables as read
+    todo = [c for c, frames in zip(cells, saved, strict=True) if frames is None]
     rerun = sum(1 for c in todo if any(p.exists() for p in _cell_paths(out, sweep.cell_id(c))))
     done = len(cells) - len(todo)
     if progress is not None:
@@ -269,7 +270,7 @@ def run_sweep(sweep: Sweep, out: Path, jobs: int = 2, progress=None) -> dict:
         except BlockingIOError:
             raise ValueError(f"--out {out}: another cures sweep is writing there") from None
         _run_cells(sweep, out, todo, jobs, done, len(cells), progress)
-        return {**write_results(sweep, out, cells, time.perf_counter() - t0, len(cells) - len(todo)),
+        return {**write_results(sweep, out, cells, saved, time.perf_counter() - t0, len(cells) - len(todo)),
                 "cells_rerun": rerun}
 
 
@@ -290,15 +291,17 @@ def _run_cells(sweep: Sweep, out: Path, todo: list[dict], jobs: int, done: int, 
             pool.join()
 
 
-def write_results(sweep: Sweep, out: Path, cells: list[dict], wall: float, reused: int) -> dict:
+def write_results(sweep: Sweep, out: Path, cells: list[dict], saved: list, wall: float, reused: int) -> dict:
+    """The sweep's tables, regime map and sweep.json from every cell's rows: `saved[i]` as `saved_cell` read them
+    before the run, or None for a cell that has just run (read now)."""
     import pandas as pd
 
     from analysis.regime import regime_map_frame, regime_markdown, regime_plot
     from simulator.output import write_json, write_table
 
     frames = []
-    for cell in cells:
-        frame = saved_cell(sweep, out, cell)
+    for cell, frame in zip(cells, saved, strict=True):
+        frame = frame if frame is not None else saved_cell(sweep, out, cell)
         if frame is None:
             raise ValueError(f"--out {out}: the results of cell {_label(cell)} changed while the sweep ran")
         frames.append(frame)
@@ -323,13 +326,14 @@ def read_finished_sweep(out: Path) -> tuple[dict, str]:
     missing = [f for f in ("sweep.json", "regime_map.png", "regime_map.md") if not (out / f).is_file()]
     if missing:
         raise ValueError(f"--sweep {out}: not a finished `cures sweep` output (missing {', '.join(missing)})")
-    try:
-        name = "sweep.json"
-        info = json.loads((out / name).read_text())
-        name = "regime_map.md"
-        table = (out / name).read_text()
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"--sweep {out}: {name} is damaged ({exc})") from None
+
+    def read(name, parse):
+        try:
+            return parse((out / name).read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"--sweep {out}: {name} is damaged ({exc})") from None
+
+    info, table = read("sweep.json", json.loads), read("regime_map.md", str)
     kinds = {"cells": int, "runs": int, "policies": list, "grid": dict, "match": str}
     if not isinstance(info, dict) or any(not isinstance(info.get(k), t) for k, t in kinds.items()):
         raise ValueError(f"--sweep {out}: sweep.json is not what `cures sweep` writes (needs "
