@@ -33,18 +33,22 @@ def _offset(level):
 @njit(cache=True)
 def tree_set(tree, h, ids, weights):
     """Set leaf ids[i] to weights[i], in order, adding each change to the leaf's ancestors (h additions per leaf;
-    `tree_rebuild` resets rounding drift)."""
+    `tree_rebuild` resets rounding drift). The root, which every change reaches, adds them up in a register: the
+    same sums in the same order, without a store and a load between two of them."""
     leaf0 = _offset(h)
+    root = tree[0]
     for i in range(ids.shape[0]):
         x = ids[i]
         delta = weights[i] - tree[leaf0 + x]
         tree[leaf0 + x] = weights[i]
         offset = leaf0
         j = x
-        for _ in range(h):
+        for _ in range(h - 1):
             offset = (offset - 1) // FANOUT  # the level above
             j //= FANOUT
             tree[offset + j] += delta
+        root += delta
+    tree[0] = root
 
 
 @njit(cache=True)
@@ -69,16 +73,39 @@ def _minus_child(tree, first, c, r):
 
 
 @njit(cache=True, inline="always")
-def _picked(tree, first, reached):
-    """The child a scan stops at: the first one whose running remainder goes negative (`reached` = children passed),
-    or, when rounding lets u pass them all, the last positive child."""
-    if reached < FANOUT:
+def _picked(tree, first, reached, kids):
+    """The child a scan of the first `kids` children stops at: the first one whose running remainder goes negative
+    (`reached` = children passed), or, when rounding lets u pass them all, the last positive child."""
+    if reached < kids:
         return reached
     pick = -1
-    for c in range(FANOUT):
+    for c in range(kids):
         if tree[first + np.uint64(c)] > 0.0:
             pick = c
     return pick
+
+
+@njit(cache=True, inline="always")
+def _scan_level(tree, rem, first, u, kids):
+    """One level of `tree_find` for four positions u at the nodes whose children start at first[lane]: returns what
+    is left of each u and the child each descends into, from a scan of the first `kids` children."""
+    f0, f1, f2, f3 = first
+    u0, u1, u2, u3 = u
+    rem[0, 0], rem[1, 0], rem[2, 0], rem[3, 0] = u0, u1, u2, u3
+    n0 = n1 = n2 = n3 = 0
+    for c in range(kids):
+        u0 = _minus_child(tree, f0, c, u0)
+        u1 = _minus_child(tree, f1, c, u1)
+        u2 = _minus_child(tree, f2, c, u2)
+        u3 = _minus_child(tree, f3, c, u3)
+        rem[0, c + 1], rem[1, c + 1], rem[2, c + 1], rem[3, c + 1] = u0, u1, u2, u3
+        n0 += u0 >= 0.0
+        n1 += u1 >= 0.0
+        n2 += u2 >= 0.0
+        n3 += u3 >= 0.0
+    return ((rem[0, n0], rem[1, n1], rem[2, n2], rem[3, n3]),
+            (_picked(tree, f0, n0, kids), _picked(tree, f1, n1, kids), _picked(tree, f2, n2, kids),
+             _picked(tree, f3, n3, kids)))
 
 
 @njit(cache=True, inline="always")
@@ -110,33 +137,26 @@ def tree_find(tree, h, u, out):
     Speed: four positions walk the tree in lockstep, and each node is scanned without branches: all 16 remainders
     r_{c+1} = r_c - w_c are formed (r_c >= w_c exactly when r_{c+1} >= 0, so the scan stops after the non-negative
     remainders, and u descends as the last of them). A scan that breaks at a random child mispredicts a branch per
-    level, and four independent subtraction chains overlap: about half the time of the scan at 10,000 leaves."""
+    level, and four independent subtraction chains overlap: about half the time of the scan at 10,000 leaves. The
+    root's scan ends at its last positive child, since the scan skips the ones after it: with 10,000 leaves only 3
+    of its 16 children hold any, so a draw scans 51 children instead of 64."""
     m = out.shape[0]
     rem = np.empty((4, FANOUT + 1))  # rem[lane, c] = r_c of the node being scanned
+    root_kids = FANOUT  # the root's children up to its last positive one: no scan goes beyond it
+    while root_kids > 1 and not tree[root_kids] > 0.0:
+        root_kids -= 1
     i = 0
     while i + 4 <= m:
-        u0, u1, u2, u3 = u[i], u[i + 1], u[i + 2], u[i + 3]
-        j0 = j1 = j2 = j3 = 0
-        offset = 0
-        for _ in range(h):
+        one = np.uint64(1)  # the root's children start at 1
+        (u0, u1, u2, u3), (j0, j1, j2, j3) = _scan_level(tree, rem, (one, one, one, one),
+                                                         (u[i], u[i + 1], u[i + 2], u[i + 3]), root_kids)
+        offset = 1
+        for _ in range(h - 1):
             offset = offset * FANOUT + 1  # the level below
-            f0, f1 = np.uint64(offset + j0 * FANOUT), np.uint64(offset + j1 * FANOUT)
-            f2, f3 = np.uint64(offset + j2 * FANOUT), np.uint64(offset + j3 * FANOUT)
-            rem[0, 0], rem[1, 0], rem[2, 0], rem[3, 0] = u0, u1, u2, u3
-            n0 = n1 = n2 = n3 = 0
-            for c in range(FANOUT):
-                u0 = _minus_child(tree, f0, c, u0)
-                u1 = _minus_child(tree, f1, c, u1)
-                u2 = _minus_child(tree, f2, c, u2)
-                u3 = _minus_child(tree, f3, c, u3)
-                rem[0, c + 1], rem[1, c + 1], rem[2, c + 1], rem[3, c + 1] = u0, u1, u2, u3
-                n0 += u0 >= 0.0
-                n1 += u1 >= 0.0
-                n2 += u2 >= 0.0
-                n3 += u3 >= 0.0
-            u0, u1, u2, u3 = rem[0, n0], rem[1, n1], rem[2, n2], rem[3, n3]
-            j0, j1 = j0 * FANOUT + _picked(tree, f0, n0), j1 * FANOUT + _picked(tree, f1, n1)
-            j2, j3 = j2 * FANOUT + _picked(tree, f2, n2), j3 * FANOUT + _picked(tree, f3, n3)
+            first = (np.uint64(offset + j0 * FANOUT), np.uint64(offset + j1 * FANOUT),
+                     np.uint64(offset + j2 * FANOUT), np.uint64(offset + j3 * FANOUT))
+            (u0, u1, u2, u3), (c0, c1, c2, c3) = _scan_level(tree, rem, first, (u0, u1, u2, u3), FANOUT)
+            j0, j1, j2, j3 = j0 * FANOUT + c0, j1 * FANOUT + c1, j2 * FANOUT + c2, j3 * FANOUT + c3
         out[i], out[i + 1], out[i + 2], out[i + 3] = j0, j1, j2, j3
         i += 4
     for k in range(i, m):
@@ -148,9 +168,9 @@ def tree_draws(tree, h, rng, out):
     """Fill `out` with independent leaves, each drawn with probability proportional to its weight (the root must be
     > 0): u_i = U(0, 1) x root in order, then `tree_find`. One compiled call for the batch: a call per draw would
     count references to the tree and the generator each time, which costs about as much as the draw."""
-    u = np.empty(out.shape[0])
+    u = rng.random(out.shape[0])  # the stream of U(0, 1) in order, as m calls of rng.random() would give it
     for i in range(u.shape[0]):
-        u[i] = rng.random() * tree[0]
+        u[i] *= tree[0]
     tree_find(tree, h, u, out)
 
 

@@ -32,14 +32,20 @@ def potential_score(p):
     return math.sqrt(max(p * (1.0 - p), 0.0))
 
 
-@vectorize(cache=True)
-def sampling_weight_nb(p, tau):
+@njit(cache=True, inline="always")
+def sampling_weight(p, tau):
     """Unnormalised rho* weight of Eq. 14, exp((sqrt(p(1-p)) - 1/2) / tau), in (0, 1].
 
     The constant offset 1/2 (the largest possible score) cancels in the normalisation and keeps the exponent <= 0,
-    so the weight never overflows; it underflows only for tau below ~1e-3.
+    so the weight never overflows; it underflows only for tau below ~1e-3. Inlined into compiled loops.
     """
     return math.exp((math.sqrt(max(p * (1.0 - p), 0.0)) - 0.5) / tau)
+
+
+@vectorize(cache=True)
+def sampling_weight_nb(p, tau):
+    """`sampling_weight` as a NumPy ufunc."""
+    return sampling_weight(p, tau)
 
 
 @vectorize(cache=True)
@@ -111,12 +117,15 @@ def _gain(w, n):
     return w * w / (n * (n + 1.0))
 
 
-@njit(cache=True)
-def _gains_above(w, lam, n_min, n_max):
-    """How many of the gains _gain(w, n), n = n_min, n_min + 1, ... (n < n_max) exceed lam (they decrease in n)."""
-    top = n_max if n_max > 0 else np.iinfo(np.int64).max
+NO_LIMIT = np.iinfo(np.int64).max  # n_max <= 0: counts are not bounded above
+
+
+@njit(cache=True, inline="always")
+def _gains_above(w, lam, inv_lam, n_min, top):
+    """How many of the gains _gain(w, n), n = n_min, n_min + 1, ... (n < top) exceed lam (they decrease in n);
+    inv_lam = 1 / lam only places the first guess."""
     # start from the root of w^2 / (n (n + 1)) = lam, then fix any rounding by evaluating the gains themselves
-    n = max(n_min, min(top, int((np.sqrt(1.0 + 4.0 * w * w / lam) - 1.0) / 2.0)))
+    n = max(n_min, min(top, int((np.sqrt(1.0 + 4.0 * w * w * inv_lam) - 1.0) * 0.5)))
     while n < top and _gain(w, n) > lam:
         n += 1
     while n > n_min and _gain(w, n - 1) <= lam:
@@ -124,14 +133,43 @@ def _gains_above(w, lam, n_min, n_max):
     return n - n_min
 
 
+SURE = 1e-12  # relative margin far above the rounding of w^2 and lam n (n + 1), for deciding without dividing
+
+
 @njit(cache=True)
 def _count_above(weights, lam, n_min, n_max, counts):
     """counts[i] = gains of prompt i above lam; returns (their total, the sum of the weights and the number of the
-    prompts whose count is not clamped)."""
+    prompts whose count is not clamped).
+
+    Speed: a first pass without branches or divisions (it compiles to vector instructions) guesses each prompt's
+    first n whose gain is not above lam, floor(r) + 1 for the root r of w^2 / (n (n + 1)) = lam, and confirms it
+    when w^2 clears lam n (n + 1) on the right side by the relative margin SURE for both gains around it, so that
+    the division of `_gain` could not decide otherwise. A prompt not confirmed (a guess rounded across an integer,
+    or w^2 within the margin) is counted by `_gains_above`, which divides."""
+    m = weights.shape[0]
+    top = n_max if n_max > 0 else NO_LIMIT
+    inv_lam = 1.0 / lam
+    low, high = float(n_min), min(float(top), 2.0**52)  # guesses as exact floats; a larger one is counted again
+    fast = 1e-290 < lam < 1e290  # products of normal numbers: the margin covers their rounding
+    guess = np.empty(m)
+    unsure = np.empty(m, np.bool_)
+    for i in range(m):
+        w = weights[i]
+        w2 = w * w
+        n = max(low, min(high, np.floor((np.sqrt(1.0 + 4.0 * w2 * inv_lam) - 1.0) * 0.5) + 1.0))  # above the root
+        below_at_n = w2 < lam * (n * (n + 1.0)) * (1.0 - SURE)  # _gain(w, n) <= lam
+        above_before = w2 > lam * ((n - 1.0) * n) * (1.0 + SURE)  # _gain(w, n - 1) > lam
+        confirmed = ((n == low) | above_before) & ((n >= top) | below_at_n) & (n < high) & fast
+        guess[i] = n - low
+        unsure[i] = (w > 0.0) & ~confirmed
     total, w_free, k_free = 0, 0.0, 0
-    top = n_max if n_max > 0 else np.iinfo(np.int64).max
-    for i in range(weights.shape[0]):
-        c = _gains_above(weights[i], lam, n_min, n_max) if weights[i] > 0.0 else 0
+    for i in range(m):
+        if weights[i] <= 0.0:
+            c = 0
+        elif unsure[i]:
+            c = _gains_above(weights[i], lam, inv_lam, n_min, top)
+        else:
+            c = int(guess[i])
         counts[i] = c
         total += c
         if c > 0 and n_min + c < top:
@@ -188,67 +226,105 @@ def _threshold_counts(weights, rest, wsum, budget, n_min, n_max, counts):
     return c
 
 
+@njit(cache=True, inline="always")
+def _keys_above(keys, p):
+    """How many keys exceed p (a loop without branches: it compiles to vector compares)."""
+    c = 0
+    for key in keys:
+        c += key > p
+    return c
+
+
+SMALL_SELECTION = 16  # selection sorts the candidates left once at most this many remain,
+MAX_HALVINGS = 12  # or after this many halvings (a block of equal values cannot be split)
+
+
 @njit(cache=True)
 def _kth_largest(values, k):
-    """The k-th largest of `values` (1 <= k <= len; values not NaN), the value a descending sort puts at k - 1:
-    Hoare's selection on a copy, median-of-three pivots, O(len) on average. Written out because np.partition
-    compiles in about 10 s (its argument checks pull in np.unique and a sort), a fifth of a cold `cures simulate`."""
-    a = values.copy()
-    lo, hi, target = 0, a.shape[0] - 1, k - 1
-    while lo < hi:
-        x, y, z = a[lo], a[(lo + hi) // 2], a[hi]
-        pivot = max(min(x, y), min(max(x, y), z))  # the median of three values of a[lo..hi]: both scans stop
-        i, j = lo, hi
-        while i <= j:
-            while a[i] > pivot:
-                i += 1
-            while a[j] < pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if target <= j:  # a[lo..j] >= pivot >= a[i..hi], and a[j+1..i-1] == pivot
-            hi = j
-        elif target >= i:
-            lo = i
+    """The k-th largest of `values` (1 <= k <= len; values not NaN), the value a descending sort puts at k - 1.
+
+    Bisection on order-preserving integer keys of the floats (the bits, negative ones with the magnitude flipped):
+    keep an interval (lo, hi] of keys that holds the answer, halve it by counting the keys above its midpoint, and
+    sort what is left in it once at most SMALL_SELECTION values remain (or after MAX_HALVINGS). Each count is a
+    pass without branches, where a partition would mispredict about every other comparison. In key order -0.0
+    sorts just below 0.0, which compares equal. Written out because np.partition compiles in about 10 s (its
+    argument checks pull in np.unique and a sort)."""
+    m = values.shape[0]
+    bits = values.view(np.int64)
+    keys = np.empty(m, np.int64)
+    lo, hi = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+    for i in range(m):
+        b = bits[i]
+        key = b if b >= 0 else b ^ 0x7FFFFFFFFFFFFFFF
+        keys[i] = key
+        lo = min(lo, key)
+        hi = max(hi, key)
+    lo -= 1  # every key exceeds lo (the least key is not int64's least: that would be a NaN)
+    c_lo, c_hi = m, 0  # keys above lo and above hi: c_hi < k <= c_lo
+    for _ in range(MAX_HALVINGS):
+        mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without overflow
+        if c_lo - c_hi <= SMALL_SELECTION or mid == lo:
+            break
+        c = _keys_above(keys, mid)
+        if c >= k:
+            lo, c_lo = mid, c
         else:
-            return a[target]
-    return a[target]
+            hi, c_hi = mid, c
+    n = c_lo - c_hi
+    buf = np.empty(n)
+    j = 0
+    for i in range(m):
+        if lo < keys[i] <= hi:
+            buf[j] = values[i]
+            j += 1
+    for i in range(1, n):  # insertion sort, descending (linear on a block of equal values)
+        x = buf[i]
+        j = i - 1
+        while j >= 0 and buf[j] < x:
+            buf[j + 1] = buf[j]
+            j -= 1
+        buf[j + 1] = x
+    return buf[k - c_hi - 1]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rest_by_selection(weights, rest, n_max, out):
     """Give `rest` more rollouts, one each to the prompts with the largest next gains (ties to the lower index),
     when that is what the greedy rule does: every chosen prompt's following gain lies strictly below the smallest
-    chosen gain t. O(m): t by selection (`_kth_largest`), then one pass in index order. Returns False, changing
-    nothing, when a prompt would deserve two (or too few prompts can take one)."""
+    chosen gain t. O(m): t by selection (`_kth_largest`), then passes without branches (the gains are the divisions
+    of `_gain`, for every prompt at once; NaN from a zero weight is masked). Returns False, changing nothing, when a
+    prompt would deserve two (or too few prompts can take one)."""
     m = weights.shape[0]
-    gain = np.full(m, -1.0)  # -1: cannot take one more
+    gain = np.empty(m)  # the next gain; -1: cannot take one more
+    after = np.empty(m)  # the gain after it; -1: cannot take two more
     size = 0
     for i in range(m):
-        if weights[i] > 0.0 and (n_max <= 0 or out[i] < n_max):
-            gain[i] = _gain(weights[i], out[i])
-            size += 1
+        w, n = weights[i], float(out[i])
+        one = (w > 0.0) & ((n_max <= 0) | (out[i] < n_max))
+        two = one & ((n_max <= 0) | (out[i] + 1 < n_max))
+        gain[i] = w * w / (n * (n + 1.0)) if one else -1.0  # _gain(w, n)
+        after[i] = w * w / ((n + 1.0) * (n + 2.0)) if two else -1.0  # _gain(w, n + 1)
+        size += one
     if size < rest:
         return False
     t = _kth_largest(gain, rest)  # the rest-th largest next gain
-    above = 0
+    above, twice = 0, 0
     for i in range(m):
-        if gain[i] > t:
-            above += 1
+        above += gain[i] > t
+        twice += (gain[i] > t) & (after[i] >= t)
+    if twice > 0:
+        return False
     ties = rest - above  # the prompts whose gain equals t, lowest indices first
     for i in range(m):
-        take = gain[i] > t or (gain[i] == t and ties > 0)
-        if take and (n_max <= 0 or out[i] + 1 < n_max) and _gain(weights[i], out[i] + 1) >= t:
-            return False
-        if gain[i] == t and take:
+        if ties > 0 and gain[i] == t:
+            if after[i] >= t:
+                return False
             ties -= 1
     ties = rest - above
     for i in range(m):
-        if gain[i] > t:
-            out[i] += 1
-        elif gain[i] == t and ties > 0:
+        out[i] += gain[i] > t
+    for i in range(m):
+        if ties > 0 and gain[i] == t:
             out[i] += 1
             ties -= 1
     return True

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from cures.theory import (
@@ -316,3 +316,36 @@ def test_kth_largest_is_the_sorted_value(data):
     before = values.copy()
     assert _kth_largest(values, k) == np.sort(values)[::-1][k - 1]
     np.testing.assert_array_equal(values, before)
+
+
+def _plain_count(w, lam, n_min, n_max):
+    """Gains w^2 / (n (n + 1)), n = n_min, n_min + 1, ..., below n_max, that exceed lam, counted one by one."""
+    n = n_min
+    while (n_max <= 0 or n < n_max) and w * w / (n * (n + 1.0)) > lam:
+        n += 1
+    return n - n_min
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.just(0.0), st.floats(-1.0, 0.0), st.floats(1e-3, 10.0), st.integers(1, 6).map(float),
+                          st.floats(1e-150, 1e150)), min_size=1, max_size=40),
+       st.integers(1, 4), st.one_of(st.just(0), st.integers(4, 30)), st.integers(0, 39), st.integers(1, 12),
+       st.sampled_from(["gain", "below", "above", "tiny", "huge", "plain"]), st.floats(1e-6, 10.0))
+def test_count_above_divides_where_the_margin_cannot_decide(w, n_min, n_max, pick, n_at, where, plain_lam):
+    """The division-free first pass of `_count_above` counts exactly the gains `_gain` puts above lam: lam on a
+    prompt's gain itself or one float beside it (where only the division decides), lam far outside the normal
+    range (where the margin does not hold), and any lam."""
+    from cures.theory import _count_above
+
+    w = np.array(w)
+    x = abs(w[pick % w.size]) or 1.0
+    gain = x * x / (n_at * (n_at + 1.0))
+    lam = {"gain": gain, "below": np.nextafter(gain, 0.0), "above": np.nextafter(gain, np.inf), "tiny": 1e-300,
+           "huge": 1e295, "plain": plain_lam}[where]
+    assume(0.0 < lam < np.inf)
+    assume(all(v <= 0.0 or v / math.sqrt(lam) < 1e5 or n_max > 0 for v in w))  # the plain count walks one by one
+    counts = np.full(w.size, -7, np.int64)
+    total, _, _ = _count_above(w, lam, n_min, n_max, counts)
+    expected = [_plain_count(v, lam, n_min, n_max) if v > 0.0 else 0 for v in w]
+    np.testing.assert_array_equal(counts, expected)
+    assert total == sum(expected)

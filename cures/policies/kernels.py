@@ -18,7 +18,7 @@ from numba import njit
 
 from cures.posterior import posterior_mean, update_counts
 from cures.sumtree import FANOUT, tree_draws, tree_rebuild, tree_set
-from cures.theory import allocate_into, sampling_weight_nb, sigma2_nb
+from cures.theory import allocate_into, sampling_weight, sigma2_nb
 
 # ----------------------------------------------------------------------------------------------------------------
 # Step buffer
@@ -302,7 +302,7 @@ def uniform_batch(S, k, rng):
 @njit(cache=True, inline="always")
 def rho_weight(S, x, tau):
     """Eq. 14 weight of prompt x from its posterior mean."""
-    return sampling_weight_nb(posterior_mean(S.alpha, S.beta, x), tau)
+    return sampling_weight(posterior_mean(S.alpha, S.beta, x), tau)
 
 
 @njit(cache=True)
