@@ -182,27 +182,36 @@ def _count_above(weights, lam, n_min, n_max, counts):
 def _continuous_threshold(weights, wsum, budget, n_min, n_max):
     """The marginal gain lam = s^2 at the continuous optimum of Eq. 20 with the clamps, n_i = clip(w_i / s, n_min,
     n_max) summing to the budget (an unclamped n_i = w_i / s has gain ~ s^2), aimed a little below the budget as the
-    counts are integers: a fixed point over the clamped sets, from s = sum(w) / budget (no clamps)."""
+    counts are integers: a fixed point over the clamped sets, from s = sum(w) / budget (no clamps). A pass that
+    only confirms the sets is skipped when no weight of the last pass crosses the new cut-offs."""
     s = wsum / budget
     top = n_max if n_max > 0 else np.inf
     k_low = k_high = -1
     for _ in range(8):
         w_free, k_free, low, high = 0.0, 0, 0, 0
+        low_max, free_min, free_max, high_min = -np.inf, np.inf, -np.inf, np.inf
         for w in weights:
             if w <= 0.0:
                 continue
             if w < n_min * s:
                 low += 1
+                low_max = max(low_max, w)
             elif w > top * s:
                 high += 1
+                high_min = min(high_min, w)
             else:
                 w_free += w
                 k_free += 1
+                free_min = min(free_min, w)
+                free_max = max(free_max, w)
         denom = budget - 0.25 * k_free - 1.0 - n_min * low - (n_max * high if n_max > 0 else 0)
         if k_free == 0 or denom <= 0.0 or (low == k_low and high == k_high):
             break
         s = w_free / denom
         k_low, k_high = low, high
+        if (low_max < n_min * s <= free_min and free_max <= top * s
+                and (high == 0 or high_min > top * s)):  # the next pass would find these sets and stop here
+            break
     return s * s
 
 
