@@ -69,7 +69,7 @@ def _minus_child(tree, first, c, r):
     the scan. `first` is unsigned (no negative-index wrap to compile): it is >= 1 even below a node without a positive
     child, where the pick is -1 as in the scan, since j >= -offset(level) on every level."""
     w = tree[first + np.uint64(c)]
-    return r - w if w > 0.0 else r
+    return r - (w if w > 0.0 else 0.0)  # r - 0.0 is r, -0.0 included: a max and a subtraction, no blend
 
 
 @njit(cache=True, inline="always")
