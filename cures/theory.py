@@ -375,8 +375,9 @@ def allocate_into(weights, budget, n_min, n_max, out):
     rollout to the prompt whose objective falls most (`_gain`; ties to the lower index). Fast path with the same
     result: every gain above a threshold lam is certainly taken when no more than the remaining budget exceed it, so
     those are granted at once (lam from the continuous optimum of Eq. 20, refined by secant steps,
-    `_threshold_counts`); the few rollouts left go to the largest next gains in one sorted pass when no prompt deserves
-    two of them (`_rest_by_selection`), else one by one from a max-heap (`_rest_by_heap`). O(m log m) in all.
+    `_threshold_counts`, which counts without dividing where a margin decides); the few rollouts left go to the
+    largest next gains, found by selection, when no prompt deserves two of them (`_rest_by_selection`), else one by
+    one from a max-heap (`_rest_by_heap`). O(m log m) in all.
     Returns the rollouts placed (less than `budget` only when the clamps make it infeasible).
     """
     m = weights.shape[0]

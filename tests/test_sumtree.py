@@ -83,3 +83,26 @@ def test_draws_follow_the_weights():
     observed = np.append(counts[big], counts[~big].sum())
     pooled = np.append(expected[big], expected[~big].sum())
     assert stats.chisquare(observed, pooled).pvalue > 1e-4
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(1, 5000), data=st.data(), seed=st.integers(0, 2**32 - 1))
+def test_set_adds_each_change_to_every_ancestor_in_order(n, data, seed):
+    """tree_set gives every inner node, the root included, exactly the sums of adding each leaf's change along its
+    path in the order of the updates (repeated leaves included), as the plain rule does in floating point."""
+    rng = np.random.default_rng(seed)
+    tree, h = new_tree(n)
+    tree_set(tree, h, np.arange(n), rng.gamma(0.5, size=n))
+    ids = rng.integers(0, n, data.draw(st.integers(0, 300)))
+    weights = rng.gamma(0.5, size=ids.size) * data.draw(st.sampled_from([1.0, 1e-12, 1e12]))
+    expected = tree.copy()
+    leaf0 = (FANOUT**h - 1) // (FANOUT - 1)
+    for x, w in zip(ids, weights, strict=True):
+        delta = w - expected[leaf0 + x]
+        expected[leaf0 + x] = w
+        offset, j = leaf0, x
+        for _ in range(h):
+            offset, j = (offset - 1) // FANOUT, j // FANOUT
+            expected[offset + j] += delta
+    tree_set(tree, h, ids, weights)
+    np.testing.assert_array_equal(tree.view(np.int64), expected.view(np.int64))
