@@ -147,16 +147,16 @@ def tree_find(tree, h, u, out):
         root_kids -= 1
     i = 0
     while i + 4 <= m:
-        one = np.uint64(1)  # the root's children start at 1
-        (u0, u1, u2, u3), (j0, j1, j2, j3) = _scan_level(tree, rem, (one, one, one, one),
-                                                         (u[i], u[i + 1], u[i + 2], u[i + 3]), root_kids)
-        offset = 1
-        for _ in range(h - 1):
+        u0, u1, u2, u3 = u[i], u[i + 1], u[i + 2], u[i + 3]
+        j0 = j1 = j2 = j3 = 0
+        offset, kids = 0, root_kids
+        for _ in range(h):
             offset = offset * FANOUT + 1  # the level below
             first = (np.uint64(offset + j0 * FANOUT), np.uint64(offset + j1 * FANOUT),
                      np.uint64(offset + j2 * FANOUT), np.uint64(offset + j3 * FANOUT))
-            (u0, u1, u2, u3), (c0, c1, c2, c3) = _scan_level(tree, rem, first, (u0, u1, u2, u3), FANOUT)
+            (u0, u1, u2, u3), (c0, c1, c2, c3) = _scan_level(tree, rem, first, (u0, u1, u2, u3), kids)
             j0, j1, j2, j3 = j0 * FANOUT + c0, j1 * FANOUT + c1, j2 * FANOUT + c2, j3 * FANOUT + c3
+            kids = FANOUT
         out[i], out[i + 1], out[i + 2], out[i + 3] = j0, j1, j2, j3
         i += 4
     for k in range(i, m):
