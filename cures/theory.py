@@ -311,8 +311,8 @@ def _rest_by_selection(weights, rest, n_max, out):
         w, n = weights[i], float(out[i])
         one = (w > 0.0) & ((n_max <= 0) | (out[i] < n_max))
         two = one & ((n_max <= 0) | (out[i] + 1 < n_max))
-        gain[i] = w * w / (n * (n + 1.0)) if one else -1.0  # _gain(w, n)
-        after[i] = w * w / ((n + 1.0) * (n + 2.0)) if two else -1.0  # _gain(w, n + 1)
+        gain[i] = _gain(w, n) if one else -1.0
+        after[i] = _gain(w, n + 1.0) if two else -1.0
         size += one
     if size < rest:
         return False
