@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from cures.policies import available
-from simulator.compare import compare
-from simulator.config import SimConfig
-from simulator.engine import COLUMNS
-from simulator.run import BOUNDS, SeedRun, mean_ci, simulate
+from cures.simulator.compare import compare
+from cures.simulator.config import SimConfig
+from cures.simulator.engine import COLUMNS
+from cures.simulator.run import BOUNDS, SeedRun, mean_ci, simulate
 
 CURES_FAMILY = ("grpo", "cures", "cures-sampling", "cures-allocation", "cures-paper", "cures-released")
 PEERS = ("grpo", *(name for name in available() if not name.startswith("cures") and name != "grpo"))  # registered

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.theory import (
+from cures.analysis.theory import (
     allocations,
     eq21_sigma2,
     ess_curve,
@@ -14,6 +14,8 @@ from analysis.theory import (
     one_prompt_model,
     total_variance,
 )
+from cures.simulator.output import mean_curve
+from cures.simulator.run import stacked
 from cures.theory import (
     grpo_expected_gradient_scale,
     optimization_potential,
@@ -21,8 +23,6 @@ from cures.theory import (
     sampling_distribution,
     zero_variance_prob,
 )
-from simulator.output import mean_curve
-from simulator.run import stacked
 
 NS = (4, 8, 16)
 

@@ -1,7 +1,7 @@
 """GRPO, CurES and the four 2026 peers on one scenario, matched in rollouts or in steps (issue 14's comparison).
 
-    python -m analysis.peers_2026 --match rollouts --out runs/peers-rollouts
-    python -m analysis.peers_2026 --match steps --out runs/peers-steps
+    python -m cures.analysis.peers_2026 --match rollouts --out runs/peers-rollouts
+    python -m cures.analysis.peers_2026 --match steps --out runs/peers-steps
 
 Every policy spends GRPO's group size n = budget / batch_size in its own terms (`make_policy_for_budget`): VIP
 spends the same budget, Reinforce-Ada trains n per prompt, PODS generates 4n and trains n (the paper's ratio) and
@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from simulator.compare import compare, markdown_table, write_comparison
-from simulator.config import build_config
+from cures.simulator.compare import compare, markdown_table, write_comparison
+from cures.simulator.config import build_config
 
 POLICIES = ["grpo", "cures", "vip", "pilot-commit", "reinforce-ada", "pods"]
 

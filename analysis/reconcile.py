@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 
-from simulator.compare import compare
-from simulator.config import SimConfig
-from simulator.output import ci_text, speedup_text
+from cures.simulator.compare import compare
+from cures.simulator.config import SimConfig
+from cures.simulator.output import ci_text, speedup_text
 
 POLICIES = ("grpo", "cures", "cures-paper", "cures-released", "dapo", "speed")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.output import speedup_text
+from cures.simulator.output import speedup_text
 
 
 def regime_map_frame(policies, keys: list[str], match: str, baseline: str):

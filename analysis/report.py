@@ -9,14 +9,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis import figures
-from analysis.experiments import ALL_POLICIES, CURES_FAMILY, PEERS, run_comparison, run_sensitivity
-from analysis.reconcile import markdown as reconcile_markdown
-from analysis.reconcile import reconcile
 from cures._io import staged_outputs
-from simulator.compare import markdown_table
-from simulator.config import build_config
-from simulator.output import write_json
+from cures.analysis import figures
+from cures.analysis.experiments import ALL_POLICIES, CURES_FAMILY, PEERS, run_comparison, run_sensitivity
+from cures.analysis.reconcile import markdown as reconcile_markdown
+from cures.analysis.reconcile import reconcile
+from cures.simulator.compare import markdown_table
+from cures.simulator.config import build_config
+from cures.simulator.output import write_json
 
 FIGURES = (
     ("fig1_per_prompt_quantities", "Per-prompt quantities against the pass rate"),
@@ -111,7 +111,7 @@ def _regime_section(out: Path, sweep_dir: Path) -> tuple[str, str, str]:
     """The regime map of a finished `cures sweep` (its figure copied in, its table as text)."""
     import shutil
 
-    from simulator.sweep import read_finished_sweep
+    from cures.simulator.sweep import read_finished_sweep
 
     info, table = read_finished_sweep(sweep_dir)
     shutil.copyfile(sweep_dir / "regime_map.png", out / f"{REGIME[0]}.png")

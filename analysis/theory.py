@@ -11,10 +11,10 @@ from scipy.special import ndtri
 from cures.policies.gvm import gvm_weight
 from cures.policies.kernels import largest_remainder
 from cures.policies.knapsack import EDGE_N, solve
+from cures.simulator.engine import EngineConfig, score_statistics
+from cures.simulator.population import Model
+from cures.simulator.reference import rollout_scores
 from cures.theory import allocate_rollouts, rollout_sigma, sampling_distribution
-from simulator.engine import EngineConfig, score_statistics
-from simulator.population import Model
-from simulator.reference import rollout_scores
 
 
 def one_prompt_model(dim: int = 4, norm: float = 1.0) -> Model:

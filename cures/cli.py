@@ -167,7 +167,7 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a sett
 
 def _sim_config(scenario, n_prompts, steps, batch_size, budget, seeds, seed, init_pass_rate, estimator, threads,
                 eval_every, max_rollouts, sets):
-    from simulator.config import build_config, parse_overrides
+    from cures.simulator.config import build_config, parse_overrides
 
     explicit = {k: v for k, v in {
         "n_prompts": n_prompts, "steps": steps, "batch_size": batch_size, "budget": budget, "seeds": seeds,
@@ -225,8 +225,8 @@ def simulate(
                                              "curves.png here.")] = None,
 ):
     """Simulate RL training with one policy on synthetic prompts; print a summary (and write files with --out)."""
-    from simulator.output import ci_text
-    from simulator.run import simulate as run_simulation
+    from cures.simulator.output import ci_text
+    from cures.simulator.run import simulate as run_simulation
 
     cfg = _sim_config(scenario, n_prompts, steps, batch_size, budget, seeds, seed, init_pass_rate, estimator,
                       threads, eval_every, max_rollouts, set_)
@@ -245,7 +245,7 @@ def simulate(
     table.add_row("wall seconds", f"{summary['wall_seconds']:.2f}")
     console.print(table)
     if out is not None:
-        from simulator.output import write_simulation
+        from cures.simulator.output import write_simulation
 
         for path in write_simulation(out, summary, runs):
             console.print(f"wrote {path}", highlight=False)
@@ -277,8 +277,8 @@ def compare(
     """Run several policies on the same scenario and seeds, matched to the baseline in rollouts, steps or compute;
     report speed-ups to the baseline's peak counted all three ways, and ScaleRL curve fits."""
     from cures.policies import get_spec
-    from simulator.compare import MATCHES, markdown_table, write_comparison
-    from simulator.compare import compare as run_compare
+    from cures.simulator.compare import MATCHES, markdown_table, write_comparison
+    from cures.simulator.compare import compare as run_compare
 
     if match not in MATCHES:
         fail(f"--match must be one of {', '.join(MATCHES)}; got {match!r}")
@@ -316,8 +316,8 @@ def sweep(
 ):
     """Run `compare` over a grid of settings in parallel processes (resumable); write one tidy table (cell x policy x
     seed, CSV and Parquet) and the regime map (each cell's speed-ups over the baseline, its best policy)."""
-    from simulator.config import parse_overrides
-    from simulator.sweep import Sweep, load_grid_file, parse_grid_option, run_sweep
+    from cures.simulator.config import parse_overrides
+    from cures.simulator.sweep import Sweep, load_grid_file, parse_grid_option, run_sweep
 
     spec = load_grid_file(grid_file) if grid_file else {}
     axes = dict(spec.get("grid", {}))
@@ -366,7 +366,7 @@ def reconcile(
 ):
     """The paper's accounting beside ours: the same policies at equal steps and at equal rollouts, with each one's
     rollouts per step (the released code's x4) and the rollouts it generates without training on them."""
-    from analysis import reconcile as rec
+    from cures.analysis import reconcile as rec
     from cures.policies import get_spec
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
@@ -383,7 +383,7 @@ def reconcile(
     console.print(rec.markdown(result), markup=False, highlight=False, soft_wrap=True)
     if out is not None:
         from cures._io import staged_outputs
-        from simulator.output import write_json, write_table
+        from cures.simulator.output import write_json, write_table
 
         with staged_outputs(out, "reconcile.json") as stage:
             (stage / "reconcile.md").write_text(rec.markdown(result))
@@ -413,8 +413,8 @@ def bench(
     """Time the compiled engine against two NumPy references (per rollout, and vectorised over the batch), side by
     side, and print the ratios; or, with --versus, one policy's engine steps against another's."""
     from cures.policies import get_spec
-    from simulator.bench import compare_policies, ratios, run_bench
-    from simulator.config import load_scenario
+    from cures.simulator.bench import compare_policies, ratios, run_bench
+    from cures.simulator.config import load_scenario
 
     get_spec(policy)
     if versus is not None:
@@ -428,8 +428,8 @@ def bench(
         fail(f"--sizes must be prompt counts of at least 1; got {sizes!r}")
     shape = {k: v for k, v in (("batch_size", batch_size), ("budget", budget)) if v is not None}
     if shape:
-        from simulator.config import build_config
-        from simulator.run import policy_for
+        from cures.simulator.config import build_config
+        from cures.simulator.run import policy_for
 
         for name in (policy, versus or policy):  # a shape a policy cannot run fails here, in one line
             policy_for(name, build_config(scenario, shape))
@@ -472,8 +472,8 @@ def report(
                                                    "regime map to the report.")] = None,
 ):
     """Write every figure of the theory and the comparisons, and a self-contained report."""
-    from analysis.report import ReportSizes, build_report
-    from simulator.config import load_scenario
+    from cures.analysis.report import ReportSizes, build_report
+    from cures.simulator.config import load_scenario
 
     load_scenario(scenario)
     for name, value in (("--n-prompts", n_prompts), ("--seeds", seeds), ("--steps", steps), ("--mc-reps", mc_reps)):
@@ -485,11 +485,11 @@ def report(
     sizes = ReportSizes.quick() if quick else ReportSizes(scenario, n_prompts, seeds, steps, seeds, mc_reps)
     sizes.scenario = scenario
     if sweep_dir is not None:
-        from simulator.sweep import read_finished_sweep
+        from cures.simulator.sweep import read_finished_sweep
 
         read_finished_sweep(sweep_dir)  # checked before minutes of figures
         sizes.sweep = str(sweep_dir)
-    from analysis.report import FIGURES
+    from cures.analysis.report import FIGURES
 
     bar, task = _progress(len(FIGURES), "simulating and drawing figures")
     with bar:
@@ -504,7 +504,7 @@ def train(ctx: typer.Context):
     """Train with TRL's GRPOTrainer, a policy choosing prompts and rollouts per prompt. Takes what `trl grpo` takes:
     --config recipe.yaml and any script, GRPOConfig or ModelConfig field as --field value, plus --policy,
     --policy_params, --prompts_per_step, --rollouts_per_step (`cures train --help` lists them all)."""
-    from backends.trl.run import train as run_training
+    from cures.backends.trl.run import train as run_training
 
     summary = run_training(ctx.args)
     if not summary:  # not the main process of a multi-process run
@@ -521,7 +521,7 @@ def train(ctx: typer.Context):
 @app.command()
 def scenarios():
     """List the named simulation scenarios."""
-    from simulator.config import SCENARIO_DIR, available_scenarios
+    from cures.simulator.config import SCENARIO_DIR, available_scenarios
 
     for name in available_scenarios():
         first = (SCENARIO_DIR / f"{name}.toml").read_text().splitlines()[0]

@@ -24,7 +24,7 @@ CHUNKS = 4  # timed chunks after the first, per measurement
 
 
 def _config(scenario: str | None, shape: dict, n_prompts: int, steps: int, n_heldout: int = 1_000):
-    from simulator.config import build_config
+    from cures.simulator.config import build_config
 
     return build_config(scenario, {"n_prompts": n_prompts, "n_heldout": n_heldout, "steps": steps,
                                    "eval_every": steps, "seeds": 1, "threads": 1, "max_rollouts": 0,
@@ -52,8 +52,8 @@ def _timed_steps(runner, policy: str, scenario: str | None, n_prompts: int, step
 
 def _measure(which: str, policy: str, scenario: str | None, n_prompts: int, steps: int, seed: int,
              shape: dict | None = None) -> dict:
-    from simulator.reference import reference_seed, vectorised_seed
-    from simulator.run import run_seed
+    from cures.simulator.reference import reference_seed, vectorised_seed
+    from cures.simulator.run import run_seed
 
     runner = {"engine": run_seed, "vectorised": vectorised_seed, "reference": reference_seed}[which]
     shape = shape or {}
@@ -66,7 +66,7 @@ def _measure(which: str, policy: str, scenario: str | None, n_prompts: int, step
 
 def _per_step_pair(policies: tuple[str, str], scenario: str | None, n_prompts: int, steps: int, seed: int,
                    shape: dict, repeats: int) -> dict:
-    from simulator.run import run_seed
+    from cures.simulator.run import run_seed
 
     for p in policies:
         _warm_up(run_seed, p, scenario, seed, shape)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from cures._io import staged_outputs
-from simulator.config import SimConfig
-from simulator.engine import COLUMNS
-from simulator.output import ci_text, plot_curves, speedup_text, write_json, write_table
-from simulator.run import SeedRun, accuracy_column, simulate, stacked
-from simulator.scaling import ACCOUNTINGS, axis, saturating_fit, speedups
+from cures.simulator.config import SimConfig
+from cures.simulator.engine import COLUMNS
+from cures.simulator.output import ci_text, plot_curves, speedup_text, write_json, write_table
+from cures.simulator.run import SeedRun, accuracy_column, simulate, stacked
+from cures.simulator.scaling import ACCOUNTINGS, axis, saturating_fit, speedups
 
 STEP_CAP = 50  # a policy under a rollout or compute cap may take up to this many times the baseline's steps
 MATCHES = ACCOUNTINGS
@@ -181,7 +181,7 @@ def markdown_table(result: dict) -> str:
 def write_comparison(out: Path, result: dict, runs: dict[str, list[SeedRun]], cfg: SimConfig) -> list[Path]:
     """comparison.json/.md/.csv/.parquet, seeds.csv/.parquet, curves.csv/.parquet and comparison.png, moved into
     `out` together."""
-    from simulator.output import curves_frame
+    from cures.simulator.output import curves_frame
 
     title = (f"{len(runs)} policies, {cfg.n_prompts:,} prompts, {cfg.seeds} seeds, equal "
              f"{result.get('match', 'rollouts')} (95% bands)")

@@ -38,7 +38,7 @@ class SimConfig:
     n_heldout: NonNegCount = 2_000
     mode: Literal["irt", "tabular"] = "irt"  # "irt": p = sigmoid(a.theta - b), shared theta; "tabular": own logits
     dim: Annotated[int, Field(strict=True, ge=1, le=4096)] = 8  # d, the skill dimensions
-    init_pass_rate: Annotated[str, Field(strict=True)] = "beta:0.6,0.9"  # simulator.population.parse_pass_rate_spec
+    init_pass_rate: Annotated[str, Field(strict=True)] = "beta:0.6,0.9"  # population.parse_pass_rate_spec
     unlearnable: Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)] = 0.1  # share with a = 0
     a_scale: Annotated[float, Field(strict=True, gt=0, le=1e3, allow_inf_nan=False)] = 1.0  # median |a_i|
     a_spread: Annotated[float, Field(strict=True, ge=0, le=5, allow_inf_nan=False)] = 0.5  # log-normal sigma of |a_i|
@@ -78,7 +78,7 @@ class SimConfig:
         for key in ("budget", "batch_size"):
             if key in self.policy_params:
                 raise ValueError(f"policy.{key}: set the top-level {key} (--{key.replace('_', '-')}) instead")
-        from simulator.population import parse_pass_rate_spec
+        from cures.simulator.population import parse_pass_rate_spec
 
         parse_pass_rate_spec(self.init_pass_rate)
         _check_memory(self)

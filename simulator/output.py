@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from cures._io import atomic_write, atomic_write_text, staged_outputs
-from simulator.engine import COLUMNS
-from simulator.run import BOUNDS, SeedRun, mean_ci, stacked
+from cures.simulator.engine import COLUMNS
+from cures.simulator.run import BOUNDS, SeedRun, mean_ci, stacked
 
 PANELS = (("zero_variance_fraction", "zero-variance groups (fraction)"),
           ("posterior_error", "posterior error mean |p_hat - p|"),
@@ -62,7 +62,7 @@ def write_json(path: Path, data: dict) -> Path:
 
 
 def curves_frame(runs_by_policy: dict[str, list[SeedRun]]):
-    """Long format: one row per (policy, seed, evaluation) with every column of simulator.engine.COLUMNS."""
+    """Long format: one row per (policy, seed, evaluation) with every column of cures.simulator.engine.COLUMNS."""
     import pandas as pd
 
     frames = [pd.DataFrame(r.curves, columns=list(COLUMNS)).assign(policy=name, seed=r.seed)

@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
-from simulator.config import SimConfig
-from simulator.population import build_population, pass_rates
-from simulator.run import SeedRun, Stopped, engine_config, policy_for, seed_streams
+from cures.simulator.config import SimConfig
+from cures.simulator.population import build_population, pass_rates
+from cures.simulator.run import SeedRun, Stopped, engine_config, policy_for, seed_streams
 
 
 def group_advantages(rewards: np.ndarray, estimator: str, eps: float, batch_mean: float, batch_sd: float,
@@ -166,7 +166,7 @@ def _vectorised_step(policy, state, model, cfg, C, tabular, rng, tally, first):
 
 
 def _advantages(estimator, eps, k, n, batch_mean, batch_sd):
-    """(A1, A0) per group with k of n correct, as `simulator.engine.advantages`, in arrays."""
+    """(A1, A0) per group with k of n correct, as `cures.simulator.engine.advantages`, in arrays."""
     with np.errstate(divide="ignore", invalid="ignore"):
         mean = k / n
         if estimator == "reinforce++":
@@ -194,7 +194,7 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
                    ) -> SeedRun:
     """One seed of the per-rollout reference (or, `vectorised`, of the NumPy version that draws each slot's
     successes and each step's summed scores in whole arrays, as the engine does): same population, policy and
-    schedule as `simulator.run.run_seed` (`timer`, if given, receives the seconds spent stepping in each chunk of
+    schedule as `cures.simulator.run.run_seed` (`timer`, if given, receives the seconds spent stepping in each chunk of
     `chunk` steps, default `eval_every`, as the engine's does)."""
     policy = policy_for(name, cfg)
     C = engine_config(cfg, policy, max_rollouts)
@@ -218,7 +218,7 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
         est, true = np.linalg.norm(grad), np.linalg.norm(true_grad)
         held = np.nan if tabular or cfg.n_heldout == 0 else pass_rates(model, tabular, held_out=True).mean()
         steps = max(tally["steps"], 1)
-        rows.append([  # simulator.engine.COLUMNS
+        rows.append([  # cures.simulator.engine.COLUMNS
             state.steps_done, state.rollouts_total, p.mean(), held,
             tally["zero"] / tally["slots"] if tally["slots"] else np.nan, np.abs(p_hat - p).mean(), est,
             grad @ true_grad / (est * true) if est > 0 and true > 0 else np.nan,

@@ -14,8 +14,8 @@ from scipy import stats
 
 from cures.policies import Policy, make_policy_for_budget
 from cures.policies.dispatch import specialised
-from simulator.config import SimConfig
-from simulator.engine import (
+from cures.simulator.config import SimConfig
+from cures.simulator.engine import (
     COLUMNS,
     ESTIMATOR_CODES,
     EngineConfig,
@@ -23,7 +23,7 @@ from simulator.engine import (
     new_tally,
     run_steps,
 )
-from simulator.population import build_population
+from cures.simulator.population import build_population
 
 Progress = Callable[[int], None]
 

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 from scipy import optimize, stats
 
-from simulator.run import SeedRun, stacked
+from cures.simulator.run import SeedRun, stacked
 
 ACCOUNTINGS = ("rollouts", "steps", "compute")
 RESAMPLES = 400

@@ -20,7 +20,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simulator.config import FIELDS, build_config, parse_value
+from cures.simulator.config import FIELDS, build_config, parse_value
 
 GRID_DIR = Path(__file__).parent / "grids"
 POLICY_PREFIX = "policy."
@@ -70,7 +70,7 @@ class Sweep:
     def validate(self) -> Sweep:
         """Every name, key and cell checked before any work (one-line ValueErrors)."""
         from cures.policies import get_spec
-        from simulator.compare import MATCHES
+        from cures.simulator.compare import MATCHES
 
         if self.match not in MATCHES:
             raise ValueError(f"match must be one of {', '.join(MATCHES)}; got {self.match!r}")
@@ -100,7 +100,7 @@ class Sweep:
             repeated = next((v for v, text in zip(values, seen, strict=True) if seen.count(text) > 1), None)
             if repeated is not None:
                 raise ValueError(f"grid {key}: value {repeated!r} is given twice (its cells would run twice)")
-        from simulator.run import policy_for
+        from cures.simulator.run import policy_for
 
         for cell in self.cells():
             cfg, params = self.config(cell)
@@ -177,9 +177,9 @@ def load_grid_file(name_or_path: str) -> dict:
 def run_cell(sweep: Sweep, cell: dict):
     """One cell: `compare` with the cell's settings; returns (seed rows, policy rows) as DataFrames, with the cell's
     values as leading columns."""
-    from simulator.compare import compare, comparison_frame, seeds_frame
-    from simulator.run import stacked
-    from simulator.scaling import ACCOUNTINGS, axis, cost_to_reach
+    from cures.simulator.compare import compare, comparison_frame, seeds_frame
+    from cures.simulator.run import stacked
+    from cures.simulator.scaling import ACCOUNTINGS, axis, cost_to_reach
 
     cfg, params = sweep.config(cell)
     result, runs = compare(sweep.policies, cfg, match=sweep.match, fits=False, policy_params=params)
@@ -296,8 +296,8 @@ def write_results(sweep: Sweep, out: Path, cells: list[dict], saved: list, wall:
     before the run, or None for a cell that has just run (read now)."""
     import pandas as pd
 
-    from analysis.regime import regime_map_frame, regime_markdown, regime_plot
-    from simulator.output import write_json, write_table
+    from cures.analysis.regime import regime_map_frame, regime_markdown, regime_plot
+    from cures.simulator.output import write_json, write_table
 
     frames = []
     for cell, frame in zip(cells, saved, strict=True):

@@ -35,8 +35,12 @@ from pathlib import Path
 COMPILE = """
 import numpy as np
 from cures.policies import make_policy_for_budget
-from simulator.config import build_config
-from simulator.run import run_seed
+try:
+    from cures.simulator.config import build_config
+    from cures.simulator.run import run_seed
+except ImportError:  # a checkout from before the one namespace (0.2)
+    from simulator.config import build_config
+    from simulator.run import run_seed
 for name in ("cures", "cures-allocation", "cures-paper", "cures-released", "cures-sampling", "dapo", "greso", "grpo",
              "gvm", "knapsack", "mopps", "speed"):  # the policies every compared checkout has
     policy = make_policy_for_budget(name, 8, 32)
@@ -51,7 +55,10 @@ for name in ("cures", "cures-allocation", "cures-paper", "cures-released", "cure
 
 STEPS = """
 import json
-from simulator.bench import _measure
+try:
+    from cures.simulator.bench import _measure
+except ImportError:  # a checkout from before the one namespace (0.2)
+    from simulator.bench import _measure
 out = {}
 for policy in ("grpo", "cures"):
     for which, steps in (("engine", 300), ("vectorised", 60)):

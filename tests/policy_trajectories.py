@@ -81,8 +81,8 @@ ENGINE_SETTINGS = {  # the IRT world with measured score norms, and the tabular 
 
 def engine_trajectory(name: str, setting: str) -> dict:
     """One seed of the compiled simulator: a digest of its evaluation rows and pass-rate histograms."""
-    from simulator.config import build_config
-    from simulator.run import run_seed
+    from cures.simulator.config import build_config
+    from cures.simulator.run import run_seed
 
     cfg = build_config(overrides={"n_prompts": N_PROMPTS * 4, "n_heldout": 50, "batch_size": BATCH, "budget": BUDGET,
                                   "steps": 3 * STEPS, "eval_every": 7, "seeds": 1, **ENGINE_SETTINGS[setting]},

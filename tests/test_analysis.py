@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
-from analysis.figures import gradient_variance_points
-from analysis.report import FIGURES
-from analysis.theory import allocations, total_variance
+from cures.analysis.figures import gradient_variance_points
+from cures.analysis.report import FIGURES
+from cures.analysis.theory import allocations, total_variance
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulator.config import FIELDS, SimConfig, build_config
+from cures.simulator.config import FIELDS, SimConfig, build_config
 
 SCALARS = st.one_of(st.text(max_size=8), st.booleans(), st.integers(-10**12, 10**12),
                     st.floats(allow_nan=True, allow_infinity=True), st.none())

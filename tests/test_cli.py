@@ -91,7 +91,7 @@ def test_bench_prints_side_by_side_ratios():
 
 
 def test_bench_rounds_combine_to_medians():
-    from simulator.bench import combine_rounds
+    from cures.simulator.bench import combine_rounds
 
     rounds = [{"which": "engine", "n_prompts": 10, "seconds_per_step": t, "steps_per_second": 1 / t,
                "setup_seconds": s, "peak_rss_mb": m} for t, s, m in ((3.0, 0.1, 5.0), (1.0, 0.3, 9.0), (2.0, 0.2, 7.0))]

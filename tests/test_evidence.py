@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from simulator.compare import compare, comparison_frame, seeds_frame
-from simulator.config import build_config
-from simulator.run import mean_ci
-from simulator.scaling import cost_to_reach, fit_saturating, saturating
+from cures.simulator.compare import compare, comparison_frame, seeds_frame
+from cures.simulator.config import build_config
+from cures.simulator.run import mean_ci
+from cures.simulator.scaling import cost_to_reach, fit_saturating, saturating
 
 SMALL = {"n_prompts": 400, "n_heldout": 200, "steps": 24, "eval_every": 2, "seeds": 3, "batch_size": 16}
 ENV = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "COLUMNS": "250"}
@@ -219,7 +219,7 @@ def test_grid_file_and_bad_grid_file(tmp_path):
 
 def test_grid_file_policy_parameters_in_any_toml_spelling(tmp_path):
     """`"policy.tau"`, a dotted `policy.tau` and a [grid.policy] table are the same axis; policy settings go apart."""
-    from simulator.sweep import load_grid_file
+    from cures.simulator.sweep import load_grid_file
 
     spellings = ['[grid]\n"policy.tau" = [0.1, 0.2]\n', "[grid]\npolicy.tau = [0.1, 0.2]\n",
                  "[grid.policy]\ntau = [0.1, 0.2]\n"]
@@ -265,7 +265,7 @@ def test_reconcile_shows_the_released_codes_extra_rollouts(tmp_path):
 ])
 def test_report_reads_a_finished_sweep_or_names_what_is_wrong(tmp_path, damage, message):
     """`cures report --sweep DIR` checks the sweep's files before any figure is drawn."""
-    from simulator.sweep import read_finished_sweep
+    from cures.simulator.sweep import read_finished_sweep
 
     info = {"grid": {"passes": [1]}, "policies": ["grpo", "cures"], "scenario": None, "settings": {},
             "match": "rollouts", "cells": 1, "cells_reused": 0, "runs": 4, "wall_seconds": 1.0}

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from backends.trl.run import parse_args
+from cures.backends.trl.run import parse_args
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

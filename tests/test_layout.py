@@ -19,5 +19,5 @@ def test_core_imports_no_other_package():
 
 
 def test_cli_simulator_and_analysis_import_no_deep_learning_stack():
-    mods = imported_after("import cures.cli, simulator.run, simulator.compare, analysis.report")
+    mods = imported_after("import cures.cli, cures.simulator.run, cures.simulator.compare, cures.analysis.report")
     assert not {m for m in mods if m.split(".")[0] in HEAVY}

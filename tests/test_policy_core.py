@@ -69,8 +69,8 @@ STREAK_RUN = """
 import numpy as np
 import streak_policy  # registers test-streak
 from cures.policies import make_policy
-from simulator.config import build_config
-from simulator.run import run_seed
+from cures.simulator.config import build_config
+from cures.simulator.run import run_seed
 
 policy = make_policy("test-streak", batch_size=5, n=3)
 state = policy.init(40, seed=0)

@@ -10,13 +10,13 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from cures.policies import available
+from cures.simulator.bench import CHUNKS, _timed_steps
+from cures.simulator.config import build_config, load_scenario, parse_overrides
+from cures.simulator.engine import COLUMNS, EngineConfig, score_statistics
+from cures.simulator.population import build_population, parse_pass_rate_spec
+from cures.simulator.reference import reference_seed, rollout_scores, vectorised_seed
+from cures.simulator.run import run_seed, run_seeds, seed_streams
 from cures.theory import rollout_sigma, zero_variance_prob
-from simulator.bench import CHUNKS, _timed_steps
-from simulator.config import build_config, load_scenario, parse_overrides
-from simulator.engine import COLUMNS, EngineConfig, score_statistics
-from simulator.population import build_population, parse_pass_rate_spec
-from simulator.reference import reference_seed, rollout_scores, vectorised_seed
-from simulator.run import run_seed, run_seeds, seed_streams
 
 SMALL = {"n_prompts": 300, "n_heldout": 200, "steps": 30, "batch_size": 16, "eval_every": 10, "seeds": 24}
 
@@ -104,7 +104,7 @@ def test_every_policy_runs_in_the_engine_and_counts_every_rollout(policy):
     cfg = build_config(None, {"n_prompts": 400, "n_heldout": 50, "steps": 12, "batch_size": 8, "eval_every": 4,
                               "seeds": 1, "policy_params": {"subsets": 2} if policy == "cures-paper" else {}})
     timer = []
-    from simulator import run as run_module
+    from cures.simulator import run as run_module
 
     captured = {}
     original = run_module.new_tally
@@ -132,7 +132,7 @@ def test_rollout_cap_stops_every_seed_at_equal_rollouts():
 
 def test_same_seed_bit_identical_whatever_the_thread_count(outputs_by_thread_count):
     script = (
-        "from simulator.config import build_config; from simulator.run import run_seeds\n"
+        "from cures.simulator.config import build_config; from cures.simulator.run import run_seeds\n"
         "import sys, numpy as np\n"
         "cfg = build_config(None, {'n_prompts': 500, 'steps': 20, 'batch_size': 16, 'seeds': 4, "
         "'threads': int(sys.argv[1])})\n"

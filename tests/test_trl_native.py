@@ -10,8 +10,8 @@ import torch
 from trl import GRPOTrainer
 from trl_helpers import arith_prompts, make_trainer
 
-from backends.trl.config import CuresGRPOConfig
-from backends.trl.microbatch import REAL, loss_multipliers, micro_batches
+from cures.backends.trl.config import CuresGRPOConfig
+from cures.backends.trl.microbatch import REAL, loss_multipliers, micro_batches
 
 
 def _piece(trainer):
@@ -86,7 +86,7 @@ def test_logged_reward_metrics_are_those_of_the_real_rollouts(tmp_path):
     every rollout the step generated (TRL computed them over padded copies in dummy groups)."""
     from trl.trainer.utils import nanstd
 
-    from backends.trl.rewards import parity_reward
+    from cures.backends.trl.rewards import parity_reward
 
     trainer, policy, state = make_trainer("dapo", budget=16, batch_size=4, steps=3, tmp_path=tmp_path,
                                           policy_params={"gen_batch_size": 6})
@@ -164,9 +164,9 @@ def test_config_defaults_follow_trl(tmp_path):
 
 
 def test_the_trainer_checks_dataset_and_state(tmp_path):
-    from backends.trl.models import tiny_model, tiny_tokenizer
-    from backends.trl.rewards import parity_reward
-    from backends.trl.trainer import CuresGRPOTrainer
+    from cures.backends.trl.models import tiny_model, tiny_tokenizer
+    from cures.backends.trl.rewards import parity_reward
+    from cures.backends.trl.trainer import CuresGRPOTrainer
 
     tok = tiny_tokenizer()
     args = CuresGRPOConfig(output_dir=str(tmp_path), prompts_per_step=8, rollouts_per_step=16, max_steps=1)
@@ -191,9 +191,9 @@ def test_the_trainer_checks_dataset_and_state(tmp_path):
 def test_lora_trains_the_adapter_and_refuses_score_norms(tmp_path):
     from peft import LoraConfig
 
-    from backends.trl.models import tiny_model, tiny_tokenizer
-    from backends.trl.rewards import parity_reward
-    from backends.trl.trainer import CuresGRPOTrainer
+    from cures.backends.trl.models import tiny_model, tiny_tokenizer
+    from cures.backends.trl.rewards import parity_reward
+    from cures.backends.trl.trainer import CuresGRPOTrainer
 
     tok = tiny_tokenizer()
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
@@ -242,9 +242,9 @@ def test_trls_own_reward_functions_and_plain_prompts(tmp_path, conversational):
     import datasets
     from trl.rewards import accuracy_reward
 
-    from backends.trl.models import tiny_model, tiny_tokenizer
-    from backends.trl.rewards import parity_reward
-    from backends.trl.trainer import CuresGRPOTrainer
+    from cures.backends.trl.models import tiny_model, tiny_tokenizer
+    from cures.backends.trl.rewards import parity_reward
+    from cures.backends.trl.trainer import CuresGRPOTrainer
 
     tok = tiny_tokenizer()
     rows = datasets.Dataset.from_list([

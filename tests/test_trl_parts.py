@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from backends.trl.advantages import prompt_weights, slot_advantages
-from backends.trl.compat import TRL_VERSION, check_trl_version
-from backends.trl.data import arith_problems, builtin_source, load_source, to_prompts
-from backends.trl.rewards import MathAnswerReward, extract_answer, format_reward
+from cures.backends.trl.advantages import prompt_weights, slot_advantages
+from cures.backends.trl.compat import TRL_VERSION, check_trl_version
+from cures.backends.trl.data import arith_problems, builtin_source, load_source, to_prompts
+from cures.backends.trl.rewards import MathAnswerReward, extract_answer, format_reward
 
 
 def trl_group_advantages(rewards: torch.Tensor, G: int, scale: str) -> torch.Tensor:
@@ -182,7 +182,7 @@ def test_bad_datasets_are_one_line_errors(tmp_path, content, name, match):
 
 
 def test_uncached_hub_ids_fail_at_once_offline(monkeypatch):
-    from backends.trl.models import resolve_model
+    from cures.backends.trl.models import resolve_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match="not in the Hugging Face cache, and the machine is offline"):
@@ -196,9 +196,9 @@ def test_uncached_hub_ids_fail_at_once_offline(monkeypatch):
 def test_reward_functions_by_name_or_import_path():
     from trl.rewards import accuracy_reward
 
-    from backends.trl.rewards import parity_reward, resolve_reward_funcs
+    from cures.backends.trl.rewards import parity_reward, resolve_reward_funcs
 
-    funcs = resolve_reward_funcs(["accuracy_reward", "backends.trl.rewards.parity_reward"])
+    funcs = resolve_reward_funcs(["accuracy_reward", "cures.backends.trl.rewards.parity_reward"])
     assert funcs == [accuracy_reward, parity_reward]
     assert type(resolve_reward_funcs(None)[0]).__name__ == "MathAnswerReward"
     for bad, match in (("accuracy_rewrd", "unknown reward"), ("no.such.module.fn", "cannot import")):
@@ -210,7 +210,7 @@ def test_vllm_server_mode_asks_one_completion_per_row(monkeypatch):
     """Rows are already repeated n_i times, so server mode must not dedupe them by TRL's group size."""
     from trl import GRPOTrainer
 
-    from backends.trl.trainer import CuresGRPOTrainer
+    from cures.backends.trl.trainer import CuresGRPOTrainer
 
     seen = []
     monkeypatch.setattr(GRPOTrainer, "_generate_single_turn", lambda self, ids, im, mm, num_generations, tool=False:
@@ -225,7 +225,7 @@ def test_vllm_server_mode_asks_one_completion_per_row(monkeypatch):
 def test_train_and_eval_sets_from_the_command_line(tmp_path):
     """GSM8K-style training rows (question/answer) with a MATH500-format evaluation file (problem/solution/answer);
     or rows held out of training; or a test split; evaluation without any of them is a one-line error."""
-    from backends.trl.run import build_datasets, parse_args
+    from cures.backends.trl.run import build_datasets, parse_args
 
     train = tmp_path / "gsm.jsonl"
     train.write_text("\n".join(json.dumps({"question": f"q{i}", "answer": f"w #### {i}"}) for i in range(10)))
@@ -251,7 +251,7 @@ def test_counting_live_instances_survives_dead_weak_proxies():
     raises ReferenceError (this aborted one two-process launch in seven at exit)."""
     import weakref
 
-    from backends.trl.trainer import live_instances
+    from cures.backends.trl.trainer import live_instances
 
     class Wrapper:
         pass

@@ -6,8 +6,8 @@ import pytest
 import torch
 from trl_helpers import make_trainer, record_plans
 
-from backends.trl.rewards import parity_reward
-from backends.trl.trainer import CuresGRPOTrainer
+from cures.backends.trl.rewards import parity_reward
+from cures.backends.trl.trainer import CuresGRPOTrainer
 
 
 def test_generates_exactly_the_plan_and_updates_the_posterior(tmp_path):
@@ -116,7 +116,7 @@ def test_multi_round_policies_train_on_the_rollouts_they_generated(tmp_path, nam
 
 
 def test_trained_rollouts_follow_the_training_groups():
-    from backends.trl.trainer import _trained_rollouts
+    from cures.backends.trl.trainer import _trained_rollouts
     from cures.policies import TrainingBatch
 
     # slots: 0 (2 rollouts, group 1), 1 (3, not trained), 2 (2, group 0), 3 (1, group 1: a continuation of slot 0)
@@ -134,7 +134,7 @@ def test_trained_rollouts_follow_the_training_groups():
 
 
 def test_a_group_that_keeps_part_of_a_slot_trains_on_its_first_rollouts_of_each_class():
-    from backends.trl.trainer import _trained_rollouts
+    from cures.backends.trl.trainer import _trained_rollouts
     from cures.policies import TrainingBatch
 
     # one slot of 6 rollouts (rewards 0 1 1 0 1 0) keeps 1 success and 2 failures; a second slot is whole
@@ -152,7 +152,7 @@ def test_a_group_that_keeps_part_of_a_slot_trains_on_its_first_rollouts_of_each_
 def test_score_norms_feed_eq21_on_screening_rounds(tmp_path):
     """With score_norms=True the pre-rollouts' per-response embedding-gradient norms reach the policy: sigma_i of a
     mixed prompt is Eq. 21 with the measured statistics instead of sqrt(p(1-p))."""
-    from backends.trl.score_norms import response_score_norms, slot_score_stats
+    from cures.backends.trl.score_norms import response_score_norms, slot_score_stats
     from cures.theory import rollout_sigma
 
     trainer, policy, state = make_trainer("cures-paper", budget=16, batch_size=4, steps=1, tmp_path=tmp_path,
@@ -180,7 +180,7 @@ def test_score_norms_feed_eq21_on_screening_rounds(tmp_path):
     assert not np.allclose(want, np.sqrt(p * (1 - p)))
 
     # the norm is the gradient of the response's summed negative log-likelihood over the embedding matrix
-    from backends.trl.trainer import Rollout
+    from cures.backends.trl.trainer import Rollout
 
     model = trainer.model
     rollout = Rollout([3, 4, 5], [6, 7], "", None)
@@ -201,7 +201,7 @@ def test_killed_and_resumed_run_continues_with_the_same_plans(tmp_path, name):
     """Train 4 steps with checkpoints every 2; resume a fresh trainer from checkpoint-2: the plans of steps 3 and 4
     equal the uninterrupted run's, and the final policy states are identical (pilot-commit: with the pilots it held
     at the checkpoint, whose rollouts the checkpoint kept)."""
-    from backends.trl.trainer import STATE_FILE
+    from cures.backends.trl.trainer import STATE_FILE
 
     def run(out, steps, resume=False):
         trainer, policy, state = make_trainer(name, budget=16, batch_size=4, steps=4, tmp_path=out,
@@ -293,7 +293,7 @@ def test_cures_train_command_trains_resumes_and_reports(tmp_path):
 
 
 def test_score_norms_score_false_parses_as_false(tmp_path):
-    from backends.trl.run import parse_args
+    from cures.backends.trl.run import parse_args
 
     _, args, _, _ = parse_args(["--score_norms", "no", "--output_dir", str(tmp_path)])
     assert args.score_norms is False

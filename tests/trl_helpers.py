@@ -1,11 +1,11 @@
 """Shared builders for the TRL backend tests: a tiny random model on arith prompts, offline."""
 
 
-from backends.trl.config import CuresGRPOConfig
-from backends.trl.data import builtin_source, to_prompts
-from backends.trl.models import tiny_model, tiny_tokenizer
-from backends.trl.rewards import parity_reward  # a reward that varies across a random model's completions
-from backends.trl.trainer import CuresGRPOTrainer
+from cures.backends.trl.config import CuresGRPOConfig
+from cures.backends.trl.data import builtin_source, to_prompts
+from cures.backends.trl.models import tiny_model, tiny_tokenizer
+from cures.backends.trl.rewards import parity_reward  # a reward that varies across a random model's completions
+from cures.backends.trl.trainer import CuresGRPOTrainer
 
 
 def arith_prompts(n=48):

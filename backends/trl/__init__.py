@@ -5,7 +5,7 @@ step (every screening, refill and training round) per TRL generation batch; `run
 `score_norms` measures the per-response norms of Eq. 21.
 """
 
-from backends.trl.config import CuresGRPOConfig
-from backends.trl.trainer import CuresGRPOTrainer
+from cures.backends.trl.config import CuresGRPOConfig
+from cures.backends.trl.trainer import CuresGRPOTrainer
 
 __all__ = ["CuresGRPOConfig", "CuresGRPOTrainer"]

@@ -1,12 +1,12 @@
 """Side-by-side measurements of the TRL backend (run on one machine, in one invocation, so the ratios are fair).
 
-`python -m backends.trl.bench memory`: peak RSS of `cures train` (each run its own process, read with wait4) at a
+`python -m cures.backends.trl.bench memory`: peak RSS of `cures train` (each run its own process, read with wait4) at a
 trained batch of 16 and of 128 rollouts per step with micro-batches of 8, and at 128 in one forward/backward (the
 behaviour before micro-batching) for contrast.
-`python -m backends.trl.bench eval`: greedy accuracy on N held-out arith problems, one problem at a time (the loop
+`python -m cures.backends.trl.bench eval`: greedy accuracy on N held-out arith problems, one problem at a time (the loop
 `cures train` used before) against `CuresGRPOTrainer.evaluate` (batched), on the same model.
-`python -m backends.trl.bench launches`: N two-process gloo launches of `cures train` back to back (tiny model, six
-steps, checkpoints), counting those that exit 0 without an abort at exit ("terminate called", SIGABRT).
+`python -m cures.backends.trl.bench launches`: N two-process gloo launches of `cures train` back to back (tiny model,
+six steps, checkpoints), counting those that exit 0 without an abort at exit ("terminate called", SIGABRT).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def one_at_a_time(model, tokenizer, rows, max_new_tokens: int) -> float:
     """The evaluation loop `cures train` used before: one greedy `generate` per problem."""
     import torch
 
-    from backends.trl.rewards import MathAnswerReward
+    from cures.backends.trl.rewards import MathAnswerReward
 
     reward = MathAnswerReward()
     correct = 0.0
@@ -103,11 +103,11 @@ def one_at_a_time(model, tokenizer, rows, max_new_tokens: int) -> float:
 
 
 def evaluation(model_name: str, n: int, completion: int, batch: int) -> None:
-    from backends.trl.config import CuresGRPOConfig
-    from backends.trl.data import builtin_source, to_prompts
-    from backends.trl.models import resolve_model
-    from backends.trl.rewards import MathAnswerReward
-    from backends.trl.trainer import CuresGRPOTrainer
+    from cures.backends.trl.config import CuresGRPOConfig
+    from cures.backends.trl.data import builtin_source, to_prompts
+    from cures.backends.trl.models import resolve_model
+    from cures.backends.trl.rewards import MathAnswerReward
+    from cures.backends.trl.trainer import CuresGRPOTrainer
 
     data = builtin_source("arith", 16, n, max_level=2)
     train, held = to_prompts(data["train"], "arith"), to_prompts(data["test"], "arith")
@@ -132,7 +132,7 @@ def evaluation(model_name: str, n: int, completion: int, batch: int) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m backends.trl.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m cures.backends.trl.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     mem = sub.add_parser("memory", help="peak RSS at trained batches of 16 and 128")
     mem.add_argument("--model", default="smollm2-135m")

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from backends.trl.advantages import ESTIMATORS, SCALES, WEIGHTINGS
-from backends.trl.microbatch import LOSS_TYPES
+from cures.backends.trl.advantages import ESTIMATORS, SCALES, WEIGHTINGS
+from cures.backends.trl.microbatch import LOSS_TYPES
 
 
 def _choice(name: str, value, allowed) -> None:

@@ -77,7 +77,7 @@ def resolve_model(name: str | None, seed: int = 0):
     it with `model_init_kwargs`) and None. Offline, a Hub id missing from the cache is a one-line ValueError."""
     from pathlib import Path
 
-    from backends.trl.data import _check_hub_reachable
+    from cures.backends.trl.data import _check_hub_reachable
 
     if not name:
         raise ValueError("model_name_or_path is required: a Hub id, a local model directory, smollm2-135m or tiny")

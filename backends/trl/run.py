@@ -16,9 +16,9 @@ from pathlib import Path
 from trl import DatasetMixtureConfig, ModelConfig, TrlParser
 from trl.scripts.grpo import GRPOScriptArguments
 
-from backends.trl.config import CuresGRPOConfig
-from backends.trl.data import BUILTIN, PROMPT_SUFFIX
 from cures._io import check_output_dir
+from cures.backends.trl.config import CuresGRPOConfig
+from cures.backends.trl.data import BUILTIN, PROMPT_SUFFIX
 
 
 @dataclass
@@ -126,7 +126,7 @@ def _recipe_tokens(path: str) -> list[str]:
 
 def build_datasets(script: CuresScriptArguments, args: CuresGRPOConfig, mixture: DatasetMixtureConfig):
     """(train, eval or None) in TRL's prompt format."""
-    from backends.trl.data import load_source, split, to_prompts
+    from cures.backends.trl.data import load_source, split, to_prompts
 
     sizes = dict(n_train=script.n_problems, n_test=script.n_eval_problems, seed=args.seed,
                  max_level=script.arith_max_level)
@@ -178,9 +178,9 @@ def train(argv: list[str]) -> dict:
     check_output_dir(args.output_dir, "output_dir")
     from trl import get_peft_config, get_quantization_config
 
-    from backends.trl.models import resolve_model
-    from backends.trl.rewards import resolve_reward_funcs
-    from backends.trl.trainer import CuresGRPOTrainer
+    from cures.backends.trl.models import resolve_model
+    from cures.backends.trl.rewards import resolve_reward_funcs
+    from cures.backends.trl.trainer import CuresGRPOTrainer
 
     reward_funcs = resolve_reward_funcs(script.reward_funcs, script.reward_model_name_or_path)
     model, tokenizer = resolve_model(model_args.model_name_or_path, args.seed)

@@ -35,12 +35,12 @@ from torch.utils.data import IterableDataset, Sampler
 from transformers import Trainer
 from trl import GRPOTrainer
 
-from backends.trl.advantages import prompt_weights, slot_advantages
-from backends.trl.compat import check_trl_version
-from backends.trl.config import CuresGRPOConfig
-from backends.trl.microbatch import LOSS_TYPES, REAL, loss_multipliers, micro_batches
-from backends.trl.score_norms import response_score_norms, slot_score_stats
 from cures._io import atomic_write
+from cures.backends.trl.advantages import prompt_weights, slot_advantages
+from cures.backends.trl.compat import check_trl_version
+from cures.backends.trl.config import CuresGRPOConfig
+from cures.backends.trl.microbatch import LOSS_TYPES, REAL, loss_multipliers, micro_batches
+from cures.backends.trl.score_norms import response_score_norms, slot_score_stats
 from cures.policies import Policy, PolicyState, TrainingBatch
 from cures.posterior import successes_from_rewards
 
