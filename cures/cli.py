@@ -437,7 +437,7 @@ def bench(
         r = compare_policies(policy, versus, scenario, ns[0], repeats=repeats or 7, batch_size=batch_size,
                              budget=budget)
         for name in (policy, versus):
-            us = ", ".join(f"{1e6 * t:.1f}" for t in r["seconds_per_step"][name])
+            us = ", ".join(f"{1e6 * t:.2f}" for t in r["seconds_per_step"][name])
             console.print(f"{name}: us per step {us}", highlight=False)
         console.print(f"{policy} / {versus} per step: median {r['median_ratio']:.2f} (per repeat "
                       f"{', '.join(f'{x:.2f}' for x in r['ratios'])}); fastest repeats {r['min_ratio']:.2f}",

@@ -40,6 +40,15 @@ def _digest(*arrays) -> str:
     return h.hexdigest()[:20]
 
 
+def _significant(values: np.ndarray, digits: int = 9) -> np.ndarray:
+    """Values rounded to `digits` significant digits: the IRT world's population is drawn with numpy's BLAS
+    (`a @ theta`, `np.linalg.norm`), whose kernels differ in the last bits between CPUs (a record made on one
+    machine failed on another with identical histograms and rollout counts), so a bit-for-bit digest of the
+    evaluation rows would test the machine, not the code."""
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    return np.array([float(f"{v:.{digits}g}") for v in flat])
+
+
 def trajectory(name: str) -> list[dict]:
     from cures.policies import make_policy_for_budget
 
@@ -88,8 +97,8 @@ def engine_trajectory(name: str, setting: str) -> dict:
                                   "steps": 3 * STEPS, "eval_every": 7, "seeds": 1, **ENGINE_SETTINGS[setting]},
                        policy_overrides=PARAMS.get(name, {}))
     run = run_seed(name, cfg, seed=5)
-    return {"curves": _digest(run.curves), "hist": _digest(run.hist), "rollouts_total": run.rollouts_total,
-            "steps": run.steps}
+    return {"curves": _digest(_significant(run.curves)), "hist": _digest(run.hist),
+            "rollouts_total": run.rollouts_total, "steps": run.steps}
 
 
 def all_engine_trajectories() -> dict:
