@@ -41,7 +41,7 @@ def test_micro_batches_add_up_to_trls_loss_on_the_real_rows(tmp_path, loss_type)
     assert rows > 3 and not piece[REAL].all()
 
     model.zero_grad()
-    trainer._prepare_inputs = lambda batch: batch if trainer._micro else piece
+    trainer._prepare_inputs = lambda batch: batch if trainer._trl.in_micro_batch else piece
     trainer.training_step(model, None, None)
     micro = _grads(model)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cures.backends.trl.advantages import prompt_weights, slot_advantages
+from cures.backends.trl.advantages import slot_advantages
 from cures.backends.trl.compat import TRL_VERSION, check_trl_version
 from cures.backends.trl.data import arith_problems, builtin_source, load_source, to_prompts
 from cures.backends.trl.rewards import MathAnswerReward, extract_answer, format_reward
@@ -63,13 +63,6 @@ def test_unequal_groups_in_any_order():
     # the same prompt drawn twice is two groups, told apart by slot
     twice = slot_advantages(torch.tensor([1.0, 0.0, 1.0, 1.0]), torch.tensor([0, 0, 1, 1]))
     assert twice[2] == 0 and twice[3] == 0 and twice[0] > 0
-
-
-def test_prompt_weights_give_every_group_the_same_total():
-    slots = torch.tensor([0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2])
-    w = prompt_weights(slots)
-    totals = torch.zeros(3).index_add_(0, slots, w)
-    torch.testing.assert_close(totals, torch.full((3,), 12 / 3))
 
 
 def test_advantage_argument_errors():

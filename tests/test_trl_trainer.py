@@ -13,8 +13,8 @@ from cures.backends.trl.trainer import CuresGRPOTrainer
 def test_generates_exactly_the_plan_and_updates_the_posterior(tmp_path):
     trainer, policy, state = make_trainer("cures", budget=16, batch_size=4, steps=4, tmp_path=tmp_path)
     plans, seen = record_plans(policy), []
-    trainer.reward_funcs[0] = lambda completions, prompt_id, _slot, **kw: (seen.append(list(prompt_id)),
-                                                                         parity_reward(completions))[1]
+    trainer.reward_funcs[0] = lambda completions, prompt_id, **kw: (seen.append(list(prompt_id)),
+                                                                   parity_reward(completions))[1]
     before = state.arrays.alpha + state.arrays.beta
     trainer.train()
     assert state.steps_done == 4 and len(plans) == 4 and state.rollouts_total == 4 * 16
@@ -79,7 +79,7 @@ def test_multi_round_policies_train_on_the_rollouts_they_generated(tmp_path, nam
     generated, trained = [], []
 
     def counting_generate(prompts):
-        if trainer._replay is None:  # a real generation, not the finished step handed back to TRL's scoring
+        if trainer._trl.replay is None:  # a real generation, not the finished step handed back to TRL's scoring
             generated.append(len(prompts))
         return CuresGRPOTrainer._generate(trainer, prompts)
 
@@ -113,40 +113,6 @@ def test_multi_round_policies_train_on_the_rollouts_they_generated(tmp_path, nam
         if name == "pods":  # m of the n generated rollouts of every prompt
             assert batch.rollouts_trained == batch.rollouts_generated // 2
     assert any(p.purpose == "screen" for p in plans) == (name in ("cures-paper", "speed", "gvm", "cures-released"))
-
-
-def test_trained_rollouts_follow_the_training_groups():
-    from cures.backends.trl.trainer import _trained_rollouts
-    from cures.policies import TrainingBatch
-
-    # slots: 0 (2 rollouts, group 1), 1 (3, not trained), 2 (2, group 0), 3 (1, group 1: a continuation of slot 0)
-    n, succ = np.array([2, 3, 2, 1]), np.array([1, 0, 1, 1.0])
-    batch = TrainingBatch(prompt_ids=np.array([5, 6, 7, 5]), n_rollouts=n, successes=succ,
-                          group=np.array([1, -1, 0, 1]), round=np.array([0, 0, 0, 1]), kept_successes=succ.astype(int),
-                          kept_failures=(n - succ).astype(int), baseline=np.zeros((2, 2)), slot_id=np.arange(4),
-                          source=np.full(4, -1))
-    success = np.array([1, 0, 0, 0, 0, 0, 1, 1], bool)
-    index, groups = _trained_rollouts(batch, np.array([0, 0, 1, 1, 1, 2, 2, 3]), success)
-    np.testing.assert_array_equal(index, [5, 6, 0, 1, 7])
-    np.testing.assert_array_equal(groups, [0, 0, 1, 1, 1])
-    with pytest.raises(RuntimeError, match="does not match"):
-        _trained_rollouts(batch, np.array([0, 0, 1, 1, 2, 2, 3]), success)
-
-
-def test_a_group_that_keeps_part_of_a_slot_trains_on_its_first_rollouts_of_each_class():
-    from cures.backends.trl.trainer import _trained_rollouts
-    from cures.policies import TrainingBatch
-
-    # one slot of 6 rollouts (rewards 0 1 1 0 1 0) keeps 1 success and 2 failures; a second slot is whole
-    batch = TrainingBatch(prompt_ids=np.array([3, 4]), n_rollouts=np.array([6, 2]), successes=np.array([3, 1.0]),
-                          group=np.array([0, 1]), round=np.array([0, 0]), kept_successes=np.array([1, 1]),
-                          kept_failures=np.array([2, 1]), baseline=np.zeros((2, 2)), slot_id=np.arange(2),
-                          source=np.full(2, -1))
-    success = np.array([0, 1, 1, 0, 1, 0, 1, 0], bool)
-    index, groups = _trained_rollouts(batch, np.array([0, 0, 0, 0, 0, 0, 1, 1]), success)
-    np.testing.assert_array_equal(index, [0, 1, 3, 6, 7])
-    np.testing.assert_array_equal(groups, [0, 0, 0, 1, 1])
-    assert index.size == batch.rollouts_trained
 
 
 def test_score_norms_feed_eq21_on_screening_rounds(tmp_path):
@@ -183,7 +149,7 @@ def test_score_norms_feed_eq21_on_screening_rounds(tmp_path):
     from cures.backends.trl.trainer import Rollout
 
     model = trainer.model
-    rollout = Rollout([3, 4, 5], [6, 7], "", None)
+    rollout = Rollout({}, [3, 4, 5], [6, 7], "", None)
     model.zero_grad()
     ids_ = torch.tensor([[3, 4, 5, 6, 7]])
     logp = torch.log_softmax(model(input_ids=ids_).logits[0, 2:4], dim=-1)

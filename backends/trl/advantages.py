@@ -11,7 +11,8 @@ import torch
 
 SCALES = ("group", "batch", "none")
 ESTIMATORS = ("grpo", "rloo")
-WEIGHTINGS = ("policy", "prompt", "rollout")  # the policy's own, Eq. 16's per-prompt mean (`prompt_weights`), TRL's
+WEIGHTINGS = ("policy", "prompt", "rollout")  # the policy's own, Eq. 16's per-prompt mean
+# (`cures.policies.step.TrainedRollouts.weights`), TRL's per rollout
 
 
 def _group_sums(values: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
@@ -67,9 +68,3 @@ def slot_advantages(rewards: torch.Tensor, slots: torch.Tensor, scale: str = "gr
             adv = adv / (std + eps)
     return torch.nan_to_num(adv, nan=0.0).to(rewards.dtype)
 
-
-def prompt_weights(slots: torch.Tensor) -> torch.Tensor:
-    """Per-rollout factor c_i = R / (G n_i) that gives every group the same total weight (paper Eq. 16's
-    per-prompt mean folded into the advantages; R rollouts, G groups, n_i the group's size)."""
-    _, groups, counts = torch.unique(slots, return_inverse=True, return_counts=True)
-    return (slots.numel() / (counts.numel() * counts[groups].to(torch.float64))).to(torch.float32)

@@ -11,13 +11,16 @@ the policy's training group, since a prompt can be drawn twice).
 
 The overridden private methods (`_generate`, `_calculate_rewards`, `_generate_and_score_completions`,
 `_generate_single_turn`, `_prepare_inputs`, `_get_train_sampler`, `_save_checkpoint`) and `training_step` are those of
-trl 1.16.0 and transformers 5.24.0, checked by `compat.check_trl_version`.
+trl 1.16.0 and transformers 5.24.0, checked by `compat.check_trl_version`; how they re-enter TRL's own code is in
+`compat.ReEntry`. The policy step itself (plan, generate, score, observe, training batch) is the framework-free
+`cures.policies.step.run_policy_step`: this module only supplies TRL's generation and scoring to it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import gc
 import json
 import logging
@@ -36,12 +39,13 @@ from transformers import Trainer
 from trl import GRPOTrainer
 
 from cures._io import atomic_write
-from cures.backends.trl.advantages import prompt_weights, slot_advantages
-from cures.backends.trl.compat import check_trl_version
+from cures.backends.trl.advantages import slot_advantages
+from cures.backends.trl.compat import GenerateOutput, ReEntry, check_trl_version, replayed_output
 from cures.backends.trl.config import CuresGRPOConfig
 from cures.backends.trl.microbatch import LOSS_TYPES, REAL, loss_multipliers, micro_batches
 from cures.backends.trl.score_norms import response_score_norms, slot_score_stats
-from cures.policies import Policy, PolicyState, TrainingBatch
+from cures.policies import Plan, Policy, PolicyState
+from cures.policies.step import PolicyStep, Scores, StepRollouts, run_policy_step
 from cures.posterior import successes_from_rewards
 
 STATE_FILE = "policy_state.npz"
@@ -67,35 +71,20 @@ def resume_point(output_dir) -> tuple[str, PolicyState] | None:
 
 @dataclass
 class Rollout:
-    """One generated completion, as TRL's `_generate` returned it (token ids, decoded text, sampling log-probs)."""
+    """One generated completion: its dataset row, what TRL's `_generate` returned for it (token ids, decoded text,
+    sampling log-probs) and, once scored, its reward per reward function (NaN where a function gave none)."""
 
+    row: dict
     prompt_ids: list
     completion_ids: list
     completion: object
     logprobs: list | None
+    reward_row: torch.Tensor | None = None
 
 
-@dataclass
-class StepRollouts:
-    """Everything one policy step generated, in plan order over all rounds (one entry per rollout)."""
-
-    rows: list  # dataset rows, with `_slot` (the slot in the step) added
-    rollouts: list  # Rollout
-    reward_matrix: torch.Tensor  # (rollouts, reward functions), NaN where a function gave no reward
-    rewards: torch.Tensor  # the matrix combined with TRL's reward weights, NaN where unscorable
-    slot: np.ndarray  # the step slot of every rollout
-    fresh: np.ndarray  # generated in this step (False: re-used from an earlier slot the policy held)
-
-    def piece(self, rows: np.ndarray) -> StepRollouts:
-        """These rollouts (indices) as a StepRollouts of their own."""
-        return StepRollouts([self.rows[i] for i in rows], [self.rollouts[i] for i in rows], self.reward_matrix[rows],
-                            self.rewards[rows], self.slot[rows], self.fresh[rows])
-
-    @staticmethod
-    def join(pieces: list) -> StepRollouts:
-        return StepRollouts([r for p in pieces for r in p.rows], [r for p in pieces for r in p.rollouts],
-                            torch.cat([p.reward_matrix for p in pieces]), torch.cat([p.rewards for p in pieces]),
-                            np.concatenate([p.slot for p in pieces]), np.concatenate([p.fresh for p in pieces]))
+def reward_matrix(rollouts: list, n_funcs: int) -> torch.Tensor:
+    """(rollouts, reward functions) of scored rollouts."""
+    return torch.stack([r.reward_row for r in rollouts]) if rollouts else torch.zeros(0, n_funcs)
 
 
 class PolicyClock(Sampler):
@@ -158,10 +147,8 @@ class CuresGRPOTrainer(GRPOTrainer):
                                      else weighting == "prompt")
         self.estimator = args.estimator
         self.score_norms = args.score_norms
-        self._replay = None  # (this rank's Rollouts, the gathered reward matrix) while TRL scores a finished step
+        self._trl = ReEntry()  # how the overrides below behave while TRL's own code runs inside this trainer's
         self._held = {}  # slot id -> StepRollouts of the slots the policy holds for a later step
-        self._micro = False  # True while a prepared micro-batch goes through Trainer.training_step
-        self._loss_multiplier = 1.0
         self.policy_seconds = 0.0  # time spent inside the policy's plan/observe/training_batch
         self.score_norm_seconds = 0.0  # time spent measuring score norms (score_norms=True)
         self.eval_seconds = 0.0  # time spent in evaluate()
@@ -234,24 +221,19 @@ class CuresGRPOTrainer(GRPOTrainer):
         piece = self._prepare_inputs(inputs)  # generates a policy step when TRL's schedule says so
         pieces = micro_batches(piece, self.args.per_device_train_batch_size)
         factors = loss_multipliers(self.loss_type, pieces)
-        k, sync, ga = len(pieces), self.accelerator.sync_gradients, self.current_gradient_accumulation_steps
-        spg = self.args.steps_per_generation
+        k, sync = len(pieces), self.accelerator.sync_gradients
         deepspeed = self.accelerator.distributed_type == DistributedType.DEEPSPEED
         total = None
-        self._micro = True
-        self.current_gradient_accumulation_steps, self.args.steps_per_generation = ga * k, spg * k
         try:
-            for i, (micro, factor) in enumerate(zip(pieces, factors, strict=True)):
-                last = i == k - 1
-                self.accelerator.gradient_state._set_sync_gradients(sync and last)
-                context = contextlib.nullcontext() if last or deepspeed else self.accelerator.no_sync(model)
-                self._loss_multiplier = factor
-                with context:
-                    loss = Trainer.training_step(self, model, micro, num_items_in_batch)
-                total = loss if total is None else total + loss
+            with self._trl.micro_batches(self, k):
+                for i, (micro, factor) in enumerate(zip(pieces, factors, strict=True)):
+                    last = i == k - 1
+                    self.accelerator.gradient_state._set_sync_gradients(sync and last)
+                    context = contextlib.nullcontext() if last or deepspeed else self.accelerator.no_sync(model)
+                    with context, self._trl.loss_scaled(factor):
+                        loss = Trainer.training_step(self, model, micro, num_items_in_batch)
+                    total = loss if total is None else total + loss
         finally:
-            self._micro, self._loss_multiplier = False, 1.0
-            self.current_gradient_accumulation_steps, self.args.steps_per_generation = ga, spg
             self.accelerator.gradient_state._set_sync_gradients(sync)
         self._step += 1  # GRPOTrainer.training_step's bookkeeping, once per TRL micro-step
         self._current_train_step_time += time.perf_counter() - t0
@@ -261,29 +243,25 @@ class CuresGRPOTrainer(GRPOTrainer):
         return total
 
     def _prepare_inputs(self, generation_batch):
-        if self._micro:  # an already prepared micro-batch
+        if self._trl.in_micro_batch:  # an already prepared micro-batch
             return generation_batch
         return super()._prepare_inputs(generation_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        return loss * self._loss_multiplier if self._micro else loss
+        return loss * self._trl.loss_multiplier if self._trl.in_micro_batch else loss
 
     # -- generation and scoring hooks ---------------------------------------------------------------------------
     def _generate(self, prompts):
         """TRL's generation, or, while a finished step is being scored, the rollouts that step already generated."""
-        if self._replay is None:
+        if self._trl.replay is None:
             return super()._generate(prompts)
-        rollouts, _ = self._replay
-        logprobs = [r.logprobs for r in rollouts]
-        return ([r.prompt_ids for r in rollouts], [r.completion_ids for r in rollouts], None,
-                [r.completion for r in rollouts], None if any(lp is None for lp in logprobs) else logprobs, {}, None,
-                [])
+        return replayed_output(self._trl.replay[0])
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         """TRL's rewards (gathered over processes); replayed rollouts keep the rewards they were scored with."""
-        if self._replay is not None:
-            return self._replay[1].to(self.accelerator.device)
+        if self._trl.replay is not None:
+            return self._trl.replay[1].to(self.accelerator.device)
         return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
@@ -297,44 +275,37 @@ class CuresGRPOTrainer(GRPOTrainer):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         step = self._run_policy_step(chunk=self._generation_chunk(len(inputs)))
-        if not step.rows:
+        rollouts, trained = step.rollouts, step.trained
+        if not len(rollouts):
             raise RuntimeError(f"the policy generated no rollouts in step {self.policy_state.steps_done - 1}: every "
                                "prompt it may draw is excluded or skipped, so there is nothing left to train on")
-        t0 = time.perf_counter()
-        batch = self.policy.training_batch(self.policy_state)
-        self.policy_seconds += time.perf_counter() - t0
-        success = successes_from_rewards(step.rewards.numpy(), self.args.success_threshold).astype(bool)
-        index, groups = _trained_rollouts(batch, step.slot, success)
+        index = trained.index
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         # TRL needs the same row count on every process, a multiple of its (dummy) group size, and local rows that
         # split evenly into its steps_per_generation pieces: pad with masked copies that carry no loss
         quantum = self.num_generations * world * self.args.steps_per_generation
         size = -(-max(index.size, 1) // quantum) * quantum
-        padded = np.resize(index if index.size else np.arange(len(step.rows)), size)  # cycles through the rows
+        padded = np.resize(index if index.size else np.arange(len(rollouts)), size)  # cycles through the rows
         local = padded.size // world
-        mine = padded[rank * local : (rank + 1) * local]
-        self._replay = ([step.rollouts[i] for i in mine], step.reward_matrix[padded])
-        try:
-            out = super()._generate_and_score_completions([step.rows[i] for i in mine])
-        finally:
-            self._replay = None
+        mine = [rollouts.rollouts[i] for i in padded[rank * local : (rank + 1) * local]]
+        matrix = reward_matrix([rollouts.rollouts[i] for i in padded], len(self.reward_funcs))
+        with self._trl.replaying(mine, matrix):
+            out = super()._generate_and_score_completions([r.row for r in mine])
 
-        rewards = step.rewards[index]
-        keys = torch.as_tensor(groups)
         adv = torch.zeros(padded.size)
         if index.size:
-            adv[: index.size] = slot_advantages(rewards, keys, scale=self.args.scale_rewards,
-                                                estimator=self.estimator, baseline=batch.baseline)
-            if self.per_prompt_weighting:
-                adv[: index.size] *= prompt_weights(keys)
+            rewards = torch.as_tensor(rollouts.rewards[index], dtype=torch.float32)
+            adv[: index.size] = slot_advantages(rewards, torch.as_tensor(trained.group), scale=self.args.scale_rewards,
+                                                estimator=self.estimator, baseline=trained.baseline)
+            adv[: index.size] *= torch.as_tensor(trained.weights(self.per_prompt_weighting), dtype=torch.float32)
         out["advantages"] = adv[rank * local : (rank + 1) * local].to(out["advantages"].device)
         real = torch.arange(rank * local, (rank + 1) * local) < index.size
         out[REAL] = real.to(out["completion_mask"].device)
         if padded.size > index.size:  # the same on every process: the gather below is collective
             out["completion_mask"][~out[REAL]] = 0
             out["num_items_in_batch"] = self.accelerator.gather(out["completion_mask"].sum()).sum()
-        self._replace_trl_group_metrics(step, padded.size, adv, index)
-        self._log_step_metrics(step, batch, index, keys)
+        self._replace_trl_group_metrics(rollouts, padded.size, adv, index)
+        self._log_step_metrics(step)
         return out
 
     def _generation_chunk(self, rows: int) -> int | None:
@@ -385,7 +356,9 @@ class CuresGRPOTrainer(GRPOTrainer):
         """Mean over problems of the fraction of k completions whose combined reward exceeds the success threshold."""
         repeated = [dict(row) for row in rows for _ in range(k)]
         chunk = None if self.use_vllm else self.args.per_device_eval_batch_size
-        _, matrix, _ = self._generate_round(repeated, chunk, measure_norms=False)
+        rollouts = self._generate_rows(repeated, chunk)
+        self._score_rollouts(rollouts, chunk, measure_norms=False)
+        matrix = reward_matrix(rollouts, len(self.reward_funcs))
         rewards = torch.nan_to_num(_combined_rewards(matrix, self.reward_weights), nan=0.0).numpy()
         correct = successes_from_rewards(rewards, self.args.success_threshold)
         return float(np.mean(correct)) if correct.size else float("nan")
@@ -413,79 +386,75 @@ class CuresGRPOTrainer(GRPOTrainer):
                 vllm.temperature = temperature
 
     # -- one policy step ---------------------------------------------------------------------------------------
-    def _run_policy_step(self, chunk: int | None) -> StepRollouts:
-        """Plan, generate, score and observe rounds until the policy's step is done; generation runs in pieces of
-        at most `chunk` rows per process (None: a whole round at once). Slots the policy fills with earlier
-        rollouts (its held slots, or this step's) get those rollouts, which are then kept while the policy holds
-        them."""
-        pieces, by_id = [], {}  # this step's rollouts, and each generated slot's, by slot id
-        first_slot = 0
-        threshold = self.args.success_threshold
-        while True:
-            t0 = time.perf_counter()
-            plan = self.policy.plan(self.policy_state)
-            self.policy_seconds += time.perf_counter() - t0
-            self._log_plan(plan)
-            round_rows = [dict(self.train_dataset[int(x)], _slot=first_slot + k)
-                          for k, x in enumerate(plan.prompt_ids) for _ in range(int(plan.n_rollouts[k]))]
-            round_rollouts, matrix, norms = self._generate_round(round_rows, chunk, plan.purpose == "screen")
-            rewards = _combined_rewards(matrix, self.reward_weights)
-            scored = torch.nan_to_num(rewards, nan=0.0).numpy()  # unscorable rollouts count as failures
-            stats = None
-            if norms is not None:
-                correct = successes_from_rewards(scored, threshold).astype(bool)  # observe's own rule
-                stats = slot_score_stats(norms, correct, plan.rollout_slots(), plan.prompt_ids.size)
-            t0 = time.perf_counter()
-            done = self.policy.observe(self.policy_state, rewards=scored, threshold=threshold, score_stats=stats)
-            self.policy_seconds += time.perf_counter() - t0
-            generated = StepRollouts(round_rows, round_rollouts, matrix, rewards, first_slot + plan.rollout_slots(),
-                                     np.ones(len(round_rows), bool))
-            pieces.append(generated)
-            B = self.policy_state.step
-            for k in range(first_slot, first_slot + plan.prompt_ids.size):
-                by_id[int(B.slot_id[k])] = generated.piece(np.flatnonzero(generated.slot == k))
-            for j in range(first_slot + plan.prompt_ids.size, int(B.vars.n_slots)):  # slots re-using rollouts
-                pieces.append(self._reused(int(B.source[j]), by_id, j))
-            first_slot = int(B.vars.n_slots)
-            if done:
-                held = set(self.policy_state.held_slot_ids().tolist())
-                self._held = {i: r for i, r in {**self._held, **by_id}.items() if i in held}
-                return StepRollouts.join(pieces)
+    def _run_policy_step(self, chunk: int | None) -> PolicyStep:
+        """One policy step (`cures.policies.step.run_policy_step`) with TRL's generation and scoring; generation
+        runs in pieces of at most `chunk` rows per process (None: a whole round at once). The rollouts of the slots
+        the policy holds for later steps are kept (and saved in checkpoints)."""
+        step = run_policy_step(self.policy, self.policy_state, functools.partial(self._generate_plan, chunk=chunk),
+                               functools.partial(self._score_plan, chunk=chunk), threshold=self.args.success_threshold,
+                               held=self._held, on_plan=self._log_plan)
+        self.policy_seconds += step.policy_seconds
+        self._held = step.held
+        return step
 
-    def _reused(self, source: int, by_id: dict, slot: int) -> StepRollouts:
-        """The rollouts of slot `source` (this step's, or held from an earlier one) as slot `slot` of this step."""
-        found = by_id.get(source, self._held.get(source))
-        if found is None:
-            raise RuntimeError(f"the policy re-uses the rollouts of slot {source}, which this trainer does not hold")
-        return StepRollouts([dict(r, _slot=slot) for r in found.rows], found.rollouts, found.reward_matrix,
-                            found.rewards, np.full(len(found.rows), slot), np.zeros(len(found.rows), bool))
+    def _plan_rows(self, plan: Plan) -> list:
+        return [dict(self.train_dataset[int(x)]) for x, n in zip(plan.prompt_ids, plan.n_rollouts, strict=True)
+                for _ in range(int(n))]
 
-    def _generate_round(self, rows: list, chunk: int | None, measure_norms: bool):
-        """Generate and score `rows` on all processes, `chunk` rows per process at a time (None: all at once); every
-        process returns all rollouts (gathered, in row order), the gathered reward matrix and, if asked, the
-        per-rollout score norms."""
+    def _generate_plan(self, plan: Plan, chunk: int | None) -> list:
+        return self._generate_rows(self._plan_rows(plan), chunk)
+
+    def _score_plan(self, plan: Plan, rollouts: list, chunk: int | None) -> Scores:
+        """Rewards of one round (TRL's reward code, combined with its weights; NaN where unscorable) and, for a
+        screening round with `score_norms`, the per-slot statistics of Eq. 21."""
+        norms = self._score_rollouts(rollouts, chunk, measure_norms=plan.purpose == "screen" and self.score_norms)
+        rewards = _combined_rewards(reward_matrix(rollouts, len(self.reward_funcs)), self.reward_weights).numpy()
+        stats = None
+        if norms is not None:
+            correct = successes_from_rewards(np.nan_to_num(rewards, nan=0.0), self.args.success_threshold)
+            stats = slot_score_stats(norms, correct.astype(bool), plan.rollout_slots(), plan.prompt_ids.size)
+        return Scores(rewards.astype(np.float64), stats)
+
+    def _shares(self, n_rows: int, chunk: int | None):
+        """(start, stop, this process's positions) of every generation piece: `chunk` rows per process at a time
+        (None: all at once), equal shares per process (the last may repeat the piece's last row; dropped after)."""
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        chunk = chunk or max(1, -(-len(rows) // world))
-        rollouts, matrices, norms = [], [], []
-        for start in range(0, len(rows), chunk * world):
-            piece = rows[start : start + chunk * world]
-            size = -(-len(piece) // world)  # equal shares: the last process may get copies, dropped below
-            padded = piece + [piece[-1]] * (size * world - len(piece))
-            mine = padded[rank * size : (rank + 1) * size]
-            prompts = [row["prompt"] for row in mine]
-            prompt_ids, completion_ids, _, completions, logprobs, _, _, _ = self._generate(prompts)
-            local = [Rollout(*fields) for fields in zip(prompt_ids, completion_ids, completions,
-                                                        logprobs or [None] * len(mine), strict=True)]
-            matrix = self._calculate_rewards(mine, prompts, completions, completion_ids)
-            rollouts += gather_object(local)[: len(piece)]
-            matrices.append(matrix.float().cpu()[: len(piece)])
-            if measure_norms and self.score_norms:
+        chunk = chunk or max(1, -(-n_rows // world))
+        for start in range(0, n_rows, chunk * world):
+            stop = min(start + chunk * world, n_rows)
+            size = -(-(stop - start) // world)
+            yield start, stop, [min(start + i, stop - 1) for i in range(rank * size, (rank + 1) * size)]
+
+    def _generate_rows(self, rows: list, chunk: int | None) -> list:
+        """Every process generates its share of `rows` with TRL's `_generate`; all processes return all rollouts
+        (gathered, in row order)."""
+        rollouts = []
+        for start, stop, mine in self._shares(len(rows), chunk):
+            local_rows = [rows[i] for i in mine]
+            out = GenerateOutput(*self._generate([row["prompt"] for row in local_rows]))
+            logprobs = out.logprobs or [None] * len(local_rows)
+            local = [Rollout(row, *fields) for row, *fields in zip(local_rows, out.prompt_ids, out.completion_ids,
+                                                                    out.completions, logprobs, strict=True)]
+            rollouts += gather_object(local)[: stop - start]
+        return rollouts
+
+    def _score_rollouts(self, rollouts: list, chunk: int | None, measure_norms: bool) -> np.ndarray | None:
+        """TRL's rewards of `rollouts` (each process scores its share; gathered) stored in each rollout's
+        `reward_row`, and, if asked, the per-rollout score norms."""
+        norms = []
+        for start, stop, mine in self._shares(len(rollouts), chunk):
+            local = [rollouts[i] for i in mine]
+            prompts = [r.row["prompt"] for r in local]
+            matrix = self._calculate_rewards([r.row for r in local], prompts, [r.completion for r in local],
+                                             [r.completion_ids for r in local]).float().cpu()[: stop - start]
+            for r, values in zip(rollouts[start:stop], matrix, strict=True):
+                r.reward_row = values
+            if measure_norms:
                 t0 = time.perf_counter()
                 model = self.accelerator.unwrap_model(self.model)
-                norms += gather_object(response_score_norms(model, local))[: len(piece)]
+                norms += gather_object(response_score_norms(model, local))[: stop - start]
                 self.score_norm_seconds += time.perf_counter() - t0
-        matrix = torch.cat(matrices) if matrices else torch.zeros(0, len(self.reward_funcs))
-        return rollouts, matrix, np.asarray(norms) if measure_norms and self.score_norms else None
+        return np.asarray(norms) if measure_norms else None
 
     # -- logs ----------------------------------------------------------------------------------------------------
     def _log_plan(self, plan) -> None:
@@ -508,33 +477,35 @@ class CuresGRPOTrainer(GRPOTrainer):
             if metrics.get(name):
                 metrics[name].pop()
         fresh = torch.as_tensor(step.fresh)
-        metrics["reward"].append(torch.nanmean(step.rewards[fresh]).item())
-        metrics["reward_std"].append(nanstd(step.rewards[fresh]).item())
-        metrics["frac_reward_zero_std"].append(_zero_variance_fraction(step))
+        rewards = torch.as_tensor(step.rewards, dtype=torch.float32)
+        matrix = reward_matrix(step.rollouts, len(self.reward_funcs))
+        metrics["reward"].append(torch.nanmean(rewards[fresh]).item())
+        metrics["reward_std"].append(nanstd(rewards[fresh]).item())
+        metrics["frac_reward_zero_std"].append(step.zero_variance_fraction())
         for i, name in enumerate(self.reward_func_names):
-            metrics[f"rewards/{name}/mean"].append(torch.nanmean(step.reward_matrix[fresh, i]).item())
-            metrics[f"rewards/{name}/std"].append(nanstd(step.reward_matrix[fresh, i]).item())
+            metrics[f"rewards/{name}/mean"].append(torch.nanmean(matrix[fresh, i]).item())
+            metrics[f"rewards/{name}/std"].append(nanstd(matrix[fresh, i]).item())
 
         logs = self._logs
         for column in (logs["prompt"], logs["completion"], logs["advantages"], *logs["rewards"].values()):
             for _ in range(min(replayed, len(column))):
                 column.pop()
-        adv = np.zeros(len(step.rows))
+        adv = np.zeros(len(step))
         adv[index] = advantages[: index.size].numpy()
-        logs["prompt"].extend(row["prompt"] for row in step.rows)
+        logs["prompt"].extend(r.row["prompt"] for r in step.rollouts)
         logs["completion"].extend(r.completion for r in step.rollouts)
         logs["advantages"].extend(adv.tolist())
         for i, name in enumerate(self.reward_func_names):
-            logs["rewards"][name].extend(step.reward_matrix[:, i].tolist())
+            logs["rewards"][name].extend(matrix[:, i].tolist())
 
-    def _log_step_metrics(self, step: StepRollouts, batch: TrainingBatch, index: np.ndarray,
-                          groups: torch.Tensor) -> None:
+    def _log_step_metrics(self, step: PolicyStep) -> None:
         """TRL's group metrics assume equal groups of its dummy size; these are the policy's."""
-        sizes = np.bincount(groups.numpy()) if index.size else np.zeros(1)
+        batch, trained = step.batch, step.trained
+        sizes = trained.group_sizes() if trained.index.size else np.zeros(1)
         metrics = self._metrics["train"]
-        metrics["cures/zero_variance_fraction"].append(_zero_variance_fraction(step))  # over every generated slot
+        metrics["cures/zero_variance_fraction"].append(step.rollouts.zero_variance_fraction())  # every generated slot
         metrics["cures/rollouts_generated"].append(float(batch.rollouts_generated))
-        metrics["cures/rollouts_trained"].append(float(index.size))
+        metrics["cures/rollouts_trained"].append(float(trained.index.size))
         metrics["cures/rounds"].append(float(batch.round.max() + 1))
         metrics["cures/rollouts_per_prompt"].append(float(sizes.mean()))  # per trained group
         metrics["cures/rollouts_per_prompt_max"].append(float(sizes.max()))
@@ -552,37 +523,11 @@ def live_instances(cls) -> int:
     return sum(issubclass(type(o), cls) for o in gc.get_objects())
 
 
-def _zero_variance_fraction(step: StepRollouts) -> float:
-    """The share of the step's generated slots whose rollouts all got the same reward (no GRPO signal)."""
-    rewards = step.rewards.numpy()
-    slots = np.unique(step.slot[step.fresh])
-    return float(np.mean([np.nanstd(rewards[step.slot == k]) == 0 for k in slots])) if slots.size else 0.0
-
-
 def _combined_rewards(matrix: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """TRL's weighted NaN-aware sum over reward functions; NaN where every function gave None (unscorable)."""
     rewards = (matrix.float().cpu() * weights.float().cpu().unsqueeze(0)).nansum(dim=1)
     rewards[torch.isnan(matrix).all(dim=1).cpu()] = float("nan")
     return rewards
-
-
-def _trained_rollouts(batch: TrainingBatch, slot_of_rollout: np.ndarray, success: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the rollouts the step trains on, grouped (group 0 first, slots in order inside a group), and the
-    training group of each. `success` says which rollouts succeeded (observe's rule); of a slot its group keeps only
-    part of, the first-generated `kept_successes` successes and `kept_failures` failures train."""
-    if np.bincount(slot_of_rollout, minlength=batch.n_rollouts.size).tolist() != batch.n_rollouts.tolist():
-        raise RuntimeError("the policy's training batch does not match the rollouts generated for its plans")
-    group = batch.group[slot_of_rollout]
-    trained = group >= 0
-    for j in np.flatnonzero((batch.group >= 0) & (batch.kept_successes + batch.kept_failures < batch.n_rollouts)):
-        rows = np.flatnonzero(slot_of_rollout == j)
-        wins, losses = rows[success[rows]], rows[~success[rows]]
-        trained[rows] = False
-        trained[wins[: batch.kept_successes[j]]] = trained[losses[: batch.kept_failures[j]]] = True
-    index = np.flatnonzero(trained)
-    index = index[np.argsort(group[index], kind="stable")]
-    return index, group[index]
 
 
 def _load_held(folder: Path, state: PolicyState) -> dict:
@@ -593,10 +538,10 @@ def _load_held(folder: Path, state: PolicyState) -> dict:
     path = folder / HELD_FILE
     try:
         held = torch.load(path, weights_only=False)  # written by this trainer (_save_checkpoint)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, AttributeError, ImportError) as exc:
         raise ValueError(f"{path}: the policy holds {len(want)} slots for later steps but their rollouts cannot be "
                          f"read ({exc})") from None
-    if not isinstance(held, dict) or not want <= set(held):
+    if not isinstance(held, dict) or not want <= set(held) or not all(isinstance(held[i], StepRollouts) for i in want):
         raise ValueError(f"{path} lacks rollouts of slots the policy state holds")
     return {i: held[i] for i in want}
 
