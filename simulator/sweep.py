@@ -250,9 +250,10 @@ def saved_cell(sweep: Sweep, out: Path, cell: dict):
     return seeds, policies
 
 
-def run_sweep(sweep: Sweep, out: Path, jobs: int = 2, progress=None) -> dict:
+def run_sweep(sweep: Sweep, out: Path, jobs: int = 2, progress=None, draw=None) -> dict:
     """Run the cells not yet in `out/cells/` in `jobs` processes (`progress(done, total)` after each), then write
-    sweep.csv/.parquet (cell x policy x seed), regime_map.csv/.parquet/.md/.png and sweep.json. `cells_rerun` counts
+    sweep.csv/.parquet (cell x policy x seed), regime_map.csv/.parquet/.md, sweep.json, and regime_map.png when
+    `draw` is given (see `write_results`). `cells_rerun` counts
     the cells whose saved results were damaged and ran again."""
     out = Path(out)
     cells = sweep.cells()
@@ -270,7 +271,8 @@ def run_sweep(sweep: Sweep, out: Path, jobs: int = 2, progress=None) -> dict:
         except BlockingIOError:
             raise ValueError(f"--out {out}: another cures sweep is writing there") from None
         _run_cells(sweep, out, todo, jobs, done, len(cells), progress)
-        return {**write_results(sweep, out, cells, saved, time.perf_counter() - t0, len(cells) - len(todo)),
+        return {**write_results(sweep, out, cells, saved, time.perf_counter() - t0, len(cells) - len(todo),
+                                 draw),
                 "cells_rerun": rerun}
 
 
@@ -291,13 +293,15 @@ def _run_cells(sweep: Sweep, out: Path, todo: list[dict], jobs: int, done: int, 
             pool.join()
 
 
-def write_results(sweep: Sweep, out: Path, cells: list[dict], saved: list, wall: float, reused: int) -> dict:
+def write_results(sweep: Sweep, out: Path, cells: list[dict], saved: list, wall: float, reused: int,
+                  draw=None) -> dict:
     """The sweep's tables, regime map and sweep.json from every cell's rows: `saved[i]` as `saved_cell` read them
-    before the run, or None for a cell that has just run (read now)."""
+    before the run, or None for a cell that has just run (read now). `draw(path, regime, keys, match, baseline)`, when
+    given, draws regime_map.png (`cures.analysis.regime.regime_plot`; the simulator itself draws nothing)."""
     import pandas as pd
 
-    from cures.analysis.regime import regime_map_frame, regime_markdown, regime_plot
     from cures.simulator.output import write_json, write_table
+    from cures.simulator.regime import regime_map_frame, regime_markdown
 
     frames = []
     for cell, frame in zip(cells, saved, strict=True):
@@ -309,7 +313,8 @@ def write_results(sweep: Sweep, out: Path, cells: list[dict], saved: list, wall:
     policies = pd.concat([f[1] for f in frames], ignore_index=True)
     regime = regime_map_frame(policies, list(sweep.grid), sweep.match, sweep.policies[0])
     files = [*write_table(out / "sweep", seeds), *write_table(out / "regime_map", regime)]
-    files.append(regime_plot(out / "regime_map.png", regime, list(sweep.grid), sweep.match, sweep.policies[0]))
+    if draw is not None:
+        files.append(draw(out / "regime_map.png", regime, list(sweep.grid), sweep.match, sweep.policies[0]))
     (out / "regime_map.md").write_text(regime_markdown(regime, list(sweep.grid), sweep.match, sweep.policies[0]))
     files.append(out / "regime_map.md")
     info = {"grid": sweep.grid, "policies": sweep.policies, "scenario": sweep.scenario, "settings": sweep.settings,

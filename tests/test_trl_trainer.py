@@ -226,11 +226,11 @@ def test_cures_train_command_trains_resumes_and_reports(tmp_path):
 
     out = tmp_path / "run"
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("policy: cures\nrollouts_per_step: 16\nprompts_per_step: 4\nper_device_train_batch_size: 8\n"
+    recipe.write_text("backend: trl\npolicy: cures\nrollouts_per_step: 16\nprompts_per_step: 4\nper_device_train_batch_size: 8\n"
                       "n_eval_problems: 4\nsave_steps: 2\neval_strategy: steps\neval_steps: 2\n"
                       "report_to: [tensorboard]\npolicy_params: {tau: 0.2}\n")
     base = ["--config", str(recipe), *TINY, "--output_dir", str(out)]
-    first = cures_train([*base, "--max_steps", "2"])
+    first = cures_train(["--backend", "trl", *base, "--max_steps", "2"])
     assert first.returncode == 0, first.stderr
     resumed = cures_train([*base, "--max_steps", "4", "--resume_from_checkpoint", "true"])
     assert resumed.returncode == 0, resumed.stderr
@@ -242,6 +242,8 @@ def test_cures_train_command_trains_resumes_and_reports(tmp_path):
     assert [m["step"] for m in metrics if "eval_accuracy" in m] == [2, 4]  # periodic evaluation, kept on resume
     assert list((out / "runs").rglob("events.out.tfevents.*"))  # report_to reached TensorBoard
     for args, message in ((["--policy", "bogus"], "unknown policy 'bogus'"),
+                          (["--backend", "deepspeed"], "unknown backend 'deepspeed'; choose one of trl"),
+                          (["--backend=verl"], "--backend verl: the verl backend is not available yet"),
                           (["--scale_rewards", "bogus"], "scale_rewards"),
                           (["--dataset_name", str(tmp_path / "missing.jsonl")], "not found"),
                           (["--bogus", "1"], "unknown option: --bogus"),

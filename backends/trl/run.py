@@ -26,6 +26,9 @@ class CuresScriptArguments(GRPOScriptArguments):
     """`trl grpo`'s script arguments (dataset_name, dataset_config, splits, reward_funcs, reward model) plus the
     question/answer columns, a system prompt, the built-in generators' sizes and the evaluation set."""
 
+    backend: str = field(
+        default="trl", metadata={"help": "Training backend (`cures train --backend`; this parser is the trl one).",
+                                 "choices": ["trl"]})
     question_column: str | None = field(
         default=None, metadata={"help": "Column with the problem text (default: prompt as is, else question or "
                                 "problem)."})

@@ -1,0 +1,69 @@
+"""`cures train`: real training through a backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cures.cli._app import app, console, user_errors
+
+BACKENDS = ("trl",)
+PLANNED = {"verl": "the verl backend is not available yet in this version of cures (the policy step it will call, "
+                   "cures.policies.step, is); use --backend trl"}
+
+
+def backend_of(argv: list[str]) -> str:
+    """The backend named by `--backend NAME` / `--backend=NAME`, else by `backend:` in the `--config` recipe, else
+    trl; an unknown or unavailable one is a ValueError naming the option and the choices."""
+    name, where = None, "--backend"
+    for i, token in enumerate(argv):
+        if token == "--backend":
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise ValueError(f"--backend needs a value: one of {', '.join(BACKENDS)}")
+            name = argv[i + 1]
+        elif token.startswith("--backend="):
+            name = token.split("=", 1)[1]
+    if name is None and "--config" in argv[:-1]:
+        name, where = _recipe_backend(argv[argv.index("--config") + 1])
+    if name is None or name in BACKENDS:
+        return name or BACKENDS[0]
+    if name in PLANNED:
+        raise ValueError(f"{where} {name}: {PLANNED[name]}")
+    raise ValueError(f"{where}: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _recipe_backend(path: str) -> tuple[str | None, str]:
+    """`backend:` of a YAML recipe; a recipe that cannot be read is left to the backend's parser to report."""
+    import yaml
+
+    try:
+        with open(path) as fh:
+            recipe = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError):
+        return None, ""
+    value = recipe.get("backend") if isinstance(recipe, dict) else None
+    return (None if value is None else str(value)), f"--config {path}: backend"
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+             add_help_option=False)
+@user_errors
+def train(ctx: typer.Context):
+    """Train a model, a policy choosing prompts and rollouts per prompt. --backend trl (the default; TRL's
+    GRPOTrainer) takes what `trl grpo` takes: --config recipe.yaml and any script, GRPOConfig or ModelConfig field as
+    --field value, plus --policy, --policy_params, --prompts_per_step, --rollouts_per_step (`cures train --help`
+    lists them all)."""
+    backend_of(ctx.args)  # an unknown or unavailable backend fails here, before torch is imported
+    from cures.backends.trl.run import train as run_training
+
+    summary = run_training(ctx.args)
+    if not summary:  # not the main process of a multi-process run
+        return
+    for key in ("steps", "rollouts_total", "train_wall_seconds", "policy_share_of_train_time"):
+        console.print(f"{key}: {summary[key]}", highlight=False)
+    for entry in summary["evaluations"][-1:]:
+        scores = {k: round(v, 4) for k, v in entry.items() if k == "eval_accuracy" or k.startswith("eval_avg_at_")}
+        console.print(f"last evaluation (step {entry['step']}): {scores}", highlight=False)
+    console.print(f"wrote {Path(summary['config']['output_dir']) / 'summary.json'} and metrics.jsonl",
+                  highlight=False)
