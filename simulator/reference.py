@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from cures.policies.step import trained_rollouts
 from cures.simulator.config import SimConfig
 from cures.simulator.population import build_population, pass_rates
 from cures.simulator.run import SeedRun, Stopped, engine_config, policy_for, seed_streams
@@ -33,12 +34,6 @@ def group_advantages(rewards: np.ndarray, estimator: str, eps: float, batch_mean
     if estimator == "drgrpo":
         return centred
     return centred / (pool.std(ddof=1) + eps)
-
-
-def kept_rewards(rewards: np.ndarray, successes: int, failures: int) -> np.ndarray:
-    """The first-generated `successes` correct and `failures` wrong rewards of a slot, in generation order."""
-    keep = np.sort(np.concatenate([np.flatnonzero(rewards > 0)[:successes], np.flatnonzero(rewards <= 0)[:failures]]))
-    return rewards[keep]
 
 
 def rollout_scores(model, tabular: bool, x: int, p: float, rewards: np.ndarray, sigma_correct: float,
@@ -101,25 +96,27 @@ def _per_rollout_step(policy, state, model, cfg, C, tabular, rng, tally, first, 
         p_of_slot.append(p)
     for slot_id in set(kept) - set(state.held_slot_ids().tolist()):
         del kept[slot_id]
-    # the step's training groups, rollout by rollout
-    groups = [np.flatnonzero(batch.group == g) for g in range(batch.n_groups)]
-    trained = [kept_rewards(rewards_of_slot[j], batch.kept_successes[j], batch.kept_failures[j])
-               for j in range(batch.group.size)]
-    all_r = np.concatenate([trained[j] for idx in groups for j in idx]) if groups else np.zeros(0)
+    # the step's training groups, rollout by rollout, read from the batch as every backend reads it
+    sizes = np.array([r.size for r in rewards_of_slot], np.int64)
+    rewards = np.concatenate(rewards_of_slot) if rewards_of_slot else np.zeros(0)
+    t = trained_rollouts(batch, np.repeat(np.arange(sizes.size), sizes), rewards > 0)
+    all_r = rewards[t.index]
+    weights = t.weights(C.per_prompt) / max(all_r.size, 1)  # Eq. 16: 1 / (G n_g) per prompt, else 1 / R
     mu = all_r.mean() if all_r.size else 0.0
     sd = all_r.std(ddof=1) if all_r.size > 1 else 0.0
     grad = np.zeros(d)
-    for g, idx in enumerate(groups):
-        x = batch.prompt_ids[idx[-1]]
-        r = np.concatenate([trained[j] for j in idx])
-        p = p_of_slot[idx[-1]]
-        kb, nb = batch.baseline[g]
+    for g in range(batch.n_groups):
+        rows = np.flatnonzero(t.group == g)
+        last = np.flatnonzero(batch.group == g)[-1]  # the group's prompt, at its last slot's pass rate
+        x, p, r = batch.prompt_ids[last], p_of_slot[last], all_r[rows]
+        if not r.size:
+            continue
+        kb, nb = t.baseline[g]
         pool = np.r_[np.ones(int(kb)), np.zeros(int(nb - kb))] if nb > 0 else None
         adv = group_advantages(r, cfg.estimator, cfg.eps, mu, sd, pool)
-        weight = 1.0 / (len(groups) * r.size) if C.per_prompt else 1.0 / all_r.size
         scores = rollout_scores(model, tabular, x, p, r, cfg.sigma_correct, cfg.sigma_wrong, rng)
-        grad += weight * (adv @ scores)
-    return len(groups), all_r.size, grad
+        grad += (weights[rows] * adv) @ scores
+    return batch.n_groups, all_r.size, grad
 
 
 def _vectorised_step(policy, state, model, cfg, C, tabular, rng, tally, first):
