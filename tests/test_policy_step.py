@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cures.policies import TrainingBatch, available, make_policy_for_budget
-from cures.policies.step import Scores, run_policy_step, trained_rollouts
+from cures.policies.step import RECORD_COLUMNS, Scores, run_policy_step, step_records, trained_rollouts
 
 SMALL = {"dapo": {"gen_batch_size": 6}, "speed": {"gen_batch_size": 6},
          "reinforce-ada": {"round_repeat": 2, "max_rounds": 2}, "pods": {"n": 4},
@@ -64,6 +64,25 @@ def _check_step(step, plans_total):
         np.testing.assert_allclose(per_group, per_group[0])  # Eq. 16: every group the same total weight
         assert w.sum() == pytest.approx(t.index.size)
         np.testing.assert_array_equal(t.weights(per_prompt=False), 1.0)
+    _check_records(step)
+
+
+def _check_records(step):
+    """The per-slot records add up to the step: rollouts generated, successes observed, rollouts trained, tokens."""
+    r = step.rollouts
+    lengths = np.array([3 + x.prompt % 5 for x in r.rollouts])
+    clipped = lengths >= 6
+    rec = step_records(step, lengths, clipped)
+    assert tuple(rec) == RECORD_COLUMNS and len({v.size for v in rec.values()}) == 1
+    assert rec["rollouts"].sum() == step.rollouts_generated
+    assert rec["trained"].sum() == step.trained.index.size
+    assert rec["tokens"].sum() == lengths[r.fresh].sum() and rec["clipped"].sum() == clipped[r.fresh].sum()
+    assert (rec["successes"] <= rec["rollouts"]).all()
+    np.testing.assert_array_equal(rec["successes"][rec["reused_from"] < 0],
+                                  step.batch.successes[step.batch.source < 0])  # what observe saw
+    assert set(rec["purpose"][rec["reused_from"] >= 0]) <= {"reused"}
+    assert set(rec["purpose"]) <= {"train", "screen", "pilot", "reused"} | {p.purpose for p in step.plans}
+    assert (rec["step"] == step.plans[0].step).all()
 
 
 @pytest.mark.parametrize("name", available())

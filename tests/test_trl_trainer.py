@@ -2,12 +2,14 @@
 TRL's on equal groups, and the posterior moves with the rewards."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from trl_helpers import make_trainer, record_plans
 
 from cures.backends.trl.rewards import parity_reward
 from cures.backends.trl.trainer import CuresGRPOTrainer
+from cures.records import read_records
 
 
 def test_generates_exactly_the_plan_and_updates_the_posterior(tmp_path):
@@ -186,7 +188,16 @@ def test_killed_and_resumed_run_continues_with_the_same_plans(tmp_path, name):
 
     shutil.rmtree(out / "checkpoint-4")
     (out / "checkpoint-3").mkdir()
+    stray = out / "rollouts.parquet" / "step-0000005.parquet"  # a record past the checkpoint it resumes from
+    shutil.copy(out / "rollouts.parquet" / "step-0000003.parquet", stray)
     resumed_state, resumed_plans = run(out, 4, resume=True)
+    assert not stray.exists()
+    full, resumed = read_records(tmp_path / "full"), read_records(out)
+    assert sorted(set(resumed["step"])) == [0, 1, 2, 3]
+    audit = ["step", "round", "slot", "purpose", "prompt_id", "rollouts", "successes", "trained", "group",
+             "reused_from"]
+    pd.testing.assert_frame_equal(full[audit], resumed[audit])
+    assert full["rollouts"].sum() == full_state.rollouts_total
     later = [p for p in full_plans if p.step >= 2]
     assert len(resumed_plans) == len(later) >= 2
     for a, b in zip(later, resumed_plans, strict=True):
@@ -226,8 +237,9 @@ def test_cures_train_command_trains_resumes_and_reports(tmp_path):
 
     out = tmp_path / "run"
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("backend: trl\npolicy: cures\nrollouts_per_step: 16\nprompts_per_step: 4\nper_device_train_batch_size: 8\n"
-                      "n_eval_problems: 4\nsave_steps: 2\neval_strategy: steps\neval_steps: 2\n"
+    recipe.write_text("backend: trl\npolicy: cures\nrollouts_per_step: 16\nprompts_per_step: 4\n"
+                      "per_device_train_batch_size: 8\nn_eval_problems: 4\nsave_steps: 2\neval_strategy: steps\n"
+                      "eval_steps: 2\n"
                       "report_to: [tensorboard]\npolicy_params: {tau: 0.2}\n")
     base = ["--config", str(recipe), *TINY, "--output_dir", str(out)]
     first = cures_train(["--backend", "trl", *base, "--max_steps", "2"])

@@ -45,8 +45,9 @@ from cures.backends.trl.config import CuresGRPOConfig
 from cures.backends.trl.microbatch import LOSS_TYPES, REAL, loss_multipliers, micro_batches
 from cures.backends.trl.score_norms import response_score_norms, slot_score_stats
 from cures.policies import Plan, Policy, PolicyState
-from cures.policies.step import PolicyStep, Scores, StepRollouts, run_policy_step
+from cures.policies.step import PolicyStep, Scores, StepRollouts, run_policy_step, step_records
 from cures.posterior import successes_from_rewards
+from cures.records import RECORDS, drop_steps_from, write_step
 
 STATE_FILE = "policy_state.npz"
 HELD_FILE = "held_rollouts.pt"  # rollouts of the slots the policy holds for later steps (Pilot-Commit's pilots)
@@ -154,6 +155,7 @@ class CuresGRPOTrainer(GRPOTrainer):
         self.eval_seconds = 0.0  # time spent in evaluate()
         rank = self.accelerator.process_index
         self.plan_log = Path(self.args.output_dir) / f"plans.rank{rank}.jsonl"  # every rank's plans, for audits
+        self.records_dir = Path(self.args.output_dir) / RECORDS  # one row per slot of every step (cures.records)
 
     # -- training loop hooks (trl 1.16.0 / transformers 5.24.0) ---------------------------------------------------
     def _get_train_sampler(self, dataset=None):
@@ -183,6 +185,8 @@ class CuresGRPOTrainer(GRPOTrainer):
             _check_state_fits(state, self.policy, len(self.train_dataset), f"checkpoint {resume_from_checkpoint}")
             self.policy_state = state
             self._held = _load_held(Path(resume_from_checkpoint), state)
+        if self.accelerator.is_main_process:  # the records continue from the policy state, not past it
+            drop_steps_from(self.records_dir, self.policy_state.steps_done)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
@@ -306,6 +310,7 @@ class CuresGRPOTrainer(GRPOTrainer):
             out["num_items_in_batch"] = self.accelerator.gather(out["completion_mask"].sum()).sum()
         self._replace_trl_group_metrics(rollouts, padded.size, adv, index)
         self._log_step_metrics(step)
+        self._write_records(step)
         return out
 
     def _generation_chunk(self, rows: int) -> int | None:
@@ -497,6 +502,18 @@ class CuresGRPOTrainer(GRPOTrainer):
         logs["advantages"].extend(adv.tolist())
         for i, name in enumerate(self.reward_func_names):
             logs["rewards"][name].extend(matrix[:, i].tolist())
+
+    def _write_records(self, step: PolicyStep) -> None:
+        """The step's per-slot records (`cures.records`), with each completion's length in tokens and whether it
+        stopped at `max_completion_length` without an end-of-sequence token."""
+        if not self.accelerator.is_main_process or not step.plans:
+            return
+        eos = set(getattr(self, "eos_token_ids", None) or [])
+        ids = [list(r.completion_ids) for r in step.rollouts.rollouts]
+        lengths = np.array([len(c) for c in ids], np.int64)
+        clipped = np.array([len(c) >= self.max_completion_length and (not c or c[-1] not in eos) for c in ids], bool)
+        records = step_records(step, lengths, clipped, self.args.success_threshold)
+        write_step(self.records_dir, step.plans[0].step, records)
 
     def _log_step_metrics(self, step: PolicyStep) -> None:
         """TRL's group metrics assume equal groups of its dummy size; these are the policy's."""

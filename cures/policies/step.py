@@ -27,7 +27,8 @@ import numpy as np
 from cures.policies.core import Plan, Policy, PolicyState, TrainingBatch
 from cures.posterior import successes_from_rewards
 
-__all__ = ["Scores", "StepRollouts", "TrainedRollouts", "PolicyStep", "run_policy_step", "trained_rollouts"]
+__all__ = ["RECORD_COLUMNS", "Scores", "StepRollouts", "TrainedRollouts", "PolicyStep", "run_policy_step",
+           "step_records", "trained_rollouts"]
 
 
 @dataclass(frozen=True)
@@ -200,3 +201,44 @@ def run_policy_step(policy: Policy, state: PolicyState, generate: Generate, scor
     keep = set(state.held_slot_ids().tolist())
     kept = {i: r for i, r in {**held, **by_id}.items() if i in keep}
     return PolicyStep(step, batch, trained, kept, plans, seconds)
+
+
+RECORD_COLUMNS = ("step", "round", "slot", "purpose", "prompt_id", "rollouts", "successes", "trained", "group",
+                  "reused_from", "tokens", "mean_length", "clipped")
+
+
+def step_records(step: PolicyStep, lengths: np.ndarray | None = None, clipped: np.ndarray | None = None,
+                 threshold: float = 0.5) -> dict[str, np.ndarray]:
+    """One row per slot of a finished step (the per-prompt records `cures calibrate` fits and a user audits):
+    its step and round, the round's `purpose` ("reused" for a slot training on rollouts generated earlier), the
+    prompt, the rollouts generated in it and their successes, how many of its rollouts train and in which group
+    (-1: none), the slot id it re-uses (-1: none), and, given per-rollout completion `lengths` (tokens) and
+    `clipped` flags (stopped at the length cap), the tokens generated, their mean and the clipped count."""
+    batch, rollouts = step.batch, step.rollouts
+    n_slots = batch.prompt_ids.size
+    slot = rollouts.slot
+    fresh = rollouts.fresh
+    success = successes_from_rewards(np.nan_to_num(rollouts.rewards, nan=0.0), threshold).astype(bool)
+    purposes = {p.round: p.purpose for p in step.plans}
+    reused = batch.source >= 0
+    lengths = np.zeros(len(rollouts)) if lengths is None else np.asarray(lengths, np.float64)
+    clipped = np.zeros(len(rollouts), bool) if clipped is None else np.asarray(clipped, bool)
+    generated = np.bincount(slot[fresh], minlength=n_slots)
+    tokens = np.bincount(slot[fresh], weights=lengths[fresh], minlength=n_slots)
+    trained = np.bincount(slot[step.trained.index], minlength=n_slots)
+    return {
+        "step": np.full(n_slots, step.plans[0].step if step.plans else -1, np.int64),
+        "round": batch.round.astype(np.int64),
+        "slot": np.arange(n_slots, dtype=np.int64),
+        "purpose": np.array(["reused" if reused[j] else purposes.get(int(batch.round[j]), "train")
+                             for j in range(n_slots)], dtype=object),
+        "prompt_id": batch.prompt_ids.astype(np.int64),
+        "rollouts": generated.astype(np.int64),
+        "successes": np.bincount(slot[fresh & success], minlength=n_slots).astype(np.int64),
+        "trained": trained.astype(np.int64),
+        "group": batch.group.astype(np.int64),
+        "reused_from": batch.source.astype(np.int64),
+        "tokens": tokens.astype(np.int64),
+        "mean_length": np.divide(tokens, generated, out=np.full(n_slots, np.nan), where=generated > 0),
+        "clipped": np.bincount(slot[fresh & clipped], minlength=n_slots).astype(np.int64),
+    }
