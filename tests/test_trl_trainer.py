@@ -316,3 +316,44 @@ def test_two_gloo_processes_make_identical_plans(tmp_path, policy):
 
         held = PolicyState.load(out / "checkpoint-3" / "policy_state.npz").held_slot_ids()
         assert (out / "checkpoint-3" / "held_rollouts.pt").is_file() == (held.size > 0)
+
+
+@pytest.mark.parametrize("name", ["cures", "pods"])
+def test_every_trained_completion_gets_the_sign_of_its_own_reward_against_its_group(tmp_path, name):
+    """Under unequal groups (and a prompt drawn twice in one step), the advantage TRL trains each completion with
+    has the sign of that completion's own reward, recomputed from its decoded text, minus its own group's mean: a
+    pairing of advantages with the wrong completions would break it (the length-drift candidate of issue 22)."""
+    from cures.backends.trl.rewards import parity_reward
+
+    trainer, _, state = make_trainer(name, budget=24, batch_size=4, steps=4, tmp_path=tmp_path,
+                                     policy_params={"n": 6} if name == "pods" else None)
+    rng = np.random.default_rng(0)  # a posterior that has seen every prompt: CurES gives unequal n_i from step 1
+    state.arrays.alpha[:] += rng.integers(0, 8, state.arrays.alpha.size)
+    state.arrays.beta[:] += rng.integers(0, 8, state.arrays.beta.size)
+    steps, outs = [], []
+    run_step, generate = trainer._run_policy_step, trainer._generate_and_score_completions
+    trainer._run_policy_step = lambda chunk: steps.append(run_step(chunk)) or steps[-1]
+    trainer._generate_and_score_completions = lambda inputs: outs.append(generate(inputs)) or outs[-1]
+    trainer.train()
+    checked = 0
+    sizes_seen = set()
+    for step, out in zip(steps, [o for o in outs if "advantages" in o], strict=True):
+        n = step.trained.index.size
+        mask = out["completion_mask"][:n].bool()
+        texts = trainer.processing_class.batch_decode([ids[m].tolist() for ids, m in zip(out["completion_ids"][:n],
+                                                                                           mask, strict=True)],
+                                                      skip_special_tokens=True)
+        rewards = np.array(parity_reward(texts))
+        np.testing.assert_array_equal(rewards, step.rollouts.rewards[step.trained.index])  # the rows are the rollouts
+        adv = out["advantages"][:n].numpy()
+        sizes_seen |= set(step.trained.group_sizes().tolist())
+        for g in range(step.trained.n_groups):
+            rows = step.trained.group == g
+            centred = rewards[rows] - rewards[rows].mean()
+            assert (np.sign(adv[rows]) == np.sign(np.round(centred, 9))).all(), (g, adv[rows], rewards[rows])
+            checked += int(rows.sum())
+    assert checked > 0
+    if name == "cures":
+        assert len(sizes_seen) > 1  # groups of several sizes were checked
+    else:  # PODS trains on part of each slot: the kept rollouts, not the first ones, carry the advantages
+        assert all(s.trained.index.size < len(s.rollouts) for s in steps)
