@@ -61,14 +61,13 @@ class CuresParser(TrlParser):
         raise ValueError(message.replace("argument ", "option ", 1))
 
 
-def make_parser() -> CuresParser:
-    return CuresParser((CuresScriptArguments, CuresGRPOConfig, ModelConfig, DatasetMixtureConfig),
-                       prog="cures train")
+def make_parser(extra: tuple = (), prog: str = "cures train") -> CuresParser:
+    return CuresParser((CuresScriptArguments, CuresGRPOConfig, ModelConfig, DatasetMixtureConfig, *extra), prog=prog)
 
 
-def parse_args(argv: list[str]):
-    """(script args, config, model args, mixture args) from `--config recipe.yaml` and flags; flags win over the
-    recipe. Unknown keys, bad types and bad values raise a one-line ValueError naming them."""
+def parse_args(argv: list[str], extra: tuple = (), prog: str = "cures train"):
+    """(script args, config, model args, mixture args, *extra) from `--config recipe.yaml` and flags; flags win over
+    the recipe. Unknown keys, bad types and bad values raise a one-line ValueError naming them."""
     argv = list(argv)
     tokens: list[str] = []
     if "--config" in argv:
@@ -78,14 +77,14 @@ def parse_args(argv: list[str]):
         path = argv[i + 1]
         del argv[i : i + 2]
         tokens = _recipe_tokens(path)
-    parser = make_parser()
+    parser = make_parser(extra, prog)
     try:
         *parsed, rest = parser.parse_args_into_dataclasses(args=tokens + argv, return_remaining_strings=True)
     except TypeError as exc:
         raise ValueError(str(exc)) from None
     if rest:
         unknown = [t for t in rest if t.startswith("-")] or rest
-        raise ValueError(f"unknown option{'s' if len(unknown) > 1 else ''}: {' '.join(unknown)} (see cures train "
+        raise ValueError(f"unknown option{'s' if len(unknown) > 1 else ''}: {' '.join(unknown)} (see {prog} "
                          "--help)")
     return tuple(parsed)
 
@@ -169,16 +168,19 @@ def build_datasets(script: CuresScriptArguments, args: CuresGRPOConfig, mixture:
                      f"{script.dataset_test_split!r} split: set eval_dataset_name or eval_holdout_size")
 
 
-def train(argv: list[str]) -> dict:
-    """Parse, build, train, write metrics and summary; returns the summary (empty on non-main processes)."""
+def _quiet() -> None:
     import warnings
 
     import datasets
 
     datasets.disable_progress_bars()  # small maps; a failing run's stderr should be its one-line error
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
-    script, args, model_args, mixture = parse_args(argv)
-    check_output_dir(args.output_dir, "output_dir")
+
+
+def build_trainer(script: CuresScriptArguments, args: CuresGRPOConfig, model_args: ModelConfig,
+                  mixture: DatasetMixtureConfig, with_eval: bool = True):
+    """The `CuresGRPOTrainer` that `cures train` runs (and `cures profile` samples with): model, tokenizer, reward
+    functions and datasets resolved from the parsed options."""
     from trl import get_peft_config, get_quantization_config
 
     from cures.backends.trl.models import resolve_model
@@ -197,11 +199,19 @@ def train(argv: list[str]) -> dict:
         if quantization is not None:
             kwargs["quantization_config"] = quantization
     try:
-        trainer = CuresGRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_set,
-                                   eval_dataset=eval_set, processing_class=tokenizer,
-                                   peft_config=get_peft_config(model_args), **kwargs)
+        return CuresGRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_set,
+                                eval_dataset=eval_set if with_eval else None, processing_class=tokenizer,
+                                peft_config=get_peft_config(model_args), **kwargs)
     except OSError as exc:  # transformers' loading errors for missing or unreadable models
         raise ValueError(f"cannot load model {model_args.model_name_or_path}: {str(exc).splitlines()[0]}") from None
+
+
+def train(argv: list[str]) -> dict:
+    """Parse, build, train, write metrics and summary; returns the summary (empty on non-main processes)."""
+    _quiet()
+    script, args, model_args, mixture = parse_args(argv)
+    check_output_dir(args.output_dir, "output_dir")
+    trainer = build_trainer(script, args, model_args, mixture)
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     wall = time.perf_counter() - t0

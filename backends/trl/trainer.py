@@ -359,14 +359,32 @@ class CuresGRPOTrainer(GRPOTrainer):
 
     def _accuracy(self, rows: list, k: int) -> float:
         """Mean over problems of the fraction of k completions whose combined reward exceeds the success threshold."""
+        _, correct = self.sample_and_score(rows, k)
+        return float(np.mean(correct)) if correct.size else float("nan")
+
+    def sample_and_score(self, rows: list, k: int, chunk: int | None = None) -> tuple[list, np.ndarray]:
+        """k completions of every row (rows in order, each repeated k times), generated with TRL's generation at the
+        current sampling settings and scored with the reward functions: (rollouts, successes), a success being a
+        combined reward above `success_threshold` (unscorable: a failure). Generation runs in pieces of `chunk`
+        rows per process (default: `per_device_eval_batch_size`; vLLM: all at once). Used by evaluation and by
+        `cures profile`."""
         repeated = [dict(row) for row in rows for _ in range(k)]
-        chunk = None if self.use_vllm else self.args.per_device_eval_batch_size
+        if chunk is None:
+            chunk = None if self.use_vllm else self.args.per_device_eval_batch_size
         rollouts = self._generate_rows(repeated, chunk)
         self._score_rollouts(rollouts, chunk, measure_norms=False)
         matrix = reward_matrix(rollouts, len(self.reward_funcs))
         rewards = torch.nan_to_num(_combined_rewards(matrix, self.reward_weights), nan=0.0).numpy()
-        correct = successes_from_rewards(rewards, self.args.success_threshold)
-        return float(np.mean(correct)) if correct.size else float("nan")
+        return rollouts, successes_from_rewards(rewards, self.args.success_threshold).astype(bool)
+
+    def completion_lengths(self, rollouts: list) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, clipped) per rollout: the completion's length and whether it stopped at `max_completion_length`
+        without an end-of-sequence token."""
+        eos = set(getattr(self, "eos_token_ids", None) or [])
+        ids = [list(r.completion_ids) for r in rollouts]
+        lengths = np.array([len(c) for c in ids], np.int64)
+        clipped = np.array([len(c) >= self.max_completion_length and (not c or c[-1] not in eos) for c in ids], bool)
+        return lengths, clipped
 
     @contextlib.contextmanager
     def _greedy_generation(self):
@@ -508,10 +526,7 @@ class CuresGRPOTrainer(GRPOTrainer):
         stopped at `max_completion_length` without an end-of-sequence token."""
         if not self.accelerator.is_main_process or not step.plans:
             return
-        eos = set(getattr(self, "eos_token_ids", None) or [])
-        ids = [list(r.completion_ids) for r in step.rollouts.rollouts]
-        lengths = np.array([len(c) for c in ids], np.int64)
-        clipped = np.array([len(c) >= self.max_completion_length and (not c or c[-1] not in eos) for c in ids], bool)
+        lengths, clipped = self.completion_lengths(step.rollouts.rollouts)
         records = step_records(step, lengths, clipped, self.args.success_threshold)
         write_step(self.records_dir, step.plans[0].step, records)
 

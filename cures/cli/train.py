@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
 
-from cures.cli._app import app, console, user_errors
+from cures.cli._app import app, console, progress_bar, user_errors
 
 BACKENDS = ("trl",)
 PLANNED = {"verl": "the verl backend is not available yet in this version of cures (the policy step it will call, "
@@ -67,3 +68,36 @@ def train(ctx: typer.Context):
         console.print(f"last evaluation (step {entry['step']}): {scores}", highlight=False)
     console.print(f"wrote {Path(summary['config']['output_dir']) / 'summary.json'} and metrics.jsonl",
                   highlight=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+             add_help_option=False)
+@user_errors
+def profile(ctx: typer.Context):
+    """Estimate every training prompt's pass rate under a model before training: --rollouts_per_prompt N' (default
+    8) completions each, sampled and scored as `cures train` would (same options: --config, model, dataset,
+    rewards, temperature), resumable chunk by chunk; writes pass_rates.csv (for `cures simulate --init-pass-rate`)
+    and profile.json to --output_dir (`cures profile --help` lists every option)."""
+    backend_of(ctx.args)
+    from cures.backends.trl.profile import profile as run_profile
+
+    bar, task = progress_bar(1, "profiling prompts")
+    t0 = time.perf_counter()
+
+    def advance(done, total):
+        rate = done / max(time.perf_counter() - t0, 1e-9)
+        bar.update(task, completed=done, total=total, description=f"profiling prompts ({rate:.2f}/s)")
+
+    with bar:
+        summary = run_profile(ctx.args, progress=advance)
+    if not summary:
+        return
+    for key in ("prompts", "rollouts_per_prompt", "mean_pass_rate", "share_never_solved", "share_always_solved",
+                "mean_completion_tokens", "clipped_share", "wall_seconds"):
+        value = summary[key]
+        console.print(f"{key}: {round(value, 4) if isinstance(value, float) else value}", highlight=False)
+    console.print(f"histogram of successes (0..{summary['rollouts_per_prompt']}): {summary['histogram']}",
+                  highlight=False)
+    out = Path(summary["output_dir"])
+    console.print(f"wrote {out / 'pass_rates.csv'} and {out / 'profile.json'}; simulate this population with: cures "
+                  f"simulate --init-pass-rate {out / 'pass_rates.csv'}", highlight=False)
