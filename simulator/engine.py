@@ -26,7 +26,8 @@ from cures.theory import sigmoid_nb
 GRPO_ADV, DRGRPO_ADV, RLOO_ADV, RPP_ADV = range(4)
 ESTIMATOR_CODES = {"grpo": GRPO_ADV, "drgrpo": DRGRPO_ADV, "rloo": RLOO_ADV, "reinforce++": RPP_ADV}
 COLUMNS = ("step", "rollouts", "train_accuracy", "heldout_accuracy", "zero_variance_fraction", "posterior_error",
-           "grad_norm", "grad_cosine", "groups_per_step", "trained_rollouts_per_step", "trained_rollouts")
+           "grad_norm", "grad_cosine", "groups_per_step", "trained_rollouts_per_step", "trained_rollouts",
+           "train_reward")  # train_reward: the mean reward of the rollouts generated since the last row
 TALLY_VARS = tuple((name, np.int64) for name in (
     "slots", "zero",  # slots generated and zero-variance slots since the last evaluation
     "slots_all", "zero_all",  # the same over the whole run
@@ -35,6 +36,7 @@ TALLY_VARS = tuple((name, np.int64) for name in (
     "touched",  # coordinates the last step's gradient wrote
     "simulated",  # rollouts simulated over the whole run
     "trained_all",  # trained rollouts over the whole run
+    "rolled", "succ",  # rollouts generated and their successes since the last evaluation
 ))
 
 
@@ -221,6 +223,8 @@ def run_steps(P, S, B, prng, srng, M, C, T, steps):
                     T.vars.first_slots += 1
                     T.vars.first_zero += zero
                 T.vars.simulated += B.n[j]
+                T.vars.rolled += B.n[j]
+                T.vars.succ += k
                 if C.score_norms:
                     B.score[j, 0], B.score[j, 1], B.score[j, 2] = score_statistics(M, C, x, p)
             step_done = observe_round(P, S, B, prng)
@@ -288,4 +292,5 @@ def evaluate(S, M, C, T, row, hist):
     row[8] = T.vars.groups / steps if T.vars.steps > 0 else np.nan
     row[9] = T.vars.trained / steps if T.vars.steps > 0 else np.nan
     row[10] = T.vars.trained_all
-    T.vars.slots = T.vars.zero = T.vars.steps = T.vars.groups = T.vars.trained = 0
+    row[11] = T.vars.succ / T.vars.rolled if T.vars.rolled > 0 else np.nan
+    T.vars.slots = T.vars.zero = T.vars.steps = T.vars.groups = T.vars.trained = T.vars.rolled = T.vars.succ = 0

@@ -58,6 +58,8 @@ def _slot_tally(tally, k: np.ndarray, n: np.ndarray, first: bool) -> None:
     zero = int(np.sum((k == 0) | (k == n)))
     tally["slots"] += k.size
     tally["zero"] += zero
+    tally["rolled"] += int(n.sum())
+    tally["succ"] += int(k.sum())
     tally["slots_all"] += k.size
     tally["zero_all"] += zero
     if first:
@@ -204,7 +206,7 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
 
     rows, hists = [], []
     tally = {"slots": 0, "zero": 0, "slots_all": 0, "zero_all": 0, "first_slots": 0, "first_zero": 0,
-             "steps": 0, "groups": 0, "trained": 0, "trained_all": 0}
+             "steps": 0, "groups": 0, "trained": 0, "trained_all": 0, "rolled": 0, "succ": 0}
     grad = np.zeros(d)
     kept = {}  # slot id -> rewards, for slots the policy holds across steps
 
@@ -222,10 +224,11 @@ def reference_seed(name: str, cfg: SimConfig, seed: int, progress=None, max_roll
             tally["groups"] / steps if tally["steps"] else np.nan,
             tally["trained"] / steps if tally["steps"] else np.nan,
             tally["trained_all"],
+            tally["succ"] / tally["rolled"] if tally["rolled"] else np.nan,
         ])
         hists.append(np.histogram(np.minimum((p * cfg.hist_bins).astype(int), cfg.hist_bins - 1),
                                   bins=np.arange(cfg.hist_bins + 1))[0])
-        for key in ("slots", "zero", "steps", "groups", "trained"):
+        for key in ("slots", "zero", "steps", "groups", "trained", "rolled", "succ"):
             tally[key] = 0
 
     record()

@@ -82,6 +82,7 @@ def all_trajectories() -> dict:
     return {name: trajectory(name) for name in available()}
 
 
+RECORDED_COLUMNS = 11  # the evaluation columns the record was made with (train_reward came later)
 ENGINE_SETTINGS = {  # the IRT world with measured score norms, and the tabular world
     "irt": {"mode": "irt", "score_norms": True},
     "tabular": {"mode": "tabular", "estimator": "rloo"},
@@ -97,7 +98,7 @@ def engine_trajectory(name: str, setting: str) -> dict:
                                   "steps": 3 * STEPS, "eval_every": 7, "seeds": 1, **ENGINE_SETTINGS[setting]},
                        policy_overrides=PARAMS.get(name, {}))
     run = run_seed(name, cfg, seed=5)
-    return {"curves": _digest(_significant(run.curves)), "hist": _digest(run.hist),
+    return {"curves": _digest(_significant(run.curves[:, :RECORDED_COLUMNS])), "hist": _digest(run.hist),
             "rollouts_total": run.rollouts_total, "steps": run.steps}
 
 

@@ -196,6 +196,12 @@ def test_ctrl_c_stops_a_multi_seed_run_promptly(tmp_path, threads):
     import time
 
     out = tmp_path / "res"
+    # the same kernels compiled first (Ctrl-C waits for a kernel being compiled, as documented): the signal below
+    # then lands in the compiled loops whatever the cache held
+    warm = subprocess.run([sys.executable, "-m", "cures", "simulate", "--n-prompts", "200", "--steps", "2", "--seeds",
+                           "2", "--threads", threads, "--out", str(tmp_path / "warm")], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1"})
+    assert warm.returncode == 0, warm.stderr
     proc = subprocess.Popen([sys.executable, "-m", "cures", "simulate", "--n-prompts", "20000", "--steps", "10000000",
                              "--seeds", "2", "--threads", threads, "--out", str(out)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1"})
