@@ -130,7 +130,8 @@ def build_datasets(script: CuresScriptArguments, args: CuresGRPOConfig, mixture:
     """(train, eval or None) in TRL's prompt format."""
     from cures.backends.trl.data import load_source, split, to_prompts
 
-    sizes = dict(n_train=script.n_problems, n_test=script.n_eval_problems, seed=args.seed,
+    seed = args.data_seed if args.data_seed is not None else args.seed  # TrainingArguments' data_seed, as HF's
+    sizes = dict(n_train=script.n_problems, n_test=script.n_eval_problems, seed=seed,  # samplers use it
                  max_level=script.arith_max_level)
     columns = dict(question_column=script.question_column, answer_column=script.answer_column,
                    system_prompt=script.system_prompt, prompt_suffix=script.prompt_suffix)
