@@ -54,7 +54,8 @@ def _settings(script, args, model_args, prof: ProfileArguments, n_prompts: int) 
             "arith_max_level": script.arith_max_level, "system_prompt": script.system_prompt,
             "prompt_suffix": script.prompt_suffix, "reward_funcs": script.reward_funcs, "prompts": n_prompts,
             "rollouts_per_prompt": prof.rollouts_per_prompt, "prompts_per_chunk": prof.prompts_per_chunk,
-            "seed": args.seed, "data_seed": args.data_seed, "temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
+            "seed": args.seed, "data_seed": args.data_seed, "temperature": args.temperature, "top_p": args.top_p,
+            "top_k": args.top_k,
             "max_completion_length": args.max_completion_length, "success_threshold": args.success_threshold}
 
 
