@@ -75,6 +75,22 @@ def _check_decay(decay) -> float:
     return decay
 
 
+def beta_binomial_fit(successes: np.ndarray, attempts: np.ndarray) -> dict:
+    """Maximum-likelihood Beta(a, b) of the pass rates behind Binomial(attempts, p) counts (the Beta-binomial), by
+    scipy over log a, log b; a histogram concentrated at 0 and N' gives small a, b (a U-shaped Beta)."""
+    from scipy.optimize import minimize
+    from scipy.stats import betabinom
+
+    def nll(z):
+        a, b = np.exp(np.clip(z, -12, 12))
+        return -float(np.sum(betabinom.logpmf(successes, attempts, a, b)))
+
+    mean = float(np.clip(successes.sum() / max(attempts.sum(), 1), 0.01, 0.99))
+    res = minimize(nll, x0=np.log([mean, 1 - mean]), method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-9})
+    a, b = (float(v) for v in np.exp(np.clip(res.x, -12, 12)))
+    return {"a": a, "b": b, "log_likelihood": -float(res.fun)}
+
+
 class BetaPosterior:
     """Independent Beta(alpha_i, beta_i) posteriors over the pass rates of `n_prompts` prompts.
 

@@ -32,7 +32,9 @@ def parse_pass_rate_spec(spec: str) -> tuple[Sampler, int | None]:
     Forms: `beta:A,B`; `uniform`; a mixture `beta:A,B+zero:W0+one:W1` (point masses at 0 and 1 with weights W0, W1,
     the Beta taking the rest); `file:PATH` or a path ending in .json / .csv with per-prompt counts (the reference
     code's `[{"Accepted": s, "All": n}]` counters or a CSV with columns prompt_id,successes,attempts), from which each
-    prompt's initial pass rate is drawn from Beta(s + 1, n - s + 1).
+    prompt's initial pass rate is drawn from Beta(s + 1, n - s + 1); a CSV with columns prompt_id,alpha,beta gives
+    each prompt's Beta as it is (`cures calibrate` writes one: the profile's counts under their fitted
+    Beta-binomial prior).
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError("init pass-rate spec is empty")
@@ -88,14 +90,24 @@ def _file_sampler(path: Path) -> tuple[Sampler, int]:
         try:
             with path.open(newline="") as fh:
                 rows = list(csv.DictReader(fh))
-            s = np.array([float(r["successes"]) for r in rows])
-            n = np.array([float(r["attempts"]) for r in rows])
+            if rows and "alpha" in rows[0] and "beta" in rows[0]:  # each prompt's Beta given as it is
+                alpha = np.array([float(r["alpha"]) for r in rows])
+                beta = np.array([float(r["beta"]) for r in rows])
+                if not (np.all(np.isfinite(alpha) & (alpha > 0)) and np.all(np.isfinite(beta) & (beta > 0))):
+                    raise ValueError(f"{path}: alpha and beta must be finite and > 0")
+            else:
+                s = np.array([float(r["successes"]) for r in rows])
+                n = np.array([float(r["attempts"]) for r in rows])
         except (KeyError, ValueError, TypeError, csv.Error) as exc:
-            raise ValueError(f"{path}: expected a CSV with columns prompt_id,successes,attempts ({exc!r})") from None
+            if str(exc).startswith(str(path)):
+                raise
+            raise ValueError(f"{path}: expected a CSV with columns prompt_id,successes,attempts or prompt_id,alpha,"
+                             f"beta ({exc!r})") from None
         if not rows:
             raise ValueError(f"{path}: no rows")
-        post = BetaPosterior(len(rows)).update(np.arange(len(rows)), s, n)  # validates the counts
-        alpha, beta = post.alpha, post.beta
+        if "alpha" not in rows[0] or "beta" not in rows[0]:
+            post = BetaPosterior(len(rows)).update(np.arange(len(rows)), s, n)  # validates the counts
+            alpha, beta = post.alpha, post.beta
 
     def sample(rng: np.random.Generator, n_draw: int) -> np.ndarray:
         idx = np.arange(alpha.size) if n_draw == alpha.size else rng.integers(0, alpha.size, n_draw)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cures.backends.trl.profile import CHUNKS, beta_binomial_fit
+from cures.backends.trl.profile import CHUNKS
+from cures.posterior import beta_binomial_fit
 
 ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "NO_COLOR": "1", "COLUMNS": "300"}
 BASE = ["--model_name_or_path", "tiny", "--dataset_name", "arith", "--reward_funcs", "parity",

@@ -119,3 +119,54 @@ def reconcile(
             write_json(stage / "reconcile.json", {k: v for k, v in result.items() if k not in ("steps", "rollouts")}
                        | {"config": cfg.to_dict()})
         console.print(f"wrote {out}/reconcile.md, .csv, .parquet and .json", highlight=False)
+
+
+@app.command()
+@user_errors
+def calibrate(
+    run: Annotated[list[Path], typer.Option("--run", help="A `cures train` output directory with per-prompt records "
+                                            "(rollouts.parquet); repeatable, all of one policy.")],
+    profile: Annotated[Path, typer.Option("--profile", help="A `cures profile` output directory (or its "
+                                          "pass_rates.csv): the initial pass rates.")],
+    out: Annotated[Path, typer.Option("--out", help="The scenario file to write; calibration.json and "
+                                      "calibration.png go beside it.")] = Path("calibrated.toml"),
+    sim_seeds: Annotated[int, typer.Option("--sim-seeds", min=2, help="Simulated seeds per evaluation of the "
+                                           "fit (common random numbers).")] = 16,
+    max_iter: Annotated[int, typer.Option("--max-iter", min=1, help="Nelder-Mead iterations per structural "
+                                          "mode.")] = 80,
+):
+    """Fit the simulator's learning settings (lr, tabular or shared-skill dimension, unlearnable share,
+    discrimination spread) to real runs' per-step reward and zero-variance fraction, the initial pass rates taken
+    from a profile; writes a scenario file that simulate, compare and sweep take (--scenario FILE)."""
+    import json
+
+    from cures._io import atomic_write_text
+    from cures.analysis.calibration import calibration_figure
+    from cures.simulator.calibrate import MODES, calibration_json, observed_runs, read_profile, scenario_toml
+    from cures.simulator.calibrate import calibrate as fit_runs
+    from cures.simulator.calibrate import empirical_bayes_pass_rates as prior_pass_rates
+
+    if out.suffix != ".toml":
+        fail(f"--out {out}: the scenario file must end in .toml")
+    check_output_dir(out.parent if str(out.parent) else Path("."), "--out")
+    observed = observed_runs(run)
+    pass_rates = prior_pass_rates(read_profile(profile), out.with_name(f"{out.stem}_pass_rates.csv"))
+    bar, task = progress_bar(len(MODES) * (max_iter + 4), "fitting the simulator")
+    with bar:
+        fit = fit_runs(observed, pass_rates, sim_seeds=sim_seeds, max_iter=max_iter,
+                       progress=lambda: bar.advance(task))
+    result = calibration_json(fit)
+    description = (f"Calibrated by cures calibrate on {len(run)} {observed.policy} run(s); initial pass rates from "
+                   f"{pass_rates}")
+    atomic_write_text(out, scenario_toml(fit, description))
+    atomic_write_text(out.with_name("calibration.json"), json.dumps(result, indent=2) + "\n")
+    calibration_figure(out.with_name("calibration.png"), result)
+    s = result["settings"]
+    mode = s["mode"] if s["mode"] == "tabular" else f"irt dim={s['dim']}"
+    console.print(f"fitted: mode={mode} lr={s['lr']:.4g} unlearnable={s['unlearnable']:.3f} "
+                  f"a_spread={s['a_spread']:.3f} (loss {result['loss']:.1f} on {result['dof']} degrees of freedom)",
+                  highlight=False)
+    for y in ("train_reward", "zero_variance_fraction"):
+        console.print(f"{y}: RMSE fitted vs observed {result[y]['rmse']:.4f}", highlight=False)
+    console.print(f"wrote {out}, {out.with_name('calibration.json')} and {out.with_name('calibration.png')}",
+                  highlight=False)
