@@ -3,6 +3,8 @@
 The tree is one flat float64 array, level by level from the root: level l holds 16^l nodes starting at
 offset(l) = (16^l - 1) / 15, and node j of level l sums children 16j .. 16j + 15 of level l + 1. A wide node keeps a
 draw to about five cache-missing levels for a million prompts, where a binary tree would need twenty.
+The draws (`tree_find`) are a fast path of the plain descent `cures.rules.tree_descent`, which the tests require
+them to equal; on exact sums both are the inverse CDF of the weights (`cures.rules.inverse_cdf_draw`).
 """
 
 import numpy as np

@@ -2,6 +2,8 @@
 
 Every formula is written once, as a Numba scalar kernel (`*_nb`) or Numba ufunc that compiled policy code calls
 inside its loops; the public functions validate their input and apply the same kernels to NumPy arrays.
+`allocate_into` is the fast path of Eq. 20's greedy rule; the rule itself, written plainly, is
+`cures.rules.greedy_allocation`, which the tests require it to equal.
 """
 
 from __future__ import annotations

@@ -5,26 +5,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from cures.rules import inverse_cdf_draw, tree_descent
 from cures.sumtree import FANOUT, leaves, new_tree, tree_draws, tree_find, tree_rebuild, tree_set
 
-
-def scan(tree, h, u):
-    """The rule, in plain Python: at each node subtract the positive children from u in order until u falls below
-    one and descend into it; when rounding lets u pass them all, descend into the last positive child."""
-    j, offset = 0, 0
-    for _ in range(h):
-        offset = offset * FANOUT + 1
-        first = offset + j * FANOUT
-        pick = -1
-        for c in range(FANOUT):
-            w = tree[first + c]
-            if w > 0.0:
-                pick = c
-                if u < w:
-                    break
-                u -= w
-        j = j * FANOUT + pick
-    return j
+scan = tree_descent  # the rule (cures.rules) the lockstep walk must equal
 
 
 weights = st.one_of(st.just(0.0), st.floats(1e-300, 1e300), st.floats(0.5, 2.0), st.floats(-1.0, 0.0),
@@ -106,3 +90,19 @@ def test_set_adds_each_change_to_every_ancestor_in_order(n, data, seed):
             expected[offset + j] += delta
     tree_set(tree, h, ids, weights)
     np.testing.assert_array_equal(tree.view(np.int64), expected.view(np.int64))
+
+
+@settings(max_examples=200, deadline=None)
+@given(w=st.lists(st.integers(0, 9).map(float), min_size=1, max_size=300), data=st.data())
+def test_on_exact_sums_a_draw_is_the_inverse_cdf(w, data):
+    """With integer weights every sum is exact: the tree's draw at u is the first prompt whose running sum of
+    weights exceeds u (cures.rules.inverse_cdf_draw), on and between the boundaries."""
+    assume(sum(w) > 0)
+    n = len(w)
+    tree, h = new_tree(n)
+    tree_set(tree, h, np.arange(n), np.array(w))
+    u = np.array(data.draw(st.lists(st.floats(0.0, sum(w), exclude_max=True), min_size=1, max_size=20))
+                 + [b for b in np.cumsum(w) if b < sum(w)])
+    out = np.empty(u.size, np.int64)
+    tree_find(tree, h, u, out)
+    np.testing.assert_array_equal(out, [inverse_cdf_draw(w, float(v)) for v in u])

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from cures.rules import greedy_allocation
 from cures.theory import (
     allocate_rollouts,
     grpo_expected_gradient_scale,
@@ -236,21 +237,7 @@ def test_allocation_errors(args, match):
 
 
 def _plain_greedy(w, budget, n_min, n_max):
-    """The textbook greedy: one rollout at a time to the largest marginal gain, ties to the lower index."""
-    import heapq
-
-    n = np.where(np.asarray(w) > 0, n_min, 0)
-    open_ = n_max is None or n_min < n_max
-    heap = [(-x * x / (n_min * (n_min + 1.0)), i) for i, x in enumerate(w) if x > 0 and open_]
-    heapq.heapify(heap)
-    left = budget - n.sum()
-    while left > 0 and heap:
-        _, i = heapq.heappop(heap)
-        n[i] += 1
-        left -= 1
-        if n_max is None or n[i] < n_max:
-            heapq.heappush(heap, (-w[i] * w[i] / (n[i] * (n[i] + 1.0)), i))
-    return n
+    return greedy_allocation(w, budget, n_min, n_max)  # the rule, cures.rules
 
 
 @settings(max_examples=200)
