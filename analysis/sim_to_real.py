@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from cures.analysis.validation import run_dir, write_validation
+
 POLICIES = ("grpo", "cures", "mopps", "pilot-commit")
 SEEDS = (0, 1, 2)
 TRAIN = {  # one setting for every run: only policy and seed differ
@@ -56,10 +58,6 @@ def _cures(*args: str, log: Path) -> int:
         fh.flush()
         return subprocess.run([sys.executable, "-m", "cures", *args], stdout=fh, stderr=subprocess.STDOUT,
                               env=env).returncode
-
-
-def run_dir(out: Path, policy: str, seed: int) -> Path:
-    return out / "runs" / f"{policy}-seed{seed}"
 
 
 def run_protocol(out: Path, policies=POLICIES, seeds=SEEDS) -> None:
@@ -105,8 +103,6 @@ def main(argv=None) -> None:
     if a.command == "run":
         run_protocol(a.out, policies, seeds)
     else:
-        from cures.analysis.validation import write_validation
-
         result = write_validation(a.out, policies, seeds)
         print(json.dumps(result["summary"], indent=2))
 

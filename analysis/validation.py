@@ -39,6 +39,11 @@ PREDICT_SEEDS = 64
 WINDOW = 5
 
 
+def run_dir(out: Path, policy: str, seed: int) -> Path:
+    """Where the protocol keeps the run of `policy` with `seed`."""
+    return Path(out) / "runs" / f"{policy}-seed{seed}"
+
+
 def _moving(curve: np.ndarray) -> np.ndarray:
     kernel = np.ones(WINDOW) / WINDOW
     return np.convolve(curve, kernel, mode="valid")
@@ -80,7 +85,6 @@ def _bootstrap_agreement(per_seed: dict[str, np.ndarray], ranking: list[str], re
 def validation_result(out: Path, policies: list[str], seeds: list[int], sim_seeds: int = 16,
                       max_iter: int = 80) -> dict:
     """Every number of the report (module docstring), from the runs and the profile under `out`."""
-    from cures.analysis.sim_to_real import run_dir
     from cures.records import read_records
 
     out = Path(out)

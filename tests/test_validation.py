@@ -5,8 +5,7 @@ import json
 
 from test_calibrate import N_PROMPTS, fake_profile, fake_run
 
-from cures.analysis.sim_to_real import run_dir
-from cures.analysis.validation import write_validation
+from cures.analysis.validation import run_dir, write_validation
 
 
 def test_report_calibrates_on_grpo_and_predicts_every_policy(tmp_path):
