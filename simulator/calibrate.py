@@ -224,7 +224,6 @@ def scenario_toml(fit: dict, description: str) -> str:
             v = fit["settings"][key]
             lines.append(f"{key} = {v!r}".replace("'", '"') if isinstance(v, str) else f"{key} = {v!r}")
     lines.append(f"steps = {fit['observed']['train_reward'].shape[1]}")
-    lines.append("n_heldout = 0")
     return "\n".join(lines) + "\n"
 
 

@@ -95,3 +95,25 @@ def test_calibrate_bad_input_is_one_line(tmp_path):
         res = cures_calibrate(*args)
         assert res.exit_code == 2 and message in res.stderr, (args, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_recommend_ranks_policies_on_a_profile_and_refuses_bad_input(tmp_path):
+    from cures.cli import app
+
+    profile = fake_profile(tmp_path / "profile")
+
+    def recommend(*args):
+        return CliRunner().invoke(app, ["recommend", *args], env={"NO_COLOR": "1", "COLUMNS": "300"})
+
+    res = recommend("--profile", str(profile), "--budget", "16", "--prompts-per-step", "4", "--steps", "20",
+                    "--seeds", "3", "--policies", "grpo,cures,mopps")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert "recommended: " in res.stdout and "caveat:" in res.stdout
+    assert "cures " in res.stdout and "mopps " in res.stdout and f"{N_PROMPTS} profiled prompts" in res.stdout
+    zero = fake_profile(tmp_path / "zero", attempts=0)
+    for args, message in ((["--profile", str(zero)], "attempts 0"),
+                          (["--profile", str(profile), "--steps", "5", "--passes", "2"], "give one"),
+                          (["--profile", str(profile), "--policies", "grpo,nope"], "unknown policy 'nope'"),
+                          (["--profile", str(tmp_path / "none")], "no pass_rates.csv")):
+        bad = recommend(*args, "--budget", "16", "--prompts-per-step", "4")
+        assert bad.exit_code == 2 and message in bad.stderr, (args, bad.stderr)

@@ -15,6 +15,7 @@ from cures.cli._app import (
     SetOpt,
     app,
     console,
+    err_console,
     fail,
     progress_bar,
     sim_config,
@@ -112,3 +113,100 @@ def compare(
     console.print(markdown_table(result), markup=False, highlight=False, soft_wrap=True)
     for path in write_comparison(out, result, runs, cfg):
         console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def recommend(
+    profile: Annotated[Path, typer.Option("--profile", help="A `cures profile` output directory (or its "
+                                          "pass_rates.csv): your model's pass rates on your prompts.")],
+    budget: Annotated[int, typer.Option("--budget", min=1, help="Rollouts per step N.")],
+    prompts_per_step: Annotated[int, typer.Option("--prompts-per-step", min=1, help="Prompts per step m.")],
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Steps of the baseline (default: the "
+                                              "scenario's, or 3 passes over the prompts).")] = None,
+    passes: Annotated[float | None, typer.Option("--passes", min=0.0, help="Passes over the prompts instead of "
+                                                 "--steps.")] = None,
+    scenario: ScenarioOpt = None,
+    policies: Annotated[str | None, typer.Option("--policies", help="Comma-separated policies to rank, grpo first "
+                                                 "(default: every policy).")] = None,
+    seeds: Annotated[int, typer.Option("--seeds", min=2, help="Simulated seeds per policy.")] = 8,
+    validation: Annotated[Path | None, typer.Option("--validation", help="A validation.json of `python -m "
+                                                    "cures.analysis.sim_to_real report`: its prediction error is "
+                                                    "printed as the caveat.")] = None,
+):
+    """Which policy to train with, for your model and prompts: every policy simulated on the profiled population at
+    grpo's rollouts (a calibrated scenario from `cures calibrate` when given), ranked by predicted speed-up to
+    grpo's peak, with 95% intervals over seeds."""
+    import json
+
+    import numpy as np
+
+    from cures.policies import available, get_spec
+    from cures.simulator.calibrate import read_profile
+    from cures.simulator.compare import compare as run_compare
+    from cures.simulator.config import build_config
+    from cures.simulator.output import ci_text, speedup_text
+    from cures.simulator.run import policy_for
+
+    if steps is not None and passes is not None:
+        fail("--steps and --passes say the same thing: give one")
+    pass_rates = read_profile(profile)
+    names = [n for n in (policies.split(",") if policies else ["grpo", *[p for p in available() if p != "grpo"]])
+             if n]
+    for name in names:
+        get_spec(name)
+    if names[0] != "grpo":
+        names = ["grpo", *[n for n in names if n != "grpo"]]
+    settings = {"init_pass_rate": str(pass_rates), "batch_size": prompts_per_step, "budget": budget,
+                "seeds": seeds}
+    n_prompts = sum(1 for _ in pass_rates.open()) - 1
+    settings["n_prompts"] = n_prompts
+    if steps is not None:
+        settings["steps"] = steps
+    else:
+        settings["passes"] = passes if passes is not None else 3.0
+    cfg = build_config(scenario, settings)
+    bar, task = progress_bar(len(names) * cfg.seeds * cfg.steps, "simulating policies")
+    usable = []
+    for name in names:  # a policy that cannot run this shape (a pool too small for it) is named, not fatal
+        try:
+            policy_for(name, cfg).kernel_params(cfg.n_prompts)
+            usable.append(name)
+        except ValueError as exc:
+            err_console.print(f"note: {name} left out: {str(exc).splitlines()[0]}", highlight=False)
+    with bar:
+        result, _ = run_compare(usable, cfg, progress=lambda k: bar.advance(task, k), match="rollouts", fits=False)
+    def score(r):
+        return r["speedup_rollouts"] if np.isfinite(r["speedup_rollouts"]) else -np.inf
+
+    rows = sorted(result["policies"][1:], key=lambda r: -score(r))
+    table = Table(title=f"{n_prompts} profiled prompts, m = {prompts_per_step}, N = {budget}, {cfg.steps} grpo "
+                        f"steps, {cfg.seeds} seeds ({'calibrated: ' + scenario if scenario else 'default dynamics'})")
+    table.add_column("policy", style="bold")
+    table.add_column("speed-up to grpo's peak at equal rollouts [95% CI]")
+    table.add_column("final accuracy [95% CI]")
+    for r in rows:
+        table.add_row(r["policy"], speedup_text(r["speedup_rollouts"], *r["speedup_rollouts_ci"]),
+                      ci_text(r["final_accuracy"]))
+    console.print(table)
+    best = rows[0] if rows else None
+    if best is not None and np.isfinite(best["speedup_rollouts"]) and best["speedup_rollouts_ci"][0] > 1.0:
+        console.print(f"recommended: {best['policy']} at its default parameters (`cures policies {best['policy']}`); "
+                      f"predicted {speedup_text(best['speedup_rollouts'], *best['speedup_rollouts_ci'])} grpo's "
+                      "speed to its peak, at equal rollouts", highlight=False)
+    else:
+        console.print("recommended: grpo (no policy is predicted faster with an interval above 1)", highlight=False)
+    if validation is not None:
+        try:
+            v = json.loads(Path(validation).read_text())
+            errors = {p: r["train_reward"]["error"] for p, r in v["policies"].items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            fail(f"--validation {validation}: not a validation.json ({type(exc).__name__})")
+        worst = max(errors.values(), key=abs)
+        console.print(f"caveat: on the validation runs the calibrated simulator's per-step reward was off by up to "
+                      f"{worst:+.3f} (per policy: {', '.join(f'{p} {e:+.3f}' for p, e in errors.items())}); its "
+                      f"ranking {'matched' if v['summary']['rankings_match'] else 'did not match'} the observed one",
+                      highlight=False)
+    else:
+        console.print("caveat: these are simulator predictions; see the README's validation table for how well "
+                      "they held on real runs", highlight=False)
