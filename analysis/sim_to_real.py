@@ -37,7 +37,8 @@ TRAIN = {  # one setting for every run: only policy and seed differ
     "n_eval_problems": 64, "prompts_per_step": 4, "rollouts_per_step": 16, "per_device_train_batch_size": 8,
     "max_steps": 30, "learning_rate": 1e-5, "max_completion_length": 32, "gradient_checkpointing": False,
     "eval_strategy": "steps", "eval_steps": 30, "per_device_eval_batch_size": 64, "logging_steps": 1,
-    "save_steps": 10, "report_to": "none", "data_seed": 0,  # the same 40 problems in every run and the profile
+    "save_steps": 10, "save_total_limit": 1, "report_to": "none",
+    "data_seed": 0,  # the same 40 problems in every run and in the profile
 }
 PROFILE = {"rollouts_per_prompt": 8, "prompts_per_chunk": 8}
 PROFILE_KEYS = ("model_name_or_path", "dataset_name", "arith_max_level", "n_problems", "max_completion_length",
@@ -87,6 +88,8 @@ def run_protocol(out: Path, policies=POLICIES, seeds=SEEDS) -> None:
                           log=log)
             if code != 0:
                 raise SystemExit(f"cures train {policy} seed {seed} failed (exit {code}); see {log}")
+            for checkpoint in where.glob("checkpoint-*"):  # they served resumption only; the model stays
+                shutil.rmtree(checkpoint)
             print(f"{policy} seed {seed}: {time.perf_counter() - t0:.0f} s{' (resumed)' if resume else ''}",
                   flush=True)
 
