@@ -75,6 +75,39 @@ def staged_outputs(out, primary: str):
         shutil.rmtree(stage, ignore_errors=True)
 
 
+RUN_LOCK = ".cures-run.lock"
+
+
+@contextlib.contextmanager
+def run_lock(directory, option: str = "output_dir", what: str = "run"):
+    """Hold `directory/.cures-run.lock` (an exclusive `flock`) for the block: a second run into the same directory
+    is a one-line ValueError naming the holder (pid, host, command, start). The kernel drops the lock when its
+    process ends, however it ends (kill -9 included), so a lock left by a dead run is taken over, not obeyed."""
+    import socket
+    import sys
+    import time
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fh = open(directory / RUN_LOCK, "a+")  # noqa: SIM115 - held open for the block
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise ValueError(f"{option} {directory}: another {what} is writing there ({holder}); wait for it to end "
+                             f"or choose another {option}") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, `{' '.join(sys.argv[:3])}`, started "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.flush()
+        yield directory
+    finally:
+        fh.close()
+
+
 def atomic_write_text(path, text: str) -> Path:
     """`atomic_write` of UTF-8 text."""
     return atomic_write(path, lambda fh: fh.write(text.encode()))

@@ -15,6 +15,7 @@ uninterrupted one gives). Writes, in `output_dir`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cures._io import atomic_write, atomic_write_text, check_output_dir
+from cures._io import atomic_write, atomic_write_text, check_output_dir, run_lock
 from cures.posterior import beta_binomial_fit
 
 CHUNKS = "profile_chunks"
@@ -120,8 +121,6 @@ def profile(argv: list[str], progress=None) -> dict:
     """Parse, build the trainer, sample every chunk not yet saved, write pass_rates.csv and profile.json; returns
     profile.json's content (empty on non-main processes). `progress(done_prompts, total_prompts)` after each
     chunk."""
-    import pandas as pd
-    from transformers import set_seed
     from transformers.trainer_utils import IntervalStrategy
 
     from cures.backends.trl.run import _quiet, build_trainer, parse_args
@@ -136,6 +135,14 @@ def profile(argv: list[str], progress=None) -> dict:
     settings = _settings(script, args, model_args, prof, n)
     _check_settings(out, settings)
     main = trainer.accelerator.is_main_process
+    with run_lock(out, what="cures profile") if main else contextlib.nullcontext():
+        return _profile(trainer, data, n, out, settings, prof, args, main, progress)
+
+
+def _profile(trainer, data, n, out, settings, prof, args, main, progress) -> dict:
+    import pandas as pd
+    from transformers import set_seed
+
     if main:
         atomic_write_text(out / SETTINGS, json.dumps(settings, indent=2) + "\n")
     ids_of = [[int(data[i]["prompt_id"]) if "prompt_id" in data.column_names else i

@@ -38,7 +38,7 @@ from torch.utils.data import IterableDataset, Sampler
 from transformers import Trainer
 from trl import GRPOTrainer
 
-from cures._io import atomic_write
+from cures._io import atomic_write, run_lock
 from cures.backends.trl.advantages import slot_advantages
 from cures.backends.trl.compat import GenerateOutput, ReEntry, check_trl_version, replayed_output
 from cures.backends.trl.config import CuresGRPOConfig
@@ -185,10 +185,12 @@ class CuresGRPOTrainer(GRPOTrainer):
             _check_state_fits(state, self.policy, len(self.train_dataset), f"checkpoint {resume_from_checkpoint}")
             self.policy_state = state
             self._held = _load_held(Path(resume_from_checkpoint), state)
-        if self.accelerator.is_main_process:  # the records continue from the policy state, not past it
-            drop_steps_from(self.records_dir, self.policy_state.steps_done)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
-                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+        lock = run_lock(self.args.output_dir) if self.accelerator.is_main_process else contextlib.nullcontext()
+        with lock:  # one run per output_dir (a second is refused, naming the first)
+            if self.accelerator.is_main_process:  # the records continue from the policy state, not past it
+                drop_steps_from(self.records_dir, self.policy_state.steps_done)
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                                 ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
 
     def end(self):
         """TRL's end (trackers finished, process group destroyed), after every process has dropped its DDP wrapper
