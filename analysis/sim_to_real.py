@@ -61,9 +61,16 @@ def _cures(*args: str, log: Path) -> int:
                               env=env).returncode
 
 
+def run_order(policies, seeds) -> list[tuple[str, int]]:
+    """The first two policies (grpo, what it is compared with) on the first two seeds, then every other run seed by
+    seed: a protocol stopped early can already calibrate on two grpo runs and compare with two of the second."""
+    first = [(p, s) for s in seeds[:2] for p in policies[:2]]
+    return first + [(p, s) for s in seeds for p in policies if (p, s) not in first]
+
+
 def run_protocol(out: Path, policies=POLICIES, seeds=SEEDS) -> None:
-    """Profile, then every (seed, policy) run not yet finished, seed by seed (so that a stopped protocol has
-    balanced results); prints one line per finished piece with its wall time."""
+    """Profile, then every run not yet finished, in `run_order`; prints one line per finished piece with its wall
+    time."""
     out.mkdir(parents=True, exist_ok=True)
     log = out / "protocol.log"
     profile = out / "profile"
@@ -74,24 +81,23 @@ def run_protocol(out: Path, policies=POLICIES, seeds=SEEDS) -> None:
         if code != 0:
             raise SystemExit(f"cures profile failed (exit {code}); see {log}")
         print(f"profile: {time.perf_counter() - t0:.0f} s", flush=True)
-    for seed in seeds:
-        for policy in policies:
-            where = run_dir(out, policy, seed)
-            if (where / "summary.json").is_file():
-                continue
-            resume = any(where.glob("checkpoint-*/policy_state.npz"))
-            if where.exists() and not resume:
-                shutil.rmtree(where)
-            t0 = time.perf_counter()
-            code = _cures("train", "--backend", "trl", *_flags(TRAIN), "--policy", policy, "--seed", str(seed),
-                          "--output_dir", str(where), *(["--resume_from_checkpoint", "true"] if resume else []),
-                          log=log)
-            if code != 0:
-                raise SystemExit(f"cures train {policy} seed {seed} failed (exit {code}); see {log}")
-            for checkpoint in where.glob("checkpoint-*"):  # they served resumption only; the model stays
-                shutil.rmtree(checkpoint)
-            print(f"{policy} seed {seed}: {time.perf_counter() - t0:.0f} s{' (resumed)' if resume else ''}",
-                  flush=True)
+    for policy, seed in run_order(policies, seeds):
+        where = run_dir(out, policy, seed)
+        if (where / "summary.json").is_file():
+            continue
+        resume = any(where.glob("checkpoint-*/policy_state.npz"))
+        if where.exists() and not resume:
+            shutil.rmtree(where)
+        t0 = time.perf_counter()
+        code = _cures("train", "--backend", "trl", *_flags(TRAIN), "--policy", policy, "--seed", str(seed),
+                      "--output_dir", str(where), *(["--resume_from_checkpoint", "true"] if resume else []),
+                      log=log)
+        if code != 0:
+            raise SystemExit(f"cures train {policy} seed {seed} failed (exit {code}); see {log}")
+        for checkpoint in where.glob("checkpoint-*"):  # they served resumption only; the model stays
+            shutil.rmtree(checkpoint)
+        print(f"{policy} seed {seed}: {time.perf_counter() - t0:.0f} s{' (resumed)' if resume else ''}",
+              flush=True)
 
 
 def main(argv=None) -> None:
