@@ -86,8 +86,20 @@ def test_compare_writes_the_table_and_speedups(tmp_path):
 def test_bench_prints_side_by_side_ratios():
     res = cures_cli("bench", "--sizes", "2000,20000", "--repeats", "2")
     assert res.returncode == 0, res.stderr
-    assert "speedup_at_2000" in res.stdout and "engine_steps_per_second_ratio_largest_to_smallest" in res.stdout
     assert "medians of 2 alternating rounds" in res.stdout
+    rate = {}  # (prompts, implementation) -> steps/s, read from the table
+    for line in res.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) == 6 and cells[1] in ("engine", "vectorised", "reference"):
+            rate[int(cells[0].replace(",", "")), cells[1]] = float(cells[2].replace(",", ""))
+    assert len(rate) == 6 and all(v > 0 for v in rate.values())
+    printed = dict(line.split(": ") for line in res.stdout.splitlines() if line.startswith(("speedup", "engine_")))
+    for n in (2000, 20000):  # every printed ratio is the ratio of the printed rates, measured side by side
+        assert float(printed[f"speedup_at_{n}"]) == pytest.approx(rate[n, "engine"] / rate[n, "reference"], rel=0.02)
+        assert float(printed[f"speedup_over_vectorised_at_{n}"]) == pytest.approx(
+            rate[n, "engine"] / rate[n, "vectorised"], rel=0.02)
+    assert float(printed["engine_steps_per_second_ratio_largest_to_smallest"]) == pytest.approx(
+        rate[20000, "engine"] / rate[2000, "engine"], rel=0.02)
 
 
 def test_bench_rounds_combine_to_medians():

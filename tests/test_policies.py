@@ -156,9 +156,14 @@ def test_compiled_callers_run_the_same_policy_code(name):
     py_state, nb_state = policy.init(N_PROMPTS, seed=9), policy.init(N_PROMPTS, seed=9)
     run(policy, py_state, 15, lambda plan: np.floor(plan.n_rollouts * p[plan.prompt_ids]))
     _compiled_driver(nb_state.kernel, nb_state.arrays, nb_state.step, nb_state.rng, p, 15)
-    for field in State._fields:
+    fresh = policy.init(N_PROMPTS, seed=9)
+    assert py_state.rollouts_total > 0 and py_state.steps_done == nb_state.steps_done == 15
+    assert not np.array_equal(py_state.arrays.alpha + py_state.arrays.beta, fresh.arrays.alpha + fresh.arrays.beta)
+    for field in State._fields:  # both callers moved the state, and to the same place
         np.testing.assert_array_equal(getattr(py_state.arrays, field), getattr(nb_state.arrays, field))
     np.testing.assert_array_equal(py_state.step.prompt, nb_state.step.prompt)
+    assert py_state.rollouts_total == nb_state.rollouts_total
+    assert py_state.rng.bit_generator.state == nb_state.rng.bit_generator.state
 
 
 # ------------------------------------------------------------------------------------------------ grpo
