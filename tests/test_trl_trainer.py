@@ -357,3 +357,45 @@ def test_every_trained_completion_gets_the_sign_of_its_own_reward_against_its_gr
         assert len(sizes_seen) > 1  # groups of several sizes were checked
     else:  # PODS trains on part of each slot: the kept rollouts, not the first ones, carry the advantages
         assert all(s.trained.index.size < len(s.rollouts) for s in steps)
+
+
+def test_sigterm_checkpoints_stops_and_resumes_with_the_same_plans(tmp_path):
+    """SIGTERM (a cluster's preemption notice) mid-run: the step finishes, a checkpoint with the policy state is
+    written, the process exits 75 without summary.json; `--resume_from_checkpoint true` then makes exactly the
+    plans an uninterrupted run makes."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [*TINY, "--policy", "cures", "--max_steps", "8", "--prompts_per_step", "4", "--rollouts_per_step", "16",
+            "--save_steps", "1000", "--n_problems", "24"]
+    whole = cures_train([*args, "--output_dir", str(tmp_path / "whole")])
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "preempted"
+    proc = subprocess.Popen([sys.executable, "-m", "cures", "train", *args, "--output_dir", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    plans = out / "plans.rank0.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if plans.is_file() and len(plans.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-2000:]
+    assert "preempted (SIGTERM) after step" in err and not (out / "summary.json").exists()
+    checkpoints = sorted(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and (checkpoints[0] / "policy_state.npz").is_file()
+    stopped = int(checkpoints[0].name.split("-")[1])
+    assert 2 <= stopped < 8
+    resumed = cures_train([*args, "--output_dir", str(out), "--resume_from_checkpoint", "true"])
+    assert resumed.returncode == 0, resumed.stderr
+
+    def plan_log(run):
+        rows = [json.loads(x) for x in (run / "plans.rank0.jsonl").read_text().splitlines()]
+        return {(r["step"], r["round"]): (r["prompt_ids"], r["n_rollouts"]) for r in rows}
+
+    assert plan_log(out) == plan_log(tmp_path / "whole")  # the steps before and after the preemption
+    assert json.loads((out / "summary.json").read_text())["steps"] == 8

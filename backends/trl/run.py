@@ -216,7 +216,8 @@ def train(argv: list[str]) -> dict:
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     wall = time.perf_counter() - t0
-    trainer.save_model(args.output_dir)
+    if not trainer.preempted:
+        trainer.save_model(args.output_dir)
     summary = _summary(trainer, script, model_args, wall) if trainer.accelerator.is_main_process else {}
     trainer.end()  # finishes the trackers and destroys the process group (a clean multi-process exit)
     return summary
@@ -233,6 +234,7 @@ def _summary(trainer, script, model_args, wall: float) -> dict:
     summary = {
         "policy": trainer.args.policy, "model": model_args.model_name_or_path, "dataset": script.dataset_name,
         "steps": trainer.state.global_step, "rollouts_total": trainer.policy_state.rollouts_total,
+        "preempted": trainer.preempted,
         "evaluations": [{k: v for k, v in e.items() if k == "step" or k.startswith("eval_")} for e in evals],
         "train_wall_seconds": train_wall, "eval_seconds": trainer.eval_seconds,
         "policy_seconds": trainer.policy_seconds, "score_norm_seconds": trainer.score_norm_seconds,
@@ -241,5 +243,6 @@ def _summary(trainer, script, model_args, wall: float) -> dict:
         "script_args": asdict(script),
         "config": {k: v for k, v in trainer.args.to_dict().items() if isinstance(v, str | int | float | bool | None)},
     }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if not trainer.preempted:  # summary.json marks a finished run; a preempted one resumes instead
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -27,6 +27,8 @@ import logging
 import os
 import pickle
 import re
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from accelerate.utils import DistributedType, gather_object
 from torch.utils.data import IterableDataset, Sampler
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from trl import GRPOTrainer
 
 from cures._io import atomic_write, run_lock
@@ -102,6 +104,29 @@ class PolicyClock(Sampler):
         return self.length
 
 
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: a preempted run, to be resumed (`--resume_from_checkpoint true`)
+
+
+class Preemption(TrainerCallback):
+    """SIGTERM (what SLURM and Kubernetes send before they kill) during training: the step in progress finishes,
+    then a checkpoint is written (model, optimizer, scheduler, RNG, policy state, held rollouts) and training stops;
+    `trainer.preempted` says so. Every process of a multi-process run stops at the same step (the flag is
+    gathered). A second SIGTERM takes the default action at once."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        flag = torch.tensor([1.0 if self.trainer._sigterm else 0.0], device=self.trainer.accelerator.device)
+        if self.trainer.accelerator.num_processes > 1:
+            flag = self.trainer.accelerator.gather(flag)
+        if bool(flag.max() > 0):
+            self.trainer.preempted = True
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
 class CuresGRPOTrainer(GRPOTrainer):
     """A drop-in `GRPOTrainer` whose prompts, and rollouts per prompt, come from a `cures` policy.
 
@@ -156,6 +181,9 @@ class CuresGRPOTrainer(GRPOTrainer):
         rank = self.accelerator.process_index
         self.plan_log = Path(self.args.output_dir) / f"plans.rank{rank}.jsonl"  # every rank's plans, for audits
         self.records_dir = Path(self.args.output_dir) / RECORDS  # one row per slot of every step (cures.records)
+        self._sigterm = False  # set by SIGTERM while train() runs (`Preemption`)
+        self.preempted = False  # training stopped early on SIGTERM, with a checkpoint
+        self.add_callback(Preemption(self))
 
     # -- training loop hooks (trl 1.16.0 / transformers 5.24.0) ---------------------------------------------------
     def _get_train_sampler(self, dataset=None):
@@ -186,11 +214,32 @@ class CuresGRPOTrainer(GRPOTrainer):
             self.policy_state = state
             self._held = _load_held(Path(resume_from_checkpoint), state)
         lock = run_lock(self.args.output_dir) if self.accelerator.is_main_process else contextlib.nullcontext()
-        with lock:  # one run per output_dir (a second is refused, naming the first)
+        with lock, self._on_sigterm():  # one run per output_dir (a second is refused, naming the first)
             if self.accelerator.is_main_process:  # the records continue from the policy state, not past it
                 drop_steps_from(self.records_dir, self.policy_state.steps_done)
             return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                                  ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    @contextlib.contextmanager
+    def _on_sigterm(self):
+        """While training: the first SIGTERM asks `Preemption` to checkpoint and stop after this step; a second one
+        gets the handler that was there before (by default: terminate)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum, frame):
+            logger.warning("SIGTERM: finishing this step, then writing a checkpoint and stopping (a second SIGTERM "
+                           "stops at once)")
+            self._sigterm = True
+            signal.signal(signal.SIGTERM, previous)
+
+        signal.signal(signal.SIGTERM, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def end(self):
         """TRL's end (trackers finished, process group destroyed), after every process has dropped its DDP wrapper

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cures.cli._app import app, console, progress_bar, user_errors
+from cures.cli._app import app, console, err_console, progress_bar, user_errors
 
 BACKENDS = ("trl",)
 PLANNED = {"verl": "the verl backend is not available yet in this version of cures (the policy step it will call, "
@@ -61,6 +61,13 @@ def train(ctx: typer.Context):
     summary = run_training(ctx.args)
     if not summary:  # not the main process of a multi-process run
         return
+    if summary.get("preempted"):
+        from cures.backends.trl.trainer import PREEMPTED_EXIT
+
+        err_console.print(f"preempted (SIGTERM) after step {summary['steps']}: checkpoint written in "
+                          f"{summary['config']['output_dir']}; continue with --resume_from_checkpoint true",
+                          highlight=False)
+        raise typer.Exit(PREEMPTED_EXIT)
     for key in ("steps", "rollouts_total", "train_wall_seconds", "policy_share_of_train_time"):
         console.print(f"{key}: {summary[key]}", highlight=False)
     for entry in summary["evaluations"][-1:]:
