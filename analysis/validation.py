@@ -55,6 +55,20 @@ def _steps_to(curve: np.ndarray, target: float) -> float:
     return float(hit[0] + WINDOW) if hit.size else float("nan")
 
 
+def _length_drift(records) -> dict[str, float]:
+    """Completion length in a real run (the records' tokens and clipped counts): tokens per rollout and the share
+    clipped at the length cap, over the first and the last third of the steps."""
+    gen = records[records["rollouts"] > 0]
+    steps = gen["step"].max() + 1
+    out = {}
+    thirds = (("first_third", gen[gen["step"] < steps / 3]), ("last_third", gen[gen["step"] >= 2 * steps / 3]))
+    for name, part in thirds:
+        n = part["rollouts"].sum()
+        out[f"tokens_per_rollout_{name}"] = float(part["tokens"].sum() / n) if n else float("nan")
+        out[f"clipped_share_{name}"] = float(part["clipped"].sum() / n) if n else float("nan")
+    return out
+
+
 def _final_accuracy(run: Path) -> float:
     summary = json.loads((run / "summary.json").read_text())
     evals = [e for e in summary.get("evaluations", []) if "eval_accuracy" in e]
@@ -107,10 +121,12 @@ def validation_result(out: Path, policies: list[str], seeds: list[int], sim_seed
     for p in policies:
         if not done[p]:
             continue
-        curves = [step_curves(read_records(r)) for r in done[p]]
+        frames = [read_records(r) for r in done[p]]
+        curves = [step_curves(f) for f in frames]
         n = min(steps, *(c["train_reward"].size for c in curves))
         real[p] = {y: np.stack([c[y][:n] for c in curves]) for y in TARGETS}
         real[p]["final_quality"] = np.array([_final_accuracy(r) for r in done[p]])
+        real[p]["lengths"] = [_length_drift(f) for f in frames]
         sim = simulated_curves(p, fit["settings"], steps, PREDICT_SEEDS, seed=20_000)
         predicted[p] = {**sim, "final_quality": _final_pool_accuracy(p, fit["settings"], steps)}
     grpo_peak_real = float(np.max(_moving(np.nanmean(real["grpo"]["train_reward"], axis=0))))
@@ -132,6 +148,7 @@ def validation_result(out: Path, policies: list[str], seeds: list[int], sim_seed
             "predicted_mean_curve": _steps_to(np.nanmean(predicted[p]["train_reward"], axis=0), grpo_peak_sim) * budget,
             "observed_share_of_seeds_reaching": float(np.mean(np.isfinite(obs_steps))),
             "predicted_share_of_seeds_reaching": float(np.mean(np.isfinite(pred_steps)))}
+        row["lengths"] = {k: _mean_ci([d[k] for d in real[p]["lengths"]]) for k in real[p]["lengths"][0]}
         row["final_quality"] = {"observed_heldout_accuracy": _mean_ci(real[p]["final_quality"]),
                                 "predicted_pool_pass_rate": _mean_ci(predicted[p]["final_quality"])}
         rows[p] = row
@@ -191,6 +208,15 @@ def validation_markdown(result: dict) -> str:
                      f"{_fmt(r['zero_variance_fraction']['predicted'])} | {reach} | "
                      f"{_fmt(r['final_quality']['observed_heldout_accuracy'])} | "
                      f"{_fmt(r['final_quality']['predicted_pool_pass_rate'])} |")
+    lines += ["", "Completion length in the real runs (tokens per rollout; share clipped at the cap), first and last "
+              "third of the steps:", "",
+              "| policy | tokens, first third | last third | clipped, first third | last third |",
+              "|---|---|---|---|---|"]
+    for p, r in result["policies"].items():
+        length = r["lengths"]
+        cells = [_fmt(length[f"tokens_per_rollout_{t}"], 1) for t in ("first_third", "last_third")]
+        cells += [_fmt(length[f"clipped_share_{t}"]) for t in ("first_third", "last_third")]
+        lines.append(f"| {p} | " + " | ".join(cells) + " |")
     lines += ["", f"Observed ranking by final held-out accuracy: {', '.join(s['observed_ranking'])} (bootstrap "
               f"support over seeds {s['observed_ranking_bootstrap_support']:.2f}); predicted ranking by final pool "
               f"pass rate: {', '.join(s['predicted_ranking'])}; Kendall tau {s['kendall_tau']:.2f}."]
