@@ -12,9 +12,11 @@ whole trajectory). The targets are the per-step mean reward of the generated rol
 zero-variance fraction of the generated slots, averaged over the runs. For parameters theta the simulator runs
 `sim_seeds` seeds with the same seeds for every theta (common random numbers), and the loss is
 
-    L(theta) = sum_t sum_{y in (reward, zvf)} (obs_y,t - sim_y,t(theta))^2 / (Var obs_y,t / R + Var sim_y,t / S + v0)
+    L(theta) = sum_t sum_{y in (reward, zvf)} (obs_y,t - sim_y,t(theta))^2 / (Var sim_y,t(theta) (1/R + 1/S) + v0)
 
-(R runs, S simulated seeds, v0 = 1e-4 a floor for steps where both are constant): a chi-square of the mean curves.
+(R runs, S simulated seeds, v0 = 1e-4 a floor for steps where every seed agrees): a chi-square of the mean curves,
+with the model's own seed-to-seed variance standing for the runs' (two or three real runs, or one, cannot estimate
+a per-step variance).
 The continuous settings are fitted by Nelder-Mead in unbounded coordinates (log lr, logit unlearnable,
 log a_spread) for each structural mode in turn; the mode with the smallest loss wins.
 """
@@ -160,8 +162,7 @@ def curve_loss(observed: dict[str, np.ndarray], simulated: dict[str, np.ndarray]
     total = 0.0
     for y in TARGETS:
         obs, sim = observed[y], simulated[y]
-        var = np.nanvar(obs, axis=0, ddof=1) / obs.shape[0] if obs.shape[0] > 1 else np.zeros(obs.shape[1])
-        var = var + np.nanvar(sim, axis=0, ddof=1) / sim.shape[0] + FLOOR
+        var = np.nanvar(sim, axis=0, ddof=1) * (1 / obs.shape[0] + 1 / sim.shape[0]) + FLOOR
         d = np.nanmean(obs, axis=0) - np.nanmean(sim, axis=0)
         total += float(np.nansum(d * d / var))
     return total
