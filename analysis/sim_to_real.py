@@ -2,6 +2,7 @@
 
     python -m cures.analysis.sim_to_real run    --out runs/sim-to-real   # profile + every real run not yet done
     python -m cures.analysis.sim_to_real report --out runs/sim-to-real   # calibrate on grpo, predict the rest
+    python -m cures.analysis.sim_to_real export --out runs/sim-to-real --to docs/sim-to-real   # what is committed
 
 `run` profiles the training prompts (`cures profile`, N' = 8), then trains every policy for every seed with `cures
 train` (SmolLM2-135M, offline, on `arith` with difficulty levels 1-3 mixed, a pool small enough that each prompt is
@@ -100,9 +101,32 @@ def run_protocol(out: Path, policies=POLICIES, seeds=SEEDS) -> None:
               flush=True)
 
 
+KEEP = ("summary.json", "metrics.jsonl", "plans.rank0.jsonl", "rollouts.parquet")  # a run's results, not its model
+
+
+def export(out: Path, to: Path) -> list[Path]:
+    """Copy the protocol's results (the profile, every run's records, summaries and logs, the validation report),
+    without model weights or checkpoints, from `out` to `to`: what the repository keeps."""
+    copied = []
+    for src in [out / "profile" / f for f in ("pass_rates.csv", "profile.json", "profile_settings.json")] + \
+            [d / f for d in sorted((out / "runs").glob("*")) for f in KEEP] + \
+            sorted((out / "validation").glob("*")):
+        if not src.exists():
+            continue
+        dst = to / src.relative_to(out)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dst)
+        copied.append(dst)
+    return copied
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cures.analysis.sim_to_real", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["run", "report"])
+    parser.add_argument("command", choices=["run", "report", "export"])
+    parser.add_argument("--to", type=Path, default=Path("docs/sim-to-real"), help="export: where the results go")
     parser.add_argument("--out", type=Path, default=Path("runs/sim-to-real"))
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
@@ -111,6 +135,8 @@ def main(argv=None) -> None:
     seeds = [int(s) for s in a.seeds.split(",") if s]
     if a.command == "run":
         run_protocol(a.out, policies, seeds)
+    elif a.command == "export":
+        print(f"copied {len(export(a.out, a.to))} results to {a.to}")
     else:
         result = write_validation(a.out, policies, seeds)
         print(json.dumps(result["summary"], indent=2))
