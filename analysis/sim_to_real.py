@@ -63,10 +63,9 @@ def _cures(*args: str, log: Path) -> int:
 
 
 def run_order(policies, seeds) -> list[tuple[str, int]]:
-    """The first two policies (grpo, what it is compared with) on the first two seeds, then every other run seed by
-    seed: a protocol stopped early can already calibrate on two grpo runs and compare with two of the second."""
-    first = [(p, s) for s in seeds[:2] for p in policies[:2]]
-    return first + [(p, s) for s in seeds for p in policies if (p, s) not in first]
+    """Seed by seed, every policy: a protocol stopped early has every policy on as many seeds as the others, within
+    one."""
+    return [(p, s) for s in seeds for p in policies]
 
 
 def run_protocol(out: Path, policies=POLICIES, seeds=SEEDS) -> None:
