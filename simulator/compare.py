@@ -77,7 +77,7 @@ def compare(policies: list[str], cfg: SimConfig, progress=None, match: str = "ro
             **{f"speedup_{a}_ci": [sp[a]["lo"], sp[a]["hi"]] for a in ACCOUNTINGS},
             "speedup": sp[match]["mean"],
             "final_accuracy": s["final_heldout_accuracy" if acc == "heldout_accuracy" else "final_train_accuracy"],
-            "peak_accuracy": s["peak_heldout_accuracy"],
+            "peak_accuracy": s["peak_accuracy"],
             "rollouts_used": s["rollouts_total"],
             "trained_rollouts": float(np.mean([r.curves[-1, _col("trained_rollouts")] for r in runs[name]])),
             "compute_used": compute_used(runs[name], cfg.train_cost),

@@ -186,7 +186,9 @@ def summarize(name: str, cfg: SimConfig, runs: list[SeedRun], wall: float) -> di
     acc = accuracy_column(cfg)
     final = [r.curves[-1, COLUMNS.index("train_accuracy")] for r in runs]
     final_held = [r.curves[-1, COLUMNS.index("heldout_accuracy")] for r in runs]
-    peak = [np.nanmax(r.curves[:, COLUMNS.index(acc)]) for r in runs]
+    peak = [np.nanmax(r.curves[:, COLUMNS.index(acc)]) for r in runs]  # of the accuracy metric
+    peak_held = [np.nanmax(r.curves[:, COLUMNS.index("heldout_accuracy")])
+                 if np.isfinite(r.curves[:, COLUMNS.index("heldout_accuracy")]).any() else np.nan for r in runs]
     return {
         "policy": name,
         "n_prompts": cfg.n_prompts,
@@ -195,7 +197,8 @@ def summarize(name: str, cfg: SimConfig, runs: list[SeedRun], wall: float) -> di
         "rollouts_total": float(np.mean([r.rollouts_total for r in runs])),
         "final_train_accuracy": mean_ci(final, BOUNDS["train_accuracy"]),
         "final_heldout_accuracy": mean_ci(final_held, BOUNDS["heldout_accuracy"]),
-        "peak_heldout_accuracy": mean_ci(peak, BOUNDS["heldout_accuracy"]),
+        "peak_accuracy": mean_ci(peak, BOUNDS[acc]),  # of `accuracy_metric` (training pool's in tabular mode)
+        "peak_heldout_accuracy": mean_ci(peak_held, BOUNDS["heldout_accuracy"]),  # n/a in tabular mode
         "accuracy_metric": acc,
         "zero_variance_fraction": mean_ci([r.zero_variance_fraction for r in runs], (0.0, 1.0)),
         "first_step_zero_variance_fraction": mean_ci([r.first_step_zero_variance_fraction for r in runs], (0.0, 1.0)),

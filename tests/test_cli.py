@@ -59,10 +59,12 @@ def test_simulate_writes_everything_it_promises(tmp_path):
     assert "final heldout accuracy" in res.stdout
     summary = json.loads((out / "summary.json").read_text())
     for key in ("policy", "n_prompts", "steps", "seeds", "rollouts_total", "final_train_accuracy",
-                "final_heldout_accuracy", "peak_heldout_accuracy", "zero_variance_fraction",
+                "final_heldout_accuracy", "peak_heldout_accuracy", "peak_accuracy", "zero_variance_fraction",
                 "first_step_zero_variance_fraction", "wall_seconds", "config"):
         assert key in summary
     assert summary["policy_params"]["tau"] == 0.2 and summary["rollouts_total"] == 20 * 128
+    assert summary["accuracy_metric"] == "heldout_accuracy"
+    assert summary["peak_accuracy"] == summary["peak_heldout_accuracy"]
     rows = list(csv.DictReader((out / "curves.csv").open()))
     assert len(rows) == 2 * 5 and {"rollouts", "step", "train_accuracy", "heldout_accuracy", "zero_variance_fraction",
                                    "posterior_error", "grad_norm", "grad_cosine"} <= set(rows[0])

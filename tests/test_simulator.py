@@ -245,3 +245,17 @@ def test_bench_step_cost_is_positive_and_robust_to_one_slow_chunk(chunks, steps)
     chunks[:] = slowed
     assert min(chunks[1:]) / steps <= _timed_steps(runner, "grpo", None, 1000, steps, 0, {})[0] <= max(
         slowed[2:]) / steps
+
+
+def test_tabular_summaries_say_which_accuracy_peaked():
+    """Tabular mode has no held-out set: its peak is the training pool's, under peak_accuracy, and
+    peak_heldout_accuracy is n/a rather than holding training accuracy."""
+    import math
+
+    from cures.simulator.config import build_config
+    from cures.simulator.run import simulate
+
+    summary, runs = simulate("grpo", build_config(overrides={"mode": "tabular", "n_prompts": 64, "batch_size": 8,
+                                                             "steps": 6, "seeds": 2, "eval_every": 2}))
+    assert summary["accuracy_metric"] == "train_accuracy" and math.isnan(summary["peak_heldout_accuracy"]["mean"])
+    assert summary["peak_accuracy"]["mean"] == pytest.approx(np.mean([np.nanmax(r.curves[:, 2]) for r in runs]))

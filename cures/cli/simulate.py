@@ -58,7 +58,7 @@ def simulate(
     table.add_column("metric", style="bold")
     table.add_column("mean  [95% CI]")
     for key in ("final_train_accuracy", "final_heldout_accuracy", "peak_heldout_accuracy", "zero_variance_fraction",
-                "first_step_zero_variance_fraction"):
+                "first_step_zero_variance_fraction"):  # peak_accuracy (of the accuracy metric) is in summary.json
         table.add_row(key.replace("_", " "), ci_text(summary[key], 4, "  "))
     table.add_row("rollouts", f"{summary['rollouts_total']:,.0f}")
     table.add_row("wall seconds", f"{summary['wall_seconds']:.2f}")
