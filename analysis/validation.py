@@ -87,7 +87,9 @@ def _ranking(values: dict[str, float]) -> list[str]:
 
 def _bootstrap_agreement(per_seed: dict[str, np.ndarray], ranking: list[str], reps: int = 2000) -> float:
     """Share of bootstrap resamples over seeds (each policy resampled on its own) whose ranking of mean values is
-    `ranking`."""
+    `ranking`; NaN when a policy has a single seed."""
+    if min(v.size for v in per_seed.values()) < 2:
+        return float("nan")  # one seed: nothing to resample, no support to speak of
     rng = np.random.default_rng(0)
     same = 0
     for _ in range(reps):
@@ -217,8 +219,10 @@ def validation_markdown(result: dict) -> str:
         cells = [_fmt(length[f"tokens_per_rollout_{t}"], 1) for t in ("first_third", "last_third")]
         cells += [_fmt(length[f"clipped_share_{t}"]) for t in ("first_third", "last_third")]
         lines.append(f"| {p} | " + " | ".join(cells) + " |")
+    support = s["observed_ranking_bootstrap_support"]
+    support = f"{support:.2f}" if np.isfinite(support) else "n/a: a single seed per policy"
     lines += ["", f"Observed ranking by final held-out accuracy: {', '.join(s['observed_ranking'])} (bootstrap "
-              f"support over seeds {s['observed_ranking_bootstrap_support']:.2f}); predicted ranking by final pool "
+              f"support over seeds {support}); predicted ranking by final pool "
               f"pass rate: {', '.join(s['predicted_ranking'])}; Kendall tau {s['kendall_tau']:.2f}."]
     return "\n".join(lines) + "\n"
 
