@@ -1,5 +1,6 @@
 """The `cures` command line, run as a user would (a subprocess): help, version, policies, one-line errors."""
 
+import signal
 import subprocess
 import sys
 
@@ -10,6 +11,13 @@ from hypothesis import strategies as st
 
 import cures
 from cures.policies import available, get_spec
+
+
+def default_sigint():
+    """Run in the child before exec: SIGINT back to its default. A shell starts background jobs with SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler, so a test run from such a job (nohup, &) would
+    send Ctrl-C to a process that cannot hear it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def cures_cli(*args):
@@ -218,12 +226,16 @@ def test_ctrl_c_stops_a_multi_seed_run_promptly(tmp_path, threads):
     assert warm.returncode == 0, warm.stderr
     proc = subprocess.Popen([sys.executable, "-m", "cures", "simulate", "--n-prompts", "20000", "--steps", "10000000",
                              "--seeds", "2", "--threads", threads, "--out", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1"})
-    time.sleep(6)  # past start-up, inside the compiled loops
-    assert proc.poll() is None
-    t0 = time.perf_counter()
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
+                            stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1"},
+                            preexec_fn=default_sigint)
+    try:
+        time.sleep(6)  # past start-up, inside the compiled loops
+        assert proc.poll() is None
+        t0 = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()  # never left running, whatever failed
     assert proc.returncode == 130 and time.perf_counter() - t0 < 5
     assert proc.stderr.read().strip() == "error: interrupted"
     assert not out.exists() or not any(out.iterdir())

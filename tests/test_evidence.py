@@ -22,6 +22,13 @@ SMALL = {"n_prompts": 400, "n_heldout": 200, "steps": 24, "eval_every": 2, "seed
 ENV = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "COLUMNS": "250"}
 
 
+def default_sigint():
+    """Run in the child before exec: SIGINT back to its default. A shell starts background jobs with SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler, so a test run from such a job (nohup, &) would
+    send Ctrl-C to a process that cannot hear it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "cures", *args], capture_output=True, text=True, env=ENV,
                           timeout=timeout)
@@ -168,7 +175,8 @@ def test_sweep_stops_on_ctrl_c_and_keeps_finished_cells(tmp_path):
     args = ("sweep", "--policies", "grpo,cures", "--grid", "passes=1,400", "--set", "n_prompts=2000",
             "--seeds", "2", "--jobs", "1", "--out", str(out))
     proc = subprocess.Popen([sys.executable, "-m", "cures", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV)
+                            text=True, env=ENV, preexec_fn=default_sigint)
+
     def finished():
         return len(list((out / "cells").glob("*.policies.parquet"))) if (out / "cells").is_dir() else 0
 
@@ -178,7 +186,10 @@ def test_sweep_stops_on_ctrl_c_and_keeps_finished_cells(tmp_path):
     time.sleep(1.0)
     t0 = time.perf_counter()
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
+    try:
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130 and time.perf_counter() - t0 < 5
     assert proc.stderr.read().strip().splitlines()[-1] == "error: interrupted"
     assert finished() == 1 and not (out / "sweep.parquet").exists()
