@@ -8,16 +8,10 @@ import pytest
 import typer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from signal_helpers import default_sigint
 
 import cures
 from cures.policies import available, get_spec
-
-
-def default_sigint():
-    """Run in the child before exec: SIGINT back to its default. A shell starts background jobs with SIGINT
-    ignored, and Python then installs no KeyboardInterrupt handler, so a test run from such a job (nohup, &) would
-    send Ctrl-C to a process that cannot hear it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def cures_cli(*args):
@@ -214,7 +208,6 @@ def test_staged_outputs_leave_out_untouched_on_failure(tmp_path):
 def test_ctrl_c_stops_a_multi_seed_run_promptly(tmp_path, threads):
     """SIGINT during a long two-seed simulation: exit 130 within a few seconds (0.2 s measured on 2 cores), one
     line on stderr, and no result files."""
-    import signal
     import time
 
     out = tmp_path / "res"

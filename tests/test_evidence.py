@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from signal_helpers import default_sigint
 
 from cures.simulator.compare import compare, comparison_frame, seeds_frame
 from cures.simulator.config import build_config
@@ -21,12 +22,6 @@ from cures.simulator.scaling import cost_to_reach, fit_saturating, saturating
 SMALL = {"n_prompts": 400, "n_heldout": 200, "steps": 24, "eval_every": 2, "seeds": 3, "batch_size": 16}
 ENV = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "COLUMNS": "250"}
 
-
-def default_sigint():
-    """Run in the child before exec: SIGINT back to its default. A shell starts background jobs with SIGINT
-    ignored, and Python then installs no KeyboardInterrupt handler, so a test run from such a job (nohup, &) would
-    send Ctrl-C to a process that cannot hear it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def cli(*args, timeout=600):
