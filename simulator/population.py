@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import expit
 
 from cures.posterior import BetaPosterior
 
@@ -154,7 +153,10 @@ def build_population(cfg, rng: np.random.Generator) -> tuple[Model, np.ndarray]:
 
 
 def pass_rates(model: Model, tabular: bool, held_out: bool = False, ids: np.ndarray | None = None) -> np.ndarray:
-    """p(theta) = sigmoid(a . theta - b) of every training (or held-out) prompt, or of the training prompts `ids`."""
+    """p(theta) = sigmoid(a . theta - b) of every training (or held-out) prompt, or of the training prompts `ids`
+    (for the NumPy reference simulator; the engine computes it in its kernels)."""
+    from scipy.special import expit  # here, not at the top: `cures simulate` imports this module and never needs it
+
     a, b = (model.a_held, model.b_held) if held_out else (model.a, model.b)
     theta = model.theta
     if ids is not None:

@@ -10,7 +10,6 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from cures.policies import Policy, make_policy_for_budget
 from cures.policies.dispatch import specialised
@@ -153,8 +152,12 @@ BOUNDS = {"train_accuracy": (0.0, 1.0), "heldout_accuracy": (0.0, 1.0), "zero_va
 
 
 def mean_ci(values, bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict:
-    """Mean and 95% Student-t interval over seeds (`scipy.stats.t.interval`), clipped to `bounds`; the interval is
-    NaN with one seed, and the mean itself when every seed agrees."""
+    """Mean and 95% Student-t interval over seeds, clipped to `bounds`; the interval is NaN with one seed, and the
+    mean itself when every seed agrees. It is `scipy.stats.t.interval(0.95, n - 1, loc=mean, scale=stats.sem(v))`
+    operation for operation (a test checks the bits), through `scipy.special.stdtrit`, the t quantile that
+    `scipy.stats.t.ppf` calls: importing scipy.stats costs a warm `cures simulate` about a second."""
+    from scipy.special import stdtrit
+
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if v.size == 0:
@@ -162,8 +165,12 @@ def mean_ci(values, bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict
     mean = float(v.mean())
     if v.size < 2:
         return {"mean": mean, "lo": math.nan, "hi": math.nan}
-    sem = float(stats.sem(v))
-    lo, hi = (mean, mean) if sem == 0 else stats.t.interval(0.95, v.size - 1, loc=mean, scale=sem)
+    sem = float(np.std(v, ddof=1) / v.size**0.5)  # scipy.stats.sem
+    if sem == 0:
+        lo = hi = mean
+    else:  # rv_continuous.interval: the quantiles at (1 -+ confidence) / 2, each ppf(q) * scale + loc
+        lo = float(stdtrit(v.size - 1, (1.0 - 0.95) / 2) * sem + mean)
+        hi = float(stdtrit(v.size - 1, (1.0 + 0.95) / 2) * sem + mean)
     return {"mean": mean, "lo": float(np.clip(lo, *bounds)), "hi": float(np.clip(hi, *bounds))}
 
 
