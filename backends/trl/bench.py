@@ -7,6 +7,10 @@ behaviour before micro-batching) for contrast.
 `cures train` used before) against `CuresGRPOTrainer.evaluate` (batched), on the same model.
 `python -m cures.backends.trl.bench launches`: N two-process gloo launches of `cures train` back to back (tiny model,
 six steps, checkpoints), counting those that exit 0 without an abort at exit ("terminate called", SIGABRT).
+`python -m cures.backends.trl.bench overhead`: `CuresGRPOTrainer` against TRL's own `GRPOTrainer` at the same model,
+data, seed and rollouts, alternating; ratios of median step time and of peak memory (`overhead.py`).
+`python -m cures.backends.trl.bench gpu`: the prepared GPU check, the same comparison on a random model with
+Qwen2.5-1.5B's architecture in bf16.
 """
 
 from __future__ import annotations
@@ -147,7 +151,39 @@ def main(argv=None) -> None:
     la = sub.add_parser("launches", help="two-process launches back to back, counting clean exits")
     la.add_argument("--n", type=int, default=20)
     la.add_argument("--policy", default="cures")
+    ov = sub.add_parser("overhead", help="CuresGRPOTrainer against TRL's GRPOTrainer, side by side")
+    ov.add_argument("--model", default="tiny", help="tiny, smollm2-135m, a model directory or Hub id, or a "
+                    "config.json (random weights)")
+    ov.add_argument("--policies", default="grpo,cures,dapo,pilot-commit")
+    ov.add_argument("--prompts", type=int, default=4)
+    ov.add_argument("--rollouts", type=int, default=16)
+    ov.add_argument("--micro", type=int, default=8)
+    ov.add_argument("--completion", type=int, default=32)
+    ov.add_argument("--steps", type=int, default=6)
+    ov.add_argument("--repeats", type=int, default=3)
+    ov.add_argument("--bf16", action="store_true")
+    ov.add_argument("--out", help="also write the measurements as JSON here")
+    gpu = sub.add_parser("gpu", help="the prepared GPU check (random Qwen2.5-1.5B architecture, bf16)")
+    gpu.add_argument("--config", help="another architecture's config.json (default: the shipped Qwen2.5-1.5B one)")
+    gpu.add_argument("--policies", default="grpo,cures")
+    gpu.add_argument("--repeats", type=int, default=1)
+    gpu.add_argument("--allow-cpu", action="store_true", help="run without a GPU, shrunk (to test the script)")
     a = parser.parse_args(argv)
+    if a.what in ("overhead", "gpu"):
+        from cures.backends.trl import overhead as ov_mod
+
+        policies = [p for p in a.policies.split(",") if p]
+        try:
+            if a.what == "gpu":
+                ov_mod.gpu_check(a.config, a.allow_cpu, a.repeats, policies)
+            else:
+                setting = ov_mod.Setting(model=a.model, prompts=a.prompts, rollouts=a.rollouts, micro=a.micro,
+                                         completion=a.completion, steps=a.steps, bf16=a.bf16)
+                ov_mod.overhead(setting, policies, a.repeats, a.out)
+        except (ValueError, RuntimeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return
     if a.what == "memory":
         memory(a.model, a.completion, a.micro, a.steps)
     elif a.what == "launches":

@@ -9,8 +9,9 @@ CHAT_TEMPLATE = (
 )
 
 
-def tiny_tokenizer():
-    """A character-level tokenizer over printable ASCII with ChatML special tokens."""
+def tiny_tokenizer(vocab_size: int | None = None):
+    """A character-level tokenizer over printable ASCII with ChatML special tokens; with `vocab_size`, padded with
+    filler tokens `<|tN|>` up to that size, so that every id a model of that vocabulary samples decodes."""
     import string
 
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -18,7 +19,12 @@ def tiny_tokenizer():
 
     specials = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
     chars = sorted(set(string.printable))
-    vocab = {tok: i for i, tok in enumerate(specials + chars)}
+    tokens = specials + chars
+    if vocab_size is not None:
+        if vocab_size < len(tokens):
+            raise ValueError(f"vocab_size must be at least {len(tokens)}; got {vocab_size}")
+        tokens += [f"<|t{i}|>" for i in range(len(tokens), vocab_size)]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=" "))
     tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|im_end|>",
@@ -37,6 +43,25 @@ def tiny_model(tokenizer, seed: int = 0):
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     return Qwen2ForCausalLM(config)
+
+
+def random_model_from_config(path: str, seed: int = 0, dtype=None):
+    """(model, tokenizer): a randomly initialised causal LM of the architecture in the `config.json` at `path` (no
+    weights, no download), with `tiny_tokenizer` padded to its vocabulary and its special token ids."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"model config {path}: {str(exc).splitlines()[0]}") from None
+    tok = tiny_tokenizer(config.vocab_size)
+    config.pad_token_id, config.eos_token_id, config.bos_token_id = tok.pad_token_id, tok.eos_token_id, None
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
+    model.generation_config.pad_token_id, model.generation_config.eos_token_id = tok.pad_token_id, tok.eos_token_id
+    model.generation_config.bos_token_id = None
+    return model, tok
 
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
