@@ -138,3 +138,41 @@ def write_simulation(out: Path, summary: dict, runs: list[SeedRun]) -> list[Path
             plot_curves(stage / "curves.png", {summary["policy"]: runs}, summary["accuracy_metric"], title),
         ]
     return [Path(out) / f.name for f in files]
+
+
+def plot_bench(path: Path, results: list[dict], title: str) -> Path:
+    """`cures bench` across sizes: seconds per step and peak RSS against prompts (log-log), one line per
+    implementation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (cost, memory) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for which in dict.fromkeys(r["which"] for r in results):
+        rows = sorted((r for r in results if r["which"] == which), key=lambda r: r["n_prompts"])
+        n = [r["n_prompts"] for r in rows]
+        cost.plot(n, [r["seconds_per_step"] for r in rows], marker="o", label=which)
+        memory.plot(n, [r["peak_rss_mb"] for r in rows], marker="o", label=which)
+    for ax, label in ((cost, "seconds per step"), (memory, "peak RSS (MB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("prompts")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    cost.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_bench(out: Path, results: list[dict], summary: dict, title: str) -> list[Path]:
+    """`cures bench --out DIR`: the size table (CSV, parquet), its ratios (JSON) and the figure, moved in together."""
+    import pandas as pd
+
+    df = pd.DataFrame([{k: v for k, v in r.items() if k != "rounds_seconds_per_step"} for r in results])
+    with staged_outputs(out, "bench.json") as stage:
+        files = [*write_table(stage / "bench", df), plot_bench(stage / "bench.png", results, title),
+                 write_json(stage / "bench.json", {"title": title, "ratios": summary, "results": results})]
+    return [Path(out) / f.name for f in files]

@@ -3,6 +3,8 @@
     python tests/checkout_timings.py compile /path/to/old/checkout . --repeats 3
     python tests/checkout_timings.py steps /path/to/old/checkout . --repeats 5
     python tests/checkout_timings.py pieces /path/to/old/checkout . --repeats 3
+    python tests/checkout_timings.py startup . --repeats 5
+    python tests/checkout_timings.py cold . --repeats 2
 
 `compile`: cold compile time of the twelve first policies through both of their callers. Each run is a fresh
 interpreter with an empty NUMBA_CACHE_DIR that plans and observes one step of each through the Python interface and
@@ -15,6 +17,12 @@ weights, and Eq. 20's exact allocation of 2,048 rollouts over 256 prompts (64 va
 `steps`: per-step cost of `grpo` and `cures` at 10,000 prompts, 256 prompts and 2,048 rollouts per step, one
 thread, in the compiled engine and in the vectorised NumPy reference (which calls the policy from Python), measured
 as `cures bench` does (marginal seconds per step, compiled code warm).
+
+`startup`: wall seconds of whole commands, each a fresh `python -m cures` process with a warm Numba cache: `--help`,
+`policies`, and `simulate --policy cures --n-prompts 10000` (the README's demo).
+
+`cold`: the same demo with an empty NUMBA_CACHE_DIR (what it compiles), then `simulate --policy grpo` in that cache
+(the first use of another policy, compiling what `cures` did not).
 
 Checkouts alternate within each repeat, so machine noise hits them alike; the table gives each checkout's median and
 its ratio to the first checkout's.
@@ -117,7 +125,30 @@ def _run(root: Path, code: str, env: dict) -> str:
     return res.stdout
 
 
+DEMO = ("simulate", "--policy", "cures", "--n-prompts", "10000")
+STARTUP = {"--help s": ("--help",), "policies s": ("policies",), "warm simulate s": DEMO}
+
+
+def _wall(root: Path, args: tuple[str, ...], env: dict) -> float:
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "cures", *args], cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(root), **env})
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"checkout_timings.py: error: {root}: cures {' '.join(args)}: {last}", file=sys.stderr)
+        sys.exit(2)
+    return wall
+
+
 def measure(what: str, root: Path) -> dict[str, float]:
+    if what == "startup":
+        return {key: _wall(root, args, {}) for key, args in STARTUP.items()}
+    if what == "cold":
+        with tempfile.TemporaryDirectory() as cache:
+            first = _wall(root, DEMO, {"NUMBA_CACHE_DIR": cache})
+            other = _wall(root, ("simulate", "--policy", "grpo", "--n-prompts", "10000"), {"NUMBA_CACHE_DIR": cache})
+        return {"cold simulate cures s": first, "then grpo s": other}
     if what == "compile":
         with tempfile.TemporaryDirectory() as cache:
             t0 = time.perf_counter()
@@ -129,14 +160,14 @@ def measure(what: str, root: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("compile", "steps", "pieces"))
+    parser.add_argument("what", choices=("compile", "steps", "pieces", "startup", "cold"))
     parser.add_argument("roots", nargs="+", type=Path, help="checkouts to compare (the first is the reference)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     for root in args.roots:
         if not (root / "cures" / "sumtree.py").is_file():
             parser.error(f"{root} is not a checkout of this project (no cures/sumtree.py)")
-    if args.what != "compile":
+    if args.what not in ("compile", "cold"):
         for root in args.roots:  # compile (or load) each checkout's kernels before timing anything
             measure(args.what, root.resolve())
     runs: dict[Path, list[dict]] = {root: [] for root in args.roots}
@@ -149,7 +180,8 @@ def main() -> None:
         for root, rs in runs.items():
             values = [r[key] for r in rs]
             med = statistics.median(values)
-            print(f"  {str(root):36s} median {med:10.1f}  ({', '.join(f'{v:.1f}' for v in values)})  "
+            digits = 2 if key.endswith(" s") else 1
+            print(f"  {str(root):36s} median {med:10.{digits}f}  ({', '.join(f'{v:.{digits}f}' for v in values)})  "
                   f"ratio {med / ref[key]:.3f}")
 
 

@@ -1,9 +1,11 @@
 """The `cures` command line, run as a user would (a subprocess): help, version, policies, one-line errors."""
 
+import json
 import signal
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import typer
 from hypothesis import HealthCheck, given, settings
@@ -87,8 +89,8 @@ def test_compare_writes_the_table_and_speedups(tmp_path):
     assert "| cures |" in (out / "comparison.md").read_text() and (out / "comparison.png").is_file()
 
 
-def test_bench_prints_side_by_side_ratios():
-    res = cures_cli("bench", "--sizes", "2000,20000", "--repeats", "2")
+def test_bench_prints_side_by_side_ratios(tmp_path):
+    res = cures_cli("bench", "--sizes", "2000,20000", "--repeats", "2", "--out", str(tmp_path / "b"))
     assert res.returncode == 0, res.stderr
     assert "medians of 2 alternating rounds" in res.stdout
     rate = {}  # (prompts, implementation) -> steps/s, read from the table
@@ -104,6 +106,13 @@ def test_bench_prints_side_by_side_ratios():
             rate[n, "engine"] / rate[n, "vectorised"], rel=0.02)
     assert float(printed["engine_steps_per_second_ratio_largest_to_smallest"]) == pytest.approx(
         rate[20000, "engine"] / rate[2000, "engine"], rel=0.02)
+    table = pd.read_csv(tmp_path / "b" / "bench.csv")  # --out: the printed table, unrounded, and its figure
+    assert len(table) == 6 and {"which", "n_prompts", "seconds_per_step", "peak_rss_mb"} <= set(table.columns)
+    for row in table.itertuples():
+        assert 1.0 / row.seconds_per_step == pytest.approx(rate[row.n_prompts, row.which], rel=0.01, abs=0.5)
+    saved = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert saved["ratios"]["speedup_at_2000"] == pytest.approx(float(printed["speedup_at_2000"]), abs=0.006)
+    assert (tmp_path / "b" / "bench.png").stat().st_size > 0 and (tmp_path / "b" / "bench.parquet").is_file()
 
 
 def test_bench_rounds_combine_to_medians():
@@ -148,6 +157,7 @@ def test_bench_versus_times_two_policies_alternately():
         (("bench", "--sizes", "ten"), "--sizes must be"),
         (("bench", "--sizes", "1000,0"), "--sizes must be prompt counts of at least 1; got '1000,0'"),
         (("bench", "--versus", "nope"), "unknown policy 'nope'"),
+        (("bench", "--versus", "grpo", "--out", "x"), "--out writes the size table"),
         (("bench", "--versus", "cures-paper", "--batch-size", "64", "--budget", "100"), "below batch_size x n_min"),
     ],
 )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from cures._io import check_output_dir
 from cures.cli._app import ScenarioOpt, app, console, fail, user_errors
 
 
@@ -26,6 +28,9 @@ def bench(
     repeats: Annotated[int | None, typer.Option("--repeats", min=1, help="Rounds, each measuring every "
                                                 "implementation (or both policies with --versus) once, alternately; "
                                                 "medians are shown. Default 3 (7 with --versus).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write bench.csv, bench.parquet, bench.json and "
+                                             "bench.png (seconds per step and peak memory against prompts) here.")]
+    = None,
 ):
     """Time the compiled engine against two NumPy references (per rollout, and vectorised over the batch), side by
     side, and print the ratios; or, with --versus, one policy's engine steps against another's."""
@@ -50,6 +55,10 @@ def bench(
 
         for name in (policy, versus or policy):  # a shape a policy cannot run fails here, in one line
             policy_for(name, build_config(scenario, shape))
+    if out is not None:
+        if versus is not None:
+            fail("--out writes the size table; it does not go with --versus")
+        check_output_dir(out, "--out")
     if versus is not None:
         r = compare_policies(policy, versus, scenario, ns[0], repeats=repeats or 7, batch_size=batch_size,
                              budget=budget)
@@ -70,3 +79,9 @@ def bench(
     console.print(table)
     for key, value in ratios(results).items():
         console.print(f"{key}: {value:.2f}", highlight=False)
+    if out is not None:
+        from cures.simulator.output import write_bench
+
+        title = f"{policy}: {batch_size or 'scenario'} prompts and {budget or 'scenario'} rollouts per step"
+        for path in write_bench(out, results, ratios(results), title):
+            console.print(f"wrote {path}", highlight=False)
