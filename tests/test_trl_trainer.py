@@ -209,6 +209,45 @@ def test_killed_and_resumed_run_continues_with_the_same_plans(tmp_path, name):
     assert resumed_state.steps_done == full_state.steps_done == 4
 
 
+class Killed(BaseException):
+    """Stands for the process dying: nothing in the trainer catches it."""
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_a_run_killed_while_checkpointing_keeps_a_complete_checkpoint(tmp_path, monkeypatch, limit):
+    """With save_total_limit, TRL deletes old checkpoints at the end of writing a new one; the policy state, which
+    marks a checkpoint complete, comes after TRL's files. A death between the two (here the policy state's write of
+    the last checkpoint) must leave the newest earlier checkpoint, complete, and a resumed run must finish from it."""
+    from cures.backends.trl.trainer import resume_point
+    from cures.policies import PolicyState
+
+    saves = []
+    real_save = PolicyState.save
+
+    def dying_save(self, path):
+        saves.append(path)
+        if len(saves) == 3:
+            raise Killed
+        return real_save(self, path)
+
+    monkeypatch.setattr(PolicyState, "save", dying_save)
+    trainer, _, _ = make_trainer("cures", 16, 4, 4, tmp_path, save_strategy="steps", save_steps=1,
+                                 save_total_limit=limit)
+    with pytest.raises(Killed):
+        trainer.train()
+    found = resume_point(tmp_path)
+    assert found is not None and found[0].endswith("checkpoint-2") and found[1].steps_done == 2
+    assert (tmp_path / "checkpoint-3").is_dir()  # TRL's files of the incomplete one are there
+    assert len(list(tmp_path.glob("checkpoint-*"))) <= limit + 1  # the rotation still runs once a save completes
+    monkeypatch.setattr(PolicyState, "save", real_save)
+    resumed, _, _ = make_trainer("cures", 16, 4, 4, tmp_path, save_strategy="steps", save_steps=1,
+                                 save_total_limit=limit)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 4 and resumed.policy_state.steps_done == 4
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*"))[-1] == "checkpoint-4"
+    assert len(list(tmp_path.glob("checkpoint-*"))) == limit
+
+
 ENV = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 TINY = ["--model_name_or_path", "tiny", "--dataset_name", "arith", "--reward_funcs", "parity",
         "--max_completion_length", "6", "--gradient_checkpointing", "false", "--logging_steps", "1"]

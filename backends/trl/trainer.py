@@ -38,6 +38,7 @@ import torch
 from accelerate.utils import DistributedType, gather_object
 from torch.utils.data import IterableDataset, Sampler
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import rotate_checkpoints
 from trl import GRPOTrainer
 
 from cures._io import atomic_write, run_lock
@@ -258,13 +259,24 @@ class CuresGRPOTrainer(GRPOTrainer):
         super().end()
 
     def _save_checkpoint(self, model, trial):
-        """TRL's checkpoint, then the policy state beside it (written atomically; every process holds the same)."""
-        super()._save_checkpoint(model, trial)
+        """TRL's checkpoint, then the policy state beside it (written atomically; every process holds the same),
+        then TRL's rotation of old checkpoints. The policy state marks a checkpoint complete (`resume_point`), so
+        the rotation (`save_total_limit`), which TRL runs at the end of its own checkpoint, is held back until the
+        new one is complete: a run killed while writing it still has the previous complete checkpoint."""
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
         if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-            if self._held:  # before the policy state, which marks the checkpoint complete (resume_point)
+            run_dir = self._get_output_dir(trial=trial)
+            folder = os.path.join(run_dir, f"checkpoint-{self.state.global_step}")
+            if self._held:  # before the policy state
                 atomic_write(os.path.join(folder, HELD_FILE), lambda fh: torch.save(self._held, fh))
             self.policy_state.save(os.path.join(folder, STATE_FILE))
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
     def training_step(self, model, inputs, num_items_in_batch):
         """TRL's training step, with the piece TRL serves cut into micro-batches of at most
