@@ -1,4 +1,5 @@
-"""Test-wide settings: no network model hubs, and no Hypothesis deadline (first calls compile Numba kernels)."""
+"""Test-wide settings: no network model hubs, no Hypothesis deadline (first calls compile Numba kernels), and each
+xdist worker's share of OpenMP threads."""
 
 import os
 import subprocess
@@ -6,10 +7,12 @@ import sys
 
 import pytest
 from hypothesis import settings
+from threads import limit_threads
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+limit_threads()  # one worker per core: each gets its share of OpenMP threads (tests/threads.py)
 
 settings.register_profile("cures", deadline=None)
 settings.load_profile("cures")

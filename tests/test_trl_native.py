@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from threads import thread_env
 from trl import GRPOTrainer
 from trl_helpers import arith_prompts, make_trainer
 
@@ -222,7 +223,7 @@ def test_the_readme_python_example_runs_offline(tmp_path):
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     section = readme[readme.index("## Training with TRL"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **thread_env()}
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,
                          timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]

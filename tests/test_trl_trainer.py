@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from threads import thread_env
 from trl_helpers import make_trainer, record_plans
 
 from cures.backends.trl.rewards import parity_reward
@@ -248,7 +249,7 @@ def test_a_run_killed_while_checkpointing_keeps_a_complete_checkpoint(tmp_path, 
     assert len(list(tmp_path.glob("checkpoint-*"))) == limit
 
 
-ENV = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+ENV = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **thread_env()}
 TINY = ["--model_name_or_path", "tiny", "--dataset_name", "arith", "--reward_funcs", "parity",
         "--max_completion_length", "6", "--gradient_checkpointing", "false", "--logging_steps", "1"]
 
