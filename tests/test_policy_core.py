@@ -119,3 +119,17 @@ def test_a_public_parameter_that_reaches_no_kernel_field_is_an_error():
 
     with pytest.raises(AssertionError, match="extra"):
         Policy(stray, {**grpo.defaults(), "extra": 1}).kernel_params(100)
+
+
+def test_every_policy_file_in_the_package_is_found_and_registers_its_policies():
+    """dispatch imports every module of cures/policies but its machinery: each found module registers at least one
+    policy, and every registered policy's kernels live in a found module (adding a policy is adding its file)."""
+    import sys
+
+    from cures.policies.dispatch import MACHINERY, POLICY_MODULES
+
+    files = {p.stem for p in (ROOT / "cures" / "policies").glob("*.py") if not p.stem.startswith("_")}
+    assert set(POLICY_MODULES) == files - MACHINERY and MACHINERY <= files
+    homes = {get_spec(n).plan.py_func.__module__ for n in available()}
+    assert homes == {f"cures.policies.{m}" for m in POLICY_MODULES}
+    assert all(f"cures.policies.{m}" in sys.modules for m in POLICY_MODULES)

@@ -6,25 +6,22 @@ its own (`PolicySpec.kernel_params`), so Numba compiles one specialisation per p
 never compiles the others.
 """
 
+import importlib
+import pkgutil
+from pathlib import Path
+
 from numba import njit, typeof, types
 from numba.extending import overload
 
-from cures.policies import (  # noqa: F401 (importing a policy's module registers it; one line per module)
-    cures,
-    dapo,
-    greso,
-    grpo,
-    gvm,
-    knapsack,
-    mopps,
-    pilot_commit,
-    pods,
-    reinforce_ada,
-    released,
-    speed,
-    vip,
-)
 from cures.policies.spec import kernels_of
+
+# Every module of this package except the shared machinery below is one policy file, which registers its policies
+# when imported: adding a policy is adding its file.
+MACHINERY = frozenset({"core", "dispatch", "kernels", "layout", "spec", "step"})
+POLICY_MODULES = tuple(sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+                              if m.name not in MACHINERY and not m.name.startswith("_")))
+for _module in POLICY_MODULES:
+    importlib.import_module(f"cures.policies.{_module}")
 
 
 def _policy_plan(P, S, B, rng):  # typed by the overloads below
