@@ -174,7 +174,9 @@ def test_sweep_writes_a_tidy_table_resumes_and_does_not_depend_on_the_process_co
     pd.testing.assert_frame_equal(table, pd.read_parquet(two / "sweep.parquet"))
 
 
-def test_sweep_stops_on_ctrl_c_and_keeps_finished_cells(tmp_path):
+@pytest.mark.parametrize(("sig", "code", "line"), [(signal.SIGINT, 130, "error: interrupted"),
+                                                   (signal.SIGTERM, 143, "error: terminated (SIGTERM)")])
+def test_sweep_stops_on_ctrl_c_or_sigterm_and_keeps_finished_cells(tmp_path, sig, code, line):
     out = tmp_path / "s"
     args = ("sweep", "--policies", "grpo,cures", "--grid", "passes=1,400", "--set", "n_prompts=2000",
             "--seeds", "2", "--jobs", "1", "--out", str(out))
@@ -189,13 +191,13 @@ def test_sweep_stops_on_ctrl_c_and_keeps_finished_cells(tmp_path):
         time.sleep(0.5)
     time.sleep(1.0)
     t0 = time.perf_counter()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     try:
         proc.wait(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130 and time.perf_counter() - t0 < 5
-    assert proc.stderr.read().strip().splitlines()[-1] == "error: interrupted"
+    assert proc.returncode == code and time.perf_counter() - t0 < 5
+    assert proc.stderr.read().strip().splitlines()[-1] == line
     assert finished() == 1 and not (out / "sweep.parquet").exists()
 
 

@@ -1,10 +1,13 @@
 """The `cures` application object and what every command shares: one-line usage errors, the consoles, `fail`,
-`user_errors` (bad input -> one line and exit 2, Ctrl-C -> exit 130), progress bars and the simulator's options."""
+`user_errors` (bad input -> one line and exit 2, Ctrl-C -> exit 130, SIGTERM -> exit 143), progress bars and the
+simulator's options."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import sys
 import threading
 from typing import Annotated
@@ -14,6 +17,29 @@ from rich.console import Console
 from rich.text import Text
 
 import cures
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption or `kill`), raised in the main thread so that every command stops as on
+    Ctrl-C: staged results are kept or dropped whole, worker processes and threads are stopped; exit 143."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM raises `Terminated` for the duration (main thread only; the previous handler comes back after).
+    `cures train` replaces it while training with its own, which checkpoints first."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class OneLineUsageErrors(typer.Typer):
@@ -30,7 +56,8 @@ class OneLineUsageErrors(typer.Typer):
             from click.exceptions import Abort, ClickException, NoArgsIsHelpError
 
         try:
-            code = super().__call__(*args, standalone_mode=False, **kwargs)
+            with sigterm_as_interrupt():
+                code = super().__call__(*args, standalone_mode=False, **kwargs)
         except NoArgsIsHelpError as exc:
             console.print(exc.ctx.get_help(), highlight=False, markup=False)
             sys.exit(exc.exit_code)
@@ -71,8 +98,8 @@ def fail(message: str, code: int = 2):
 
 
 def user_errors(fn):
-    """Turn the library's ValueError (bad input) into a one-line error and exit code 2, and Ctrl-C into
-    "interrupted" and exit code 130; never a traceback."""
+    """Turn the library's ValueError (bad input) into a one-line error and exit code 2, Ctrl-C into "interrupted"
+    and exit code 130, SIGTERM into "terminated (SIGTERM)" and 143; never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -80,15 +107,16 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError) as exc:
             fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            message, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
             if threading.active_count() > 1:
                 # a worker thread inside a chunk of compiled steps, or compiling a kernel (minutes on a first run),
                 # would hold the interpreter's exit until it finishes; results are staged, so nothing is lost
-                err_console.print(_error_line("interrupted"), highlight=False)
+                err_console.print(_error_line(message), highlight=False)
                 sys.stdout.flush()
                 sys.stderr.flush()
-                os._exit(130)
-            fail("interrupted", code=130)
+                os._exit(code)
+            fail(message, code=code)
         except MemoryError as exc:
             fail(f"out of memory ({exc or 'allocation failed'}); choose smaller sizes")
 
