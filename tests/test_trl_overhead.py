@@ -77,3 +77,16 @@ def test_gpu_check_without_a_gpu_says_so():
     proc = subprocess.run([sys.executable, "-m", "cures.backends.trl.bench", "gpu"], env=ENV, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "/no/such/model"], "--model /no/such/model: model '/no/such/model' not found"),
+    (["--model", "/no/such/config.json"], "--model /no/such/config.json:"),
+    (["--policies", "grpo,nope"], "unknown policy 'nope'"),
+    (["--rollouts", "18"], "multiple of --prompts"),
+])
+def test_bad_overhead_settings_are_one_line_errors(args, message):
+    proc = subprocess.run([sys.executable, "-m", "cures.backends.trl.bench", "overhead", *args], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr

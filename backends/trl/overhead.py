@@ -87,6 +87,21 @@ def build_model(setting: Setting):
     return resolve_model(setting.model, setting.seed)
 
 
+def check_model(model: str) -> None:
+    """A model that cannot be loaded fails here, in one line naming --model, before any variant starts."""
+    from cures.backends.trl.models import resolve_model
+
+    try:
+        if model.endswith(".json"):
+            from transformers import AutoConfig
+
+            AutoConfig.from_pretrained(model)
+        elif model != "tiny":  # tiny is built in code
+            resolve_model(model)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--model {model}: {str(exc).splitlines()[0]}") from None
+
+
 def _config_fields(setting: Setting, out: str, cuda: bool) -> dict:
     return dict(output_dir=out, per_device_train_batch_size=setting.micro, max_completion_length=setting.completion,
                 max_steps=setting.steps, learning_rate=1e-6, logging_steps=1, save_strategy="no", report_to="none",
@@ -195,8 +210,8 @@ def run_child(variant: str, setting: Setting, timeout: float | None = None) -> d
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT):
             return json.loads(line[len(RESULT):])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-    raise RuntimeError(f"variant {variant} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    lines = [line for line in (proc.stderr or proc.stdout or "no output").strip().splitlines() if line.strip()]
+    raise RuntimeError(f"variant {variant} failed (exit {proc.returncode}): {lines[-1].strip()}")
 
 
 def measure(setting: Setting, policies: list[str], repeats: int, log=print) -> list[Measured]:
@@ -207,6 +222,7 @@ def measure(setting: Setting, policies: list[str], repeats: int, log=print) -> l
     setting.check()
     for p in policies:
         get_spec(p)  # an unknown policy fails before anything is trained
+    check_model(setting.model)
     variants = [PLAIN, *dict.fromkeys(policies)]
     results = {v: Measured(v) for v in variants}
     for r in range(repeats):
