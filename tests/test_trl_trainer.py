@@ -32,33 +32,32 @@ def test_generates_exactly_the_plan_and_updates_the_posterior(tmp_path):
     assert len(logged) == 4 and all("cures/mean_p_hat" in h for h in logged)
 
 
-def test_advantages_equal_trls_when_groups_are_equal(tmp_path):
+def test_advantages_equal_trls_when_groups_are_equal(tmp_path, monkeypatch):
+    """With equal groups TRL's own advantages (its `_generate_and_score_completions`, which the subclass calls) and
+    the per-group ones the subclass puts in their place agree, step by step."""
+    from trl import GRPOTrainer
+
     trainer, _, _ = make_trainer("grpo", budget=16, batch_size=4, steps=3, tmp_path=tmp_path)
     trainer.num_generations = 4  # TRL's own grouping then matches the policy's groups of n = 16 / 4
-    pairs = []
-    parent = CuresGRPOTrainer.__mro__[1]._generate_and_score_completions
+    trls, ours = [], []
+    trl_step = GRPOTrainer._generate_and_score_completions
+    our_step = CuresGRPOTrainer._generate_and_score_completions
 
-    def spy(self, inputs):
-        out = parent(self, inputs)
-        pairs.append(out["advantages"].clone())  # TRL's own advantages for these rows
+    def spy_trl(self, inputs):
+        out = trl_step(self, inputs)
+        trls.append(out["advantages"].clone())  # TRL's own advantages for these rows
         return out
 
-    original = CuresGRPOTrainer._generate_and_score_completions
-    mro_parent = CuresGRPOTrainer.__mro__[1]
-    mro_parent._generate_and_score_completions = spy
-    ours = []
-    try:
-        def capture(self, inputs):
-            out = original(self, inputs)
-            ours.append(out["advantages"].clone())
-            return out
+    def spy_ours(self, inputs):
+        out = our_step(self, inputs)
+        ours.append(out["advantages"].clone())
+        return out
 
-        trainer._generate_and_score_completions = capture.__get__(trainer)
-        trainer.train()
-    finally:
-        mro_parent._generate_and_score_completions = parent
-    assert len(ours) == len(pairs) == 3
-    for trl_adv, cures_adv in zip(pairs, ours, strict=True):
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", spy_trl)
+    monkeypatch.setattr(CuresGRPOTrainer, "_generate_and_score_completions", spy_ours)
+    trainer.train()
+    assert len(ours) == len(trls) == 3
+    for trl_adv, cures_adv in zip(trls, ours, strict=True):
         torch.testing.assert_close(cures_adv, trl_adv, rtol=1e-5, atol=1e-6)
     assert any(a.abs().sum() > 0 for a in ours)  # the reward did vary
 
