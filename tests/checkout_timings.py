@@ -115,12 +115,15 @@ print(json.dumps(out))
 """
 
 
-def _run(root: Path, code: str, env: dict) -> str:
-    res = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root), **env},
+def _run(root: Path, args: list[str], env: dict) -> str:
+    """stdout of `python ARGS` in checkout `root`; on failure (e.g. an old checkout without what is timed) its last
+    error line, exit 2."""
+    res = subprocess.run([sys.executable, *args], cwd=root, env={**os.environ, "PYTHONPATH": str(root), **env},
                          capture_output=True, text=True)
-    if res.returncode != 0:  # e.g. an old checkout without what is timed: its last error line, exit 2
+    if res.returncode != 0:
         last = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"checkout_timings.py: error: {root}: {last}", file=sys.stderr)
+        print(f"checkout_timings.py: error: {root}: {' '.join(args[:1] if args[0] == '-c' else args)}: {last}",
+              file=sys.stderr)
         sys.exit(2)
     return res.stdout
 
@@ -130,15 +133,10 @@ STARTUP = {"--help s": ("--help",), "policies s": ("policies",), "warm simulate 
 
 
 def _wall(root: Path, args: tuple[str, ...], env: dict) -> float:
+    """Wall seconds of the whole command `cures ARGS` in a fresh process."""
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "cures", *args], cwd=root, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(root), **env})
-    wall = time.perf_counter() - t0
-    if res.returncode != 0:
-        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"checkout_timings.py: error: {root}: cures {' '.join(args)}: {last}", file=sys.stderr)
-        sys.exit(2)
-    return wall
+    _run(root, ["-m", "cures", *args], env)
+    return time.perf_counter() - t0
 
 
 def measure(what: str, root: Path) -> dict[str, float]:
@@ -152,10 +150,10 @@ def measure(what: str, root: Path) -> dict[str, float]:
     if what == "compile":
         with tempfile.TemporaryDirectory() as cache:
             t0 = time.perf_counter()
-            _run(root, COMPILE, {"NUMBA_CACHE_DIR": cache})
+            _run(root, ["-c", COMPILE], {"NUMBA_CACHE_DIR": cache})
             return {"cold compile s": time.perf_counter() - t0}
     code = STEPS if what == "steps" else PIECES
-    return json.loads(_run(root, code, {"NUMBA_NUM_THREADS": "1"}).strip().splitlines()[-1])
+    return json.loads(_run(root, ["-c", code], {"NUMBA_NUM_THREADS": "1"}).strip().splitlines()[-1])
 
 
 def main() -> None:
