@@ -84,6 +84,8 @@ def test_gpu_check_without_a_gpu_says_so():
     (["--model", "/no/such/config.json"], "--model /no/such/config.json:"),
     (["--policies", "grpo,nope"], "unknown policy 'nope'"),
     (["--rollouts", "18"], "multiple of --prompts"),
+    (["--repeats", "0"], "--repeats must be at least 1; got 0"),
+    (["--steps", "x"], "option --steps: invalid int value: 'x'"),
 ])
 def test_bad_overhead_settings_are_one_line_errors(args, message):
     proc = subprocess.run([sys.executable, "-m", "cures.backends.trl.bench", "overhead", *args], env=ENV,

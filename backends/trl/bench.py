@@ -135,8 +135,15 @@ def evaluation(model_name: str, n: int, completion: int, batch: int) -> None:
     print(f"speed-up: {t_slow / t_fast:.2f}x")
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """Usage errors (an unknown option, a value of the wrong type) as one line naming the option, exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message.replace('argument ', 'option ', 1)} (see {self.prog} --help)\n")
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m cures.backends.trl.bench", description=__doc__.splitlines()[0])
+    parser = OneLineErrors(prog="python -m cures.backends.trl.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     mem = sub.add_parser("memory", help="peak RSS at trained batches of 16 and 128")
     mem.add_argument("--model", default="smollm2-135m")

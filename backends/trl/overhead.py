@@ -220,6 +220,8 @@ def measure(setting: Setting, policies: list[str], repeats: int, log=print) -> l
     from cures.policies import get_spec
 
     setting.check()
+    if repeats < 1:
+        raise ValueError(f"--repeats must be at least 1; got {repeats}")
     for p in policies:
         get_spec(p)  # an unknown policy fails before anything is trained
     check_model(setting.model)
