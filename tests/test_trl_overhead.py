@@ -87,8 +87,20 @@ def test_gpu_check_without_a_gpu_says_so():
     (["--repeats", "0"], "--repeats must be at least 1; got 0"),
     (["--steps", "x"], "option --steps: invalid int value: 'x'"),
 ])
-def test_bad_overhead_settings_are_one_line_errors(args, message):
-    proc = subprocess.run([sys.executable, "-m", "cures.backends.trl.bench", "overhead", *args], env=ENV,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+def test_bad_overhead_settings_are_one_line_errors(args, message, capsys):
+    """In this process (each case would otherwise pay torch's import again); the command line itself is run once
+    below."""
+    from cures.backends.trl.bench import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["overhead", *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err, err[-2000:]
+    assert err.strip().count("\n") == 0
+
+
+def test_a_bad_overhead_setting_on_the_command_line_is_one_line():
+    proc = subprocess.run([sys.executable, "-m", "cures.backends.trl.bench", "overhead", "--rollouts", "18"],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "multiple of --prompts" in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
