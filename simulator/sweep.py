@@ -13,8 +13,6 @@ import fcntl
 import hashlib
 import itertools
 import json
-import multiprocessing
-import signal
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -210,19 +208,19 @@ def _cell_paths(out: Path, cell_id: str) -> tuple[Path, Path]:
     return out / "cells" / f"{cell_id}.seeds.parquet", out / "cells" / f"{cell_id}.policies.parquet"
 
 
-def _worker_init():
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates the workers
+def _cell_result(args) -> tuple[str, object, object]:
+    """A cell's (id, seed rows, policy rows), run wherever the executor puts it; the driver saves them."""
+    sweep, cell = args
+    return (sweep.cell_id(cell), *run_cell(sweep, cell))
 
 
-def _run_and_save(args) -> str:
+def _save_cell(out: Path, result) -> None:
     from cures._io import atomic_write
 
-    sweep, cell, out = args
-    seeds, policies = run_cell(sweep, cell)
-    seeds_path, policies_path = _cell_paths(Path(out), sweep.cell_id(cell))
+    cell_id, seeds, policies = result
+    seeds_path, policies_path = _cell_paths(out, cell_id)
     atomic_write(seeds_path, lambda fh: seeds.to_parquet(fh, index=False))
     atomic_write(policies_path, lambda fh: policies.to_parquet(fh, index=False))  # written last: the cell is done
-    return sweep.cell_id(cell)
 
 
 def saved_cell(sweep: Sweep, out: Path, cell: dict):
@@ -250,11 +248,20 @@ def saved_cell(sweep: Sweep, out: Path, cell: dict):
     return seeds, policies
 
 
-def run_sweep(sweep: Sweep, out: Path, jobs: int = 2, progress=None, draw=None) -> dict:
-    """Run the cells not yet in `out/cells/` in `jobs` processes (`progress(done, total)` after each), then write
+def run_sweep(sweep: Sweep, out: Path, jobs: int | None = 2, progress=None, draw=None, executor: str = "processes",
+              address: str | None = None) -> dict:
+    """Run the cells not yet in `out/cells/`, at most `jobs` at once (`progress(done, total)` after each), as
+    processes on this machine or as Ray tasks (`executor="ray"`, on a local Ray or the cluster at `address`; see
+    `cures.simulator.executors`; the same cells give the same bytes either way), then write
     sweep.csv/.parquet (cell x policy x seed), regime_map.csv/.parquet/.md, sweep.json, and regime_map.png when
     `draw` is given (see `write_results`). `cells_rerun` counts
     the cells whose saved results were damaged and ran again."""
+    from cures.simulator.executors import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+    if address is not None and executor != "ray":
+        raise ValueError("--address is the Ray cluster to run on: give it with --executor ray")
     out = Path(out)
     cells = sweep.cells()
     saved = [saved_cell(sweep, out, c) for c in cells]  # read once: the reused cells' rows go to the tables as read
@@ -270,27 +277,31 @@ def run_sweep(sweep: Sweep, out: Path, jobs: int = 2, progress=None, draw=None) 
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ValueError(f"--out {out}: another cures sweep is writing there") from None
-        _run_cells(sweep, out, todo, jobs, done, len(cells), progress)
+        _run_cells(sweep, out, todo, jobs, done, len(cells), progress, executor, address)
         return {**write_results(sweep, out, cells, saved, time.perf_counter() - t0, len(cells) - len(todo),
                                  draw),
                 "cells_rerun": rerun}
 
 
-def _run_cells(sweep: Sweep, out: Path, todo: list[dict], jobs: int, done: int, total: int, progress) -> None:
-    if todo:
-        jobs = max(1, min(jobs, len(todo)))
-        pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_worker_init)
-        try:
-            for _ in pool.imap_unordered(_run_and_save, [(sweep, c, str(out)) for c in todo]):
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-            pool.close()
-        except BaseException:
-            pool.terminate()  # Ctrl-C or a failed cell: stop every worker now; finished cells stay for a resume
-            raise
-        finally:
-            pool.join()
+def _run_cells(sweep: Sweep, out: Path, todo: list[dict], jobs: int | None, done: int, total: int, progress,
+               executor: str, address: str | None) -> None:
+    from cures.simulator.executors import run_in_processes, run_on_ray
+
+    if not todo:
+        return
+
+    def finished(result):
+        nonlocal done
+        _save_cell(out, result)  # as soon as it arrives: an interrupted sweep keeps every finished cell
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    args = [(sweep, c) for c in todo]
+    if executor == "ray":
+        run_on_ray(_cell_result, args, jobs, finished, address)
+    else:
+        run_in_processes(_cell_result, args, jobs or 2, finished)
 
 
 def write_results(sweep: Sweep, out: Path, cells: list[dict], saved: list, wall: float, reused: int,

@@ -24,8 +24,19 @@ class Terminated(KeyboardInterrupt):
     Ctrl-C: staged results are kept or dropped whole, worker processes and threads are stopped; exit 143."""
 
 
+_sigterm_seen = threading.Event()
+
+
 def _raise_terminated(signum, frame):
+    _sigterm_seen.set()  # remembered: a library may re-raise our Terminated as a plain KeyboardInterrupt (Ray does)
     raise Terminated
+
+
+def _interrupted(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """The error line and exit code of a stop: SIGTERM 143, Ctrl-C 130."""
+    if isinstance(exc, Terminated) or _sigterm_seen.is_set():
+        return "terminated (SIGTERM)", 143
+    return "interrupted", 130
 
 
 @contextlib.contextmanager
@@ -108,7 +119,7 @@ def user_errors(fn):
         except (ValueError, FileNotFoundError) as exc:
             fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except KeyboardInterrupt as exc:
-            message, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+            message, code = _interrupted(exc)
             if threading.active_count() > 1:
                 # a worker thread inside a chunk of compiled steps, or compiling a kernel (minutes on a first run),
                 # would hold the interpreter's exit until it finishes; results are staged, so nothing is lost

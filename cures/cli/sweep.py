@@ -36,12 +36,18 @@ def sweep(
     seeds: Annotated[int | None, SIM_OPTIONS["seeds"]] = None,
     set_: SetOpt = None,
     match: Annotated[str | None, typer.Option("--match", help="rollouts, steps or compute (as `compare`).")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", help="Cells run at once, each in its own process.")] = 2,
+    jobs: Annotated[int | None, typer.Option("--jobs", help="Cells run at once (default: 2 processes; with Ray, "
+                                             "as many as the cluster has CPUs).")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="processes (on this machine) or ray (Ray tasks on "
+                                          "a local Ray, or the cluster of --address / RAY_ADDRESS; needs "
+                                          "cures[ray] on every node).")] = "processes",
+    address: Annotated[str | None, typer.Option("--address", help="With --executor ray: the cluster's head, "
+                                                "HOST:PORT, ray://HOST:PORT or auto.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Results directory; cells already in it are not run again.")] =
     Path("sweep-out"),
 ):
-    """Run `compare` over a grid of settings in parallel processes (resumable); write one tidy table (cell x policy x
-    seed, CSV and Parquet) and the regime map (each cell's speed-ups over the baseline, its best policy)."""
+    """Run `compare` over a grid of settings in parallel processes or on Ray (resumable); write one tidy table (cell x
+    policy x seed, CSV and Parquet) and the regime map (each cell's speed-ups over the baseline, its best policy)."""
     from cures.analysis.regime import regime_plot
     from cures.simulator.config import parse_overrides
     from cures.simulator.sweep import Sweep, load_grid_file, parse_grid_option, run_sweep
@@ -62,15 +68,23 @@ def sweep(
         settings["seeds"] = seeds
     names = [p.strip() for p in policies.split(",") if p.strip()] if policies else spec.get("policies",
                                                                                             ["grpo", "cures"])
-    if jobs < 1 or jobs > 256:
+    if jobs is not None and not 1 <= jobs <= 256:
         fail(f"--jobs must be between 1 and 256; got {jobs}")
+    from cures.simulator.executors import EXECUTORS, check_ray_address
+
+    if executor not in EXECUTORS:
+        fail(f"--executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+    if address is not None and executor != "ray":
+        fail("--address is the Ray cluster to run on: give it with --executor ray")
+    check_ray_address(address)  # before any work: an unreachable head would have Ray retry for minutes
     plan = Sweep(grid=axes, policies=names, scenario=scenario or spec.get("scenario"), settings=settings,
                  match=match or spec.get("match", "rollouts"), policy_settings=policy_params).validate()
     check_output_dir(out, "--out")
     bar, task = progress_bar(len(plan.cells()), "sweep cells")
     with bar:
-        info = run_sweep(plan, out, jobs, progress=lambda done, total: bar.update(task, completed=done),
-                             draw=regime_plot)
+        info = run_sweep(plan, out, jobs if jobs is not None or executor == "ray" else 2,
+                         progress=lambda done, total: bar.update(task, completed=done), draw=regime_plot,
+                         executor=executor, address=address)
     console.print(Path(out / "regime_map.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     if info["cells_rerun"]:
         err_console.print(f"note: {info['cells_rerun']} cells ran again: their saved results in {out}/cells were "
