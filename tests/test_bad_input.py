@@ -4,6 +4,8 @@ naming the setting (exit 2 on the command line), never a traceback or a silently
 import dataclasses
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -131,3 +133,32 @@ def test_named_cases(tmp_path, toml, match):
     with pytest.raises(ValueError, match=match) as info:
         build_config(str(path))
     assert str(path) in str(info.value) or "policy" in toml or "GB" in match or "init" in toml
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_written_results(tmp_path, monkeypatch):
+    """ENOSPC in the middle of writing results (injected into pandas' writer, as a full disk raises it): one line
+    naming the reason and the file, exit 2, and --out holds nothing of the failed run (results are staged)."""
+    import errno
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from cures.cli import app
+
+    def full(self, target, *args, **kwargs):  # a path or an open file, as pandas takes; a write on an open file
+        if hasattr(target, "write"):            # fails without a file name
+            target.write(b"PAR1 half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        Path(target).write_bytes(b"PAR1 half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["simulate", "--policy", "grpo", "--n-prompts", "200", "--steps", "5",
+                                   "--out", str(out)])
+    err = res.stderr if hasattr(res, "stderr") else res.output
+    assert res.exit_code == 2, res.output
+    assert "No space left on device" in err and "curves" in err and "Traceback" not in err
+    assert err.strip().count("\n") == 0
+    assert not [p for p in out.rglob("*") if p.name != ".cures.lock"]
+    assert not list(tmp_path.glob(".*.staging"))

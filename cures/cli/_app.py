@@ -109,8 +109,9 @@ def fail(message: str, code: int = 2):
 
 
 def user_errors(fn):
-    """Turn the library's ValueError (bad input) into a one-line error and exit code 2, Ctrl-C into "interrupted"
-    and exit code 130, SIGTERM into "terminated (SIGTERM)" and 143; never a traceback."""
+    """Turn the library's ValueError (bad input) and an OSError (a full disk, an unwritable path) into a one-line
+    error and exit code 2, Ctrl-C into "interrupted" and exit code 130, SIGTERM into "terminated (SIGTERM)" and 143;
+    never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -130,6 +131,10 @@ def user_errors(fn):
             fail(message, code=code)
         except MemoryError as exc:
             fail(f"out of memory ({exc or 'allocation failed'}); choose smaller sizes")
+        except OSError as exc:  # a full disk, a read-only or vanished directory: results are staged, none half-written
+            where = f" ({exc.filename})" if exc.filename else ""
+            fail(f"{exc.strerror or exc}{where}; nothing half-written was kept: free the space or fix the path and "
+                 "run again")
 
     return wrapper
 
