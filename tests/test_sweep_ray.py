@@ -54,7 +54,7 @@ def test_ray_gives_the_process_executors_bytes_and_resumes_its_cells(tmp_path):
 def test_ray_sweep_stops_on_ctrl_c_or_sigterm_and_keeps_finished_cells(tmp_path, sig, code, line):
     out = tmp_path / "s"
     proc = subprocess.Popen([sys.executable, "-m", "cures", "sweep", "--policies", "grpo,cures", "--grid",
-                             "passes=1,400", "--set", "n_prompts=2000", "--seeds", "2", "--jobs", "1",
+                             "passes=1,400", "--set", "n_prompts=500", "--seeds", "2", "--jobs", "1",
                              "--executor", "ray", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                             preexec_fn=default_sigint)
