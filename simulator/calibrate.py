@@ -206,14 +206,12 @@ def calibrate(observed: Observed, pass_rates: Path, sim_seeds: int = 16, max_ite
 
 
 def interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per column: mean and a 95 % t interval over rows (NaN bounds for one row)."""
-    from scipy.stats import t
+    """Per column of shares (rows: runs or seeds): the mean and 95 % t interval of `run.mean_ci`, clipped to [0, 1]
+    (NaN bounds for one row)."""
+    from cures.simulator.run import mean_ci
 
-    n = np.sum(~np.isnan(values), axis=0)
-    mean = np.nanmean(values, axis=0)
-    sd = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else np.full(values.shape[1], np.nan)
-    half = t.ppf(0.975, np.maximum(n - 1, 1)) * sd / np.sqrt(np.maximum(n, 1))
-    return mean, mean - half, mean + half
+    cols = [mean_ci(values[:, j], (0.0, 1.0)) for j in range(values.shape[1])]
+    return tuple(np.array([c[k] for c in cols], float) for k in ("mean", "lo", "hi"))
 
 
 def scenario_toml(fit: dict, description: str) -> str:

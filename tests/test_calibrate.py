@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cures.policies import make_policy_for_budget
@@ -117,3 +119,20 @@ def test_recommend_ranks_policies_on_a_profile_and_refuses_bad_input(tmp_path):
                           (["--profile", str(tmp_path / "none")], "no pass_rates.csv")):
         bad = recommend(*args, "--budget", "16", "--prompts-per-step", "4")
         assert bad.exit_code == 2 and message in bad.stderr, (args, bad.stderr)
+
+
+@given(st.integers(1, 6), st.integers(1, 5), st.integers(0, 2**32 - 1))
+@settings(max_examples=40, deadline=None)
+def test_intervals_of_shares_are_the_seed_intervals_clipped_to_the_unit_range(rows, cols, seed):
+    """calibrate.interval is run.mean_ci column by column (one rule for every interval), bounded to [0, 1]."""
+    from cures.simulator.calibrate import interval
+    from cures.simulator.run import mean_ci
+
+    rng = np.random.default_rng(seed)
+    v = rng.choice([0.0, 0.02, 0.5, 0.97, 1.0, np.nan], size=(rows, cols))
+    mean, lo, hi = interval(v)
+    for j in range(cols):
+        ref = mean_ci(v[:, j], (0.0, 1.0))
+        np.testing.assert_array_equal([mean[j], lo[j], hi[j]], [ref["mean"], ref["lo"], ref["hi"]])
+    finite = np.isfinite(lo)
+    assert ((lo[finite] >= 0) & (hi[finite] <= 1) & (lo[finite] <= hi[finite])).all()
