@@ -34,6 +34,7 @@ from cures.simulator.calibrate import (
     step_curves,
 )
 from cures.simulator.engine import COLUMNS
+from cures.simulator.run import mean_ci
 
 PREDICT_SEEDS = 64
 WINDOW = 5
@@ -75,10 +76,11 @@ def _final_accuracy(run: Path) -> float:
     return float(evals[-1]["eval_accuracy"]) if evals else float("nan")
 
 
-def _mean_ci(per_seed: np.ndarray) -> list[float]:
-    """[mean, lo, hi] over seeds of per-seed numbers."""
-    m, lo, hi = interval(np.asarray(per_seed, float)[:, None])
-    return [float(m[0]), float(lo[0]), float(hi[0])]
+def _mean_ci(per_seed, bounds: tuple[float, float] = (0.0, 1.0)) -> list[float]:
+    """[mean, lo, hi] over seeds of per-seed numbers (`run.mean_ci`), the interval clipped to `bounds` (shares and
+    accuracies by default)."""
+    ci = mean_ci(np.asarray(per_seed, float), bounds)
+    return [ci["mean"], ci["lo"], ci["hi"]]
 
 
 def _ranking(values: dict[str, float]) -> list[str]:
@@ -150,7 +152,8 @@ def validation_result(out: Path, policies: list[str], seeds: list[int], sim_seed
             "predicted_mean_curve": _steps_to(np.nanmean(predicted[p]["train_reward"], axis=0), grpo_peak_sim) * budget,
             "observed_share_of_seeds_reaching": float(np.mean(np.isfinite(obs_steps))),
             "predicted_share_of_seeds_reaching": float(np.mean(np.isfinite(pred_steps)))}
-        row["lengths"] = {k: _mean_ci([d[k] for d in real[p]["lengths"]]) for k in real[p]["lengths"][0]}
+        row["lengths"] = {k: _mean_ci([d[k] for d in real[p]["lengths"]], (0.0, 1.0) if "share" in k else
+                                      (0.0, np.inf)) for k in real[p]["lengths"][0]}  # tokens: only >= 0
         row["final_quality"] = {"observed_heldout_accuracy": _mean_ci(real[p]["final_quality"]),
                                 "predicted_pool_pass_rate": _mean_ci(predicted[p]["final_quality"])}
         rows[p] = row
