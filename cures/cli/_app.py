@@ -133,8 +133,8 @@ def user_errors(fn):
             fail(f"out of memory ({exc or 'allocation failed'}); choose smaller sizes")
         except OSError as exc:  # a full disk, a read-only or vanished directory: results are staged, none half-written
             where = f" ({exc.filename})" if exc.filename else ""
-            fail(f"{exc.strerror or exc}{where}; nothing half-written was kept: free the space or fix the path and "
-                 "run again")
+            reason = (exc.strerror or str(exc) or type(exc).__name__).splitlines()[0]
+            fail(f"{reason}{where}; nothing half-written was kept: free the space or fix the path and run again")
 
     return wrapper
 
