@@ -6,7 +6,6 @@ import math
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -14,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
-from signal_helpers import default_sigint
+from signal_helpers import signal_sweep_after_first_cell
 
 from cures.simulator.compare import compare, comparison_frame, seeds_frame
 from cures.simulator.config import build_config
@@ -178,27 +177,12 @@ def test_sweep_writes_a_tidy_table_resumes_and_does_not_depend_on_the_process_co
                                                    (signal.SIGTERM, 143, "error: terminated (SIGTERM)")])
 def test_sweep_stops_on_ctrl_c_or_sigterm_and_keeps_finished_cells(tmp_path, sig, code, line):
     out = tmp_path / "s"
-    args = ("sweep", "--policies", "grpo,cures", "--grid", "passes=1,400", "--set", "n_prompts=2000",
-            "--seeds", "2", "--jobs", "1", "--out", str(out))
-    proc = subprocess.Popen([sys.executable, "-m", "cures", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=ENV, preexec_fn=default_sigint)
-
-    def finished():
-        return len(list((out / "cells").glob("*.policies.parquet"))) if (out / "cells").is_dir() else 0
-
-    deadline = time.time() + 240
-    while time.time() < deadline and finished() == 0:
-        time.sleep(0.5)
-    time.sleep(1.0)
-    t0 = time.perf_counter()
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == code and time.perf_counter() - t0 < 5
-    assert proc.stderr.read().strip().splitlines()[-1] == line
-    assert finished() == 1 and not (out / "sweep.parquet").exists()
+    args = ("--policies", "grpo,cures", "--grid", "passes=1,400", "--set", "n_prompts=2000", "--seeds", "2",
+            "--jobs", "1", "--out", str(out))
+    returncode, seconds, stderr, finished = signal_sweep_after_first_cell(args, out, sig, ENV)
+    assert returncode == code and seconds < 5
+    assert stderr.strip().splitlines()[-1] == line
+    assert finished == 1 and not (out / "sweep.parquet").exists()
 
 
 @pytest.mark.parametrize(("args", "message"), [

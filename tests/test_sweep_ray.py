@@ -5,11 +5,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from signal_helpers import default_sigint
+from signal_helpers import signal_sweep_after_first_cell
 
 pytest.importorskip("ray")
 
@@ -55,28 +54,12 @@ def test_ray_gives_the_process_executors_bytes_and_resumes_its_cells(tmp_path):
 @pytest.mark.parametrize(("sig", "code", "line"), [(signal.SIGTERM, 143, "error: terminated (SIGTERM)")])
 def test_ray_sweep_stops_on_ctrl_c_or_sigterm_and_keeps_finished_cells(tmp_path, sig, code, line):
     out = tmp_path / "s"
-    proc = subprocess.Popen([sys.executable, "-m", "cures", "sweep", "--policies", "grpo,cures", "--grid",
-                             "passes=1,400", "--set", "n_prompts=500", "--seeds", "2", "--jobs", "1",
-                             "--executor", "ray", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                            preexec_fn=default_sigint)
-
-    def finished():
-        return len(list((out / "cells").glob("*.policies.parquet"))) if (out / "cells").is_dir() else 0
-
-    deadline = time.time() + 240
-    while time.time() < deadline and finished() == 0 and proc.poll() is None:
-        time.sleep(0.5)
-    time.sleep(1.0)
-    t0 = time.perf_counter()
-    proc.send_signal(sig)
-    try:
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == code and time.perf_counter() - t0 < 15, proc.stderr.read()[-2000:]
-    assert proc.stderr.read().strip().splitlines()[-1] == line
-    assert finished() == 1 and not (out / "sweep.parquet").exists()
+    args = ("--policies", "grpo,cures", "--grid", "passes=1,400", "--set", "n_prompts=500", "--seeds", "2",
+            "--jobs", "1", "--executor", "ray", "--out", str(out))
+    returncode, seconds, stderr, finished = signal_sweep_after_first_cell(args, out, sig, ENV)
+    assert returncode == code and seconds < 15, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == line
+    assert finished == 1 and not (out / "sweep.parquet").exists()
 
 
 @pytest.mark.parametrize(("args", "message"), [
