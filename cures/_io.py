@@ -29,13 +29,10 @@ def atomic_write(path, write) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if not isinstance(exc.filename, str | os.PathLike):  # raised on the open file: it names an fd, or nothing
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc  # a full disk names the file
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc.filename, str | os.PathLike):  # raised on the open
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc  # file: name the file (ENOSPC)
         raise
     return path
 

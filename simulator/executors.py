@@ -10,6 +10,7 @@ node needs only the same version of cures installed (checked per task).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import socket
 from collections.abc import Callable, Sequence
@@ -51,6 +52,17 @@ def check_ray_address(address: str | None, option: str = "--address") -> None:
         raise ValueError(f"{option} {address}: no Ray head answers there ({exc.strerror or exc})") from None
 
 
+def check_executor(executor: str, address: str | None) -> None:
+    """One-line ValueErrors, before any work: an unknown executor, an address without Ray, an unreachable head
+    (`address`, else RAY_ADDRESS)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+    if address is not None and executor != "ray":
+        raise ValueError("--address is the Ray cluster to run on: give it with --executor ray")
+    if executor == "ray":
+        check_ray_address(address or os.environ.get("RAY_ADDRESS") or None, "--address" if address else "RAY_ADDRESS")
+
+
 def _versioned(fn: Callable, version: str):
     """`fn` as a Ray task body that first checks the worker's cures version against the driver's."""
 
@@ -58,10 +70,8 @@ def _versioned(fn: Callable, version: str):
         import cures
 
         if cures.__version__ != version:
-            import socket as _socket
-
-            raise ValueError(f"node {_socket.gethostname()} runs cures {cures.__version__}, the driver "
-                               f"{version}: install the same version on every node")
+            raise ValueError(f"node {socket.gethostname()} runs cures {cures.__version__}, the driver "
+                             f"{version}: install the same version on every node")
         return fn(a)
 
     return call
@@ -71,17 +81,15 @@ def run_on_ray(fn: Callable, args: Sequence, jobs: int | None, on_result: Callab
         -> None:
     """`fn(a)` for each of `args` as Ray tasks (one CPU each), at most `jobs` in flight (None: as many as the cluster
     has CPUs). Connects to `address` (a running cluster; None: RAY_ADDRESS if set, else a local Ray with `jobs`
-    CPUs started for this call and shut down after it)."""
+    CPUs started for this call and shut down after it); `run_sweep` has checked it with `check_executor`."""
     try:
         import ray
     except ImportError:
         raise ValueError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL}") from None
     import logging
-    import os
 
     import cures
 
-    check_ray_address(address or os.environ.get("RAY_ADDRESS") or None, "--address" if address else "RAY_ADDRESS")
     started_here = not ray.is_initialized()
     if started_here:
         local = address is None and not os.environ.get("RAY_ADDRESS")

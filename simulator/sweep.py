@@ -256,12 +256,9 @@ def run_sweep(sweep: Sweep, out: Path, jobs: int | None = 2, progress=None, draw
     sweep.csv/.parquet (cell x policy x seed), regime_map.csv/.parquet/.md, sweep.json, and regime_map.png when
     `draw` is given (see `write_results`). `cells_rerun` counts
     the cells whose saved results were damaged and ran again."""
-    from cures.simulator.executors import EXECUTORS
+    from cures.simulator.executors import check_executor
 
-    if executor not in EXECUTORS:
-        raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
-    if address is not None and executor != "ray":
-        raise ValueError("--address is the Ray cluster to run on: give it with --executor ray")
+    check_executor(executor, address)  # before anything is written: an unreachable head has Ray retry for minutes
     out = Path(out)
     cells = sweep.cells()
     saved = [saved_cell(sweep, out, c) for c in cells]  # read once: the reused cells' rows go to the tables as read

@@ -70,21 +70,13 @@ def sweep(
                                                                                             ["grpo", "cures"])
     if jobs is not None and not 1 <= jobs <= 256:
         fail(f"--jobs must be between 1 and 256; got {jobs}")
-    from cures.simulator.executors import EXECUTORS, check_ray_address
-
-    if executor not in EXECUTORS:
-        fail(f"--executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
-    if address is not None and executor != "ray":
-        fail("--address is the Ray cluster to run on: give it with --executor ray")
-    check_ray_address(address)  # before any work: an unreachable head would have Ray retry for minutes
     plan = Sweep(grid=axes, policies=names, scenario=scenario or spec.get("scenario"), settings=settings,
                  match=match or spec.get("match", "rollouts"), policy_settings=policy_params).validate()
     check_output_dir(out, "--out")
     bar, task = progress_bar(len(plan.cells()), "sweep cells")
     with bar:
-        info = run_sweep(plan, out, jobs if jobs is not None or executor == "ray" else 2,
-                         progress=lambda done, total: bar.update(task, completed=done), draw=regime_plot,
-                         executor=executor, address=address)
+        info = run_sweep(plan, out, jobs, progress=lambda done, total: bar.update(task, completed=done),
+                         draw=regime_plot, executor=executor, address=address)
     console.print(Path(out / "regime_map.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     if info["cells_rerun"]:
         err_console.print(f"note: {info['cells_rerun']} cells ran again: their saved results in {out}/cells were "
