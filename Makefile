@@ -2,11 +2,17 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+VERL_VENV ?= .venv-verl
+VERL_BIN := $(VERL_VENV)/bin
+PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean verl-deps test-verl
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+
+$(VERL_BIN)/python:
+	$(PYTHON) -m venv $(VERL_VENV)
 
 demo: $(BIN)/python  ## create the environment and run the main job
 	$(BIN)/pip install --quiet --disable-pip-version-check -e .
@@ -19,9 +25,20 @@ test: $(BIN)/python  ## create the environment and run every test (lint included
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n auto --dist loadfile --durations=20  # one process per core; a file stays on one; the 20 slowest tests are listed
 
+# The verl backend lives in an environment of its own: verl 0.9.1 needs transformers<5.11, the train extra 5.24.0.
+# verl-deps installs cures' requirements with the verl and dev extras (read from pyproject.toml) but not cures itself,
+# so that it can run beside `make test`'s own editable install.
+verl-deps: $(VERL_BIN)/python
+	$(VERL_BIN)/pip install $(PIP_FLAGS) torch==2.13.0
+	$(VERL_BIN)/pip install $(PIP_FLAGS) $$($(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; print(' '.join(p['dependencies'] + x['verl'] + x['dev']))")
+
+test-verl: verl-deps  ## the verl backend's tests (a real TransferQueue, verl's CPU-stub pattern) in that environment
+	$(VERL_BIN)/pip install $(PIP_FLAGS) --no-deps -e .
+	$(VERL_BIN)/python -m pytest tests/verl_backend -p no:cacheprovider -W ignore::UserWarning
+
 lint: $(BIN)/python
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(VERL_VENV) .pytest_cache .ruff_cache .hypothesis build *.egg-info
 	find . -name __pycache__ -prune -exec rm -rf {} +

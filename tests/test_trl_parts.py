@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cures.backends.trl.advantages import slot_advantages
+from cures.backends.advantages import slot_advantages
 from cures.backends.trl.compat import TRL_VERSION, check_trl_version
 from cures.backends.trl.data import arith_problems, builtin_source, load_source, to_prompts
 from cures.backends.trl.rewards import MathAnswerReward, extract_answer, format_reward

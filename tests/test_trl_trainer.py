@@ -293,8 +293,8 @@ def test_cures_train_command_trains_resumes_and_reports(tmp_path):
     assert [m["step"] for m in metrics if "eval_accuracy" in m] == [2, 4]  # periodic evaluation, kept on resume
     assert list((out / "runs").rglob("events.out.tfevents.*"))  # report_to reached TensorBoard
     for args, message in ((["--policy", "bogus"], "unknown policy 'bogus'"),
-                          (["--backend", "deepspeed"], "unknown backend 'deepspeed'; choose one of trl"),
-                          (["--backend=verl"], "--backend verl: the verl backend is not available yet"),
+                          (["--backend", "deepspeed"], "unknown backend 'deepspeed'; choose one of trl, verl"),
+                          (["--backend=verl"], "--backend verl needs verl, which this environment lacks"),
                           (["--scale_rewards", "bogus"], "scale_rewards"),
                           (["--dataset_name", str(tmp_path / "missing.jsonl")], "not found"),
                           (["--bogus", "1"], "unknown option: --bogus"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from cures.backends.trl.advantages import ESTIMATORS, SCALES, WEIGHTINGS
+from cures.backends.advantages import ESTIMATORS, SCALES, WEIGHTINGS
 from cures.backends.trl.microbatch import LOSS_TYPES
 
 

@@ -42,13 +42,13 @@ from transformers.trainer_utils import rotate_checkpoints
 from trl import GRPOTrainer
 
 from cures._io import atomic_write, run_lock
-from cures.backends.trl.advantages import slot_advantages
+from cures.backends.advantages import slot_advantages
 from cures.backends.trl.compat import GenerateOutput, ReEntry, check_trl_version, replayed_output
 from cures.backends.trl.config import CuresGRPOConfig
 from cures.backends.trl.microbatch import LOSS_TYPES, REAL, loss_multipliers, micro_batches
 from cures.backends.trl.score_norms import response_score_norms, slot_score_stats
 from cures.policies import Plan, Policy, PolicyState
-from cures.policies.step import PolicyStep, Scores, StepRollouts, run_policy_step, step_records
+from cures.policies.step import PolicyStep, Scores, StepRollouts, run_policy_step, step_metrics, step_records
 from cures.posterior import successes_from_rewards
 from cures.records import RECORDS, drop_steps_from, write_step
 
@@ -594,21 +594,10 @@ class CuresGRPOTrainer(GRPOTrainer):
         write_step(self.records_dir, step.plans[0].step, records)
 
     def _log_step_metrics(self, step: PolicyStep) -> None:
-        """TRL's group metrics assume equal groups of its dummy size; these are the policy's."""
-        batch, trained = step.batch, step.trained
-        sizes = trained.group_sizes() if trained.index.size else np.zeros(1)
-        metrics = self._metrics["train"]
-        metrics["cures/zero_variance_fraction"].append(step.rollouts.zero_variance_fraction())  # every generated slot
-        metrics["cures/rollouts_generated"].append(float(batch.rollouts_generated))
-        metrics["cures/rollouts_trained"].append(float(trained.index.size))
-        metrics["cures/rounds"].append(float(batch.round.max() + 1))
-        metrics["cures/rollouts_per_prompt"].append(float(sizes.mean()))  # per trained group
-        metrics["cures/rollouts_per_prompt_max"].append(float(sizes.max()))
-        metrics["cures/mean_p_hat"].append(float(self.policy_state.posterior_mean().mean()))
-        metrics["cures/rollouts_total"].append(float(self.policy_state.rollouts_total))
-        ess = self.policy_state.sampling_ess()
-        if ess is not None:
-            metrics["cures/sampling_ess"].append(ess)
+        """TRL's group metrics assume equal groups of its dummy size; these are the policy's (`step_metrics`)."""
+        for name, value in step_metrics(step, self.policy_state).items():
+            if name != "cures/policy_seconds":
+                self._metrics["train"][name].append(value)
 
 
 def live_instances(cls) -> int:

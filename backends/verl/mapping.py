@@ -27,13 +27,21 @@ from cures.policies.step import PolicyStep
 ROLLOUT_N = "__rollout_n__"  # the per-prompt session count verl's agent loop pops from a row
 PROMPT_ID = "cures_prompt_id"
 
-__all__ = ["PROMPT_ID", "ROLLOUT_N", "TrainedKeys", "plan_rows", "rewards_in_plan_order", "rollout_keys",
-           "slot_uids", "trained_keys"]
+__all__ = ["PROMPT_ID", "ROLLOUT_N", "TrainedKeys", "check_run_id", "key_advantages", "plan_rows",
+           "rewards_in_plan_order", "rollout_keys", "slot_uids", "trained_keys"]
+
+
+def check_run_id(run: str) -> str:
+    """A uid prefix verl can parse back: its replay buffer takes a key's uid as `key.split("_")[0]`."""
+    if not run or "_" in run:
+        raise ValueError(f"the uid prefix must be non-empty and hold no '_' (verl splits keys on it); got {run!r}")
+    return run
 
 
 def slot_uids(plan: Plan, run: str = "cures") -> list[str]:
     """One uid per slot of a round, unique over a run (step, round, slot): TransferQueue keeps keys until they are
     cleared, and a held slot's rollouts (Pilot-Commit) stay there across steps under their first uid."""
+    check_run_id(run)
     return [f"{run}-{plan.step}-{plan.round}-{k}" for k in range(plan.prompt_ids.size)]
 
 
@@ -77,3 +85,25 @@ def trained_keys(step: PolicyStep, per_prompt: bool = False) -> TrainedKeys:
     index = step.trained.index
     return TrainedKeys([step.rollouts.rollouts[i] for i in index], step.trained.group.copy(),
                        step.trained.weights(per_prompt), step.trained.baseline.copy())
+
+
+def key_advantages(keys: Sequence[str], rewards, trained: TrainedKeys, scale: str = "group", estimator: str = "grpo"):
+    """One advantage per key of the batch verl trains on (any order, padding rows included): cures' group
+    advantages (`cures.backends.advantages.slot_advantages`, with each group's pooled baseline) times the per-rollout
+    weight, 0 for a key outside the policy's training batch (verl's `pad...` rows). `rewards` holds each key's
+    summed `rm_scores`, in the order of `keys`."""
+    import torch
+
+    from cures.backends.advantages import slot_advantages
+
+    position = {k: i for i, k in enumerate(trained.keys)}
+    rows = [j for j, k in enumerate(keys) if k in position]
+    at = np.array([position[keys[j]] for j in rows], np.int64)
+    out = torch.zeros(len(keys), dtype=torch.float32)
+    if not rows:
+        return out
+    r = torch.as_tensor(np.asarray(rewards, np.float64)[rows])
+    adv = slot_advantages(r, torch.as_tensor(trained.group[at]), scale=scale, estimator=estimator,
+                          baseline=torch.as_tensor(trained.baseline))
+    out[rows] = (adv * torch.as_tensor(trained.weight[at])).to(torch.float32)
+    return out

@@ -9,9 +9,9 @@ import typer
 
 from cures.cli._app import app, console, err_console, progress_bar, user_errors
 
-BACKENDS = ("trl",)
-PLANNED = {"verl": "the verl backend is not available yet in this version of cures (the policy step it will call, "
-                   "cures.policies.step, is); use --backend trl"}
+BACKENDS = ("trl", "verl")
+VERL_MISSING = ("--backend verl needs verl, which this environment lacks: install it in an environment of its own "
+                "with pip install 'cures[verl]' (verl 0.9.1 needs transformers<5.11; the train extra pins 5.24.0)")
 
 
 def backend_of(argv: list[str]) -> str:
@@ -29,8 +29,6 @@ def backend_of(argv: list[str]) -> str:
         name, where = _recipe_backend(argv[argv.index("--config") + 1])
     if name is None or name in BACKENDS:
         return name or BACKENDS[0]
-    if name in PLANNED:
-        raise ValueError(f"{where} {name}: {PLANNED[name]}")
     raise ValueError(f"{where}: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
@@ -54,8 +52,10 @@ def train(ctx: typer.Context):
     """Train a model, a policy choosing prompts and rollouts per prompt. --backend trl (the default; TRL's
     GRPOTrainer) takes what `trl grpo` takes: --config recipe.yaml and any script, GRPOConfig or ModelConfig field as
     --field value, plus --policy, --policy_params, --prompts_per_step, --rollouts_per_step (`cures train --help`
-    lists them all)."""
-    backend_of(ctx.args)  # an unknown or unavailable backend fails here, before torch is imported
+    lists them all). --backend verl takes --config FILE (a Hydra config over verl's ppo_trainer, with a cures:
+    section) and Hydra overrides key=value, as verl's main_ppo does; it needs the verl extra."""
+    if backend_of(ctx.args) == "verl":  # an unknown backend fails there, before torch is imported
+        return _train_verl(ctx.args)
     from cures.backends.trl.run import train as run_training
 
     summary = run_training(ctx.args)
@@ -77,6 +77,28 @@ def train(ctx: typer.Context):
                   highlight=False)
 
 
+def _without_backend(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for i, token in enumerate(argv):
+        if skip:
+            skip = False
+        elif token == "--backend":
+            skip = i + 1 < len(argv)
+        elif not token.startswith("--backend="):
+            out.append(token)
+    return out
+
+
+def _train_verl(argv: list[str]) -> None:
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) is None for m in ("verl", "transfer_queue")):
+        raise ValueError(VERL_MISSING)
+    from cures.backends.verl.main import train as run_verl
+
+    run_verl(_without_backend(argv))
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
              add_help_option=False)
 @user_errors
@@ -85,7 +107,9 @@ def profile(ctx: typer.Context):
     8) completions each, sampled and scored as `cures train` would (same options: --config, model, dataset,
     rewards, temperature), resumable chunk by chunk; writes pass_rates.csv (for `cures simulate --init-pass-rate`)
     and profile.json to --output_dir (`cures profile --help` lists every option)."""
-    backend_of(ctx.args)
+    if backend_of(ctx.args) != "trl":
+        raise ValueError("--backend verl: cures profile generates through the trl backend (transformers or vLLM); "
+                         "profile with --backend trl, then train with either")
     from cures.backends.trl.profile import profile as run_profile
 
     bar, task = progress_bar(1, "profiling prompts")

@@ -28,7 +28,7 @@ from cures.policies.core import Plan, Policy, PolicyState, TrainingBatch
 from cures.posterior import successes_from_rewards
 
 __all__ = ["RECORD_COLUMNS", "Scores", "StepRollouts", "TrainedRollouts", "PolicyStep", "run_policy_step",
-           "step_records", "trained_rollouts"]
+           "step_metrics", "step_records", "trained_rollouts"]
 
 
 @dataclass(frozen=True)
@@ -242,3 +242,31 @@ def step_records(step: PolicyStep, lengths: np.ndarray | None = None, clipped: n
         "mean_length": np.divide(tokens, generated, out=np.full(n_slots, np.nan), where=generated > 0),
         "clipped": np.bincount(slot[fresh & clipped], minlength=n_slots).astype(np.int64),
     }
+
+
+def step_metrics(step: PolicyStep, state: PolicyState, records: dict | None = None) -> dict[str, float]:
+    """A finished step's tracking metrics under `cures/...` names, the same for every backend: the policy's own group
+    statistics (a backend's built-in ones assume equal groups), and, given the step's `records` (`step_records`),
+    the rollouts and generated tokens of each round purpose (`cures/rollouts/screen`, `cures/tokens/train`, ...)."""
+    batch, trained = step.batch, step.trained
+    sizes = trained.group_sizes() if trained.index.size else np.zeros(1)
+    metrics = {
+        "cures/zero_variance_fraction": step.rollouts.zero_variance_fraction(),  # every generated slot
+        "cures/rollouts_generated": float(batch.rollouts_generated),
+        "cures/rollouts_trained": float(trained.index.size),
+        "cures/rounds": float(batch.round.max() + 1) if batch.round.size else 0.0,
+        "cures/rollouts_per_prompt": float(sizes.mean()),  # per trained group
+        "cures/rollouts_per_prompt_max": float(sizes.max()),
+        "cures/mean_p_hat": float(state.posterior_mean().mean()),
+        "cures/rollouts_total": float(state.rollouts_total),
+        "cures/policy_seconds": step.policy_seconds,
+    }
+    ess = state.sampling_ess()
+    if ess is not None:
+        metrics["cures/sampling_ess"] = ess
+    if records is not None:
+        for purpose in sorted(set(records["purpose"].tolist()) - {"reused"}):
+            rows = records["purpose"] == purpose
+            metrics[f"cures/rollouts/{purpose}"] = float(records["rollouts"][rows].sum())
+            metrics[f"cures/tokens/{purpose}"] = float(records["tokens"][rows].sum())
+    return metrics
