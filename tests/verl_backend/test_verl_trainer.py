@@ -26,11 +26,12 @@ from verl.utils.tensordict_utils import list_of_dict_to_tensordict  # noqa: E402
 from cures.backends.verl.main import compose_config  # noqa: E402
 from cures.backends.verl.mapping import PROMPT_ID, ROLLOUT_N  # noqa: E402
 from cures.backends.verl.trainer import CHECKPOINT_DIR, CuresSettings, CuresTrainer  # noqa: E402
+from cures.policies import available  # noqa: E402
 from cures.records import read_records  # noqa: E402
 
 ROOT = Path(__file__).parent.parent.parent
 N_PROMPTS, M, N = 40, 4, 4  # prompts, prompts per step, GRPO's group size: 16 rollouts a step
-POLICIES = ("grpo", "cures", "speed", "dapo", "reinforce-ada", "pods", "pilot-commit", "knapsack")
+POLICIES = tuple(available())  # all sixteen
 
 
 @pytest.fixture(scope="module")
