@@ -30,6 +30,7 @@ import re
 import signal
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,50 @@ class Rollout:
     completion: object
     logprobs: list | None
     reward_row: torch.Tensor | None = None
+
+
+class RewardFunctionError(ValueError):
+    """A reward function failed on a batch: it raised, or returned an infinite reward."""
+
+    @classmethod
+    def raised(cls, exc: BaseException, funcs, names, prompts) -> RewardFunctionError:
+        """The error for `exc`, naming the reward function it came from (found in its traceback) and the batch."""
+        codes = {_code_of(f): n for f, n in zip(funcs, names, strict=True)}
+        name = next((codes[frame.f_code] for frame, _ in traceback.walk_tb(exc.__traceback__)
+                     if frame.f_code in codes), None)
+        who = f"reward function {name!r}" if name else "a reward function"
+        reason = (str(exc).splitlines() or [""])[0] or type(exc).__name__
+        return cls(f"{who} raised {type(exc).__name__} ({reason}) on a batch of {len(prompts)} completions, the first "
+                   f"for prompt {_short(prompts[0]) if prompts else '(none)'}")
+
+    @classmethod
+    def check_finite(cls, matrix: torch.Tensor, names, prompts, local: slice) -> None:
+        """Raise if any reward is +-inf, naming the function and, when it is this process's row, the prompt."""
+        bad = torch.isinf(matrix)
+        if not bad.any():
+            return
+        row, col = (int(i) for i in torch.nonzero(bad)[0])
+        value = float(matrix[row, col])
+        where = (f"the completion of prompt {_short(prompts[row - local.start])}" if local.start <= row < local.stop
+                 else f"row {row} of the gathered batch")
+        raise cls(f"reward function {names[col]!r} returned {value} for {where}; a reward must be a finite number, "
+                  "or None for an unscorable completion")
+
+
+def _code_of(func):
+    """The code object a call of this reward function runs (a function, a bound method, a partial, or an object
+    with __call__)."""
+    func = getattr(func, "func", func)  # functools.partial
+    func = getattr(func, "__func__", func)  # bound method
+    call = vars(type(func)).get("__call__")  # a callable object's method
+    return getattr(func, "__code__", None) or getattr(call, "__code__", None)
+
+
+def _short(prompt, width: int = 80) -> str:
+    text = prompt[-1].get("content", "") if isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict) \
+        else str(prompt)
+    text = " ".join(str(text).split())
+    return repr(text if len(text) <= width else text[: width - 3] + "...")
 
 
 def reward_matrix(rollouts: list, n_funcs: int) -> torch.Tensor:
@@ -326,10 +371,22 @@ class CuresGRPOTrainer(GRPOTrainer):
         return replayed_output(self._trl.replay[0])
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        """TRL's rewards (gathered over processes); replayed rollouts keep the rewards they were scored with."""
+        """TRL's rewards (gathered over processes); replayed rollouts keep the rewards they were scored with. A
+        reward function that raises, or returns an infinite reward (which would pass as a success and turn the
+        advantages into NaN), stops the step with a `RewardFunctionError` naming it and the prompt; None and NaN
+        stay unscorable, as in TRL (`cures/unscorable_rollouts` counts them)."""
         if self._trl.replay is not None:
             return self._trl.replay[1].to(self.accelerator.device)
-        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        try:
+            matrix = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        except Exception as exc:
+            if isinstance(exc, RewardFunctionError):
+                raise
+            raise RewardFunctionError.raised(exc, self.reward_funcs, self.reward_func_names, prompts) from exc
+        rank = self.accelerator.process_index
+        local = slice(rank * len(prompts), (rank + 1) * len(prompts))
+        RewardFunctionError.check_finite(matrix, self.reward_func_names, prompts, local)
+        return matrix
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         """vLLM server mode sends one request per `num_generations` consecutive rows; rows here are already repeated

@@ -254,6 +254,8 @@ def step_metrics(step: PolicyStep, state: PolicyState, records: dict | None = No
         "cures/zero_variance_fraction": step.rollouts.zero_variance_fraction(),  # every generated slot
         "cures/rollouts_generated": float(batch.rollouts_generated),
         "cures/rollouts_trained": float(trained.index.size),
+        # NaN rewards (a reward function's None, a failed session): failures for the posterior, counted here
+        "cures/unscorable_rollouts": float(np.isnan(step.rollouts.rewards[step.rollouts.fresh]).sum()),
         "cures/rounds": float(batch.round.max() + 1) if batch.round.size else 0.0,
         "cures/rollouts_per_prompt": float(sizes.mean()),  # per trained group
         "cures/rollouts_per_prompt_max": float(sizes.max()),

@@ -1,0 +1,50 @@
+"""Reward functions that misbehave (issue: reliability on clusters, item 6): one that raises, returns an infinite
+reward or the wrong count stops the step with a message naming it and the prompt (one line from `cures train`, exit
+2); None is an unscorable rollout, counted in `cures/unscorable_rollouts` and a failure for the posterior, never a
+success."""
+
+import pytest
+import reward_fixtures
+from test_trl_trainer import TINY, cures_train_in_process
+from trl_helpers import make_trainer
+
+from cures.backends.trl.trainer import RewardFunctionError
+
+
+def trainer_with(func, tmp_path):
+    trainer, _, state = make_trainer("grpo", budget=16, batch_size=4, steps=2, tmp_path=tmp_path)
+    trainer.reward_funcs[0] = func
+    trainer.reward_func_names[0] = func.__name__
+    return trainer, state
+
+
+@pytest.mark.parametrize("func, message", [
+    (reward_fixtures.raising_reward, "reward function 'raising_reward' raised KeyError ('answer') on a batch of 16 "
+                                     "completions, the first for prompt '"),
+    (reward_fixtures.infinite_reward, "reward function 'infinite_reward' returned inf for the completion of prompt '"),
+    (reward_fixtures.short_reward, "The reward function 'short_reward' returned 15 rewards, but 16 were expected"),
+])
+def test_a_misbehaving_reward_function_stops_the_step_naming_itself_and_the_prompt(tmp_path, func, message):
+    trainer, state = trainer_with(func, tmp_path)
+    with pytest.raises(RewardFunctionError) as info:
+        trainer.train()
+    assert message in str(info.value), str(info.value)
+    assert state.steps_done == 0  # the step did not reach the posterior
+
+
+def test_unscorable_rollouts_are_counted_and_fail_for_the_posterior(tmp_path):
+    trainer, state = trainer_with(reward_fixtures.half_unscorable_reward, tmp_path)
+    before = state.arrays.alpha.copy(), state.arrays.beta.copy()
+    trainer.train()
+    logged = [h["cures/unscorable_rollouts"] for h in trainer.state.log_history if "cures/unscorable_rollouts" in h]
+    assert logged == [8.0, 8.0]  # every other completion of 16 in each of 2 steps
+    assert (state.arrays.alpha - before[0]).sum() == 16 and (state.arrays.beta - before[1]).sum() == 16
+
+
+def test_cures_train_reports_a_raising_reward_function_in_one_line(tmp_path):
+    args = [a if a != "parity" else "reward_fixtures.raising_reward" for a in TINY]  # TINY's --reward_funcs parity
+    result = cures_train_in_process([*args, "--output_dir", str(tmp_path), "--max_steps", "1"])
+    assert result.exit_code == 2, result.output
+    errors = [line.split("error: ", 1)[1] for line in result.stderr.splitlines() if "error: " in line]
+    assert len(errors) == 1 and errors[0].startswith("reward function 'raising_reward' raised KeyError"), result.stderr
+    assert "Traceback" not in result.stderr
