@@ -27,8 +27,9 @@ class CuresScriptArguments(GRPOScriptArguments):
     question/answer columns, a system prompt, the built-in generators' sizes and the evaluation set."""
 
     backend: str = field(
-        default="trl", metadata={"help": "Training backend (`cures train --backend`; this parser is the trl one).",
-                                 "choices": ["trl"]})
+        default="trl", metadata={"help": "Training backend: trl (these options) or verl (verl 0.9.1 in its own "
+                                 "environment, pip install 'cures[verl]'; it takes --config FILE and Hydra overrides "
+                                 "key=value, see the README's 'Training with verl').", "choices": ["trl"]})
     question_column: str | None = field(
         default=None, metadata={"help": "Column with the problem text (default: prompt as is, else question or "
                                 "problem)."})
