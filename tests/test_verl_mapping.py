@@ -94,3 +94,29 @@ def test_rows_of_a_round_give_each_slot_its_own_uid_even_for_a_repeated_prompt()
     assert rollout_keys(rows) == ["cures-3-1-0_0_0", "cures-3-1-0_1_0", *[f"cures-3-1-1_{s}_0" for s in range(5)],
                                   "cures-3-1-2_0_0"]
     assert rows[PROMPT_ID].dtype == rows[ROLLOUT_N].dtype == np.int64
+
+
+def test_key_advantages_are_the_trl_backends_for_the_trained_keys_in_any_order_and_zero_for_padding():
+    import torch
+
+    from cures.backends.advantages import slot_advantages
+    from cures.backends.verl.mapping import TrainedKeys, key_advantages
+
+    rng = np.random.default_rng(3)
+    keys = [f"cures-0-0-{i}_{s}_0" for i in range(5) for s in range(4)]
+    rewards = rng.integers(0, 2, len(keys)).astype(float)
+    group = np.repeat(np.arange(5), 4) // 2  # groups spanning two slots, as SPEED's
+    weight = rng.uniform(0.5, 2.0, len(keys))
+    baseline = np.zeros((3, 2))
+    baseline[1] = (3, 10)  # a pooled baseline (Reinforce-Ada)
+    trained = TrainedKeys(keys, group, weight, baseline)
+    expected = (slot_advantages(torch.as_tensor(rewards), torch.as_tensor(group), baseline=torch.as_tensor(baseline))
+                * torch.as_tensor(weight)).numpy()
+    order = rng.permutation(len(keys))
+    batch = [keys[i] for i in order] + ["pad0123_0_0", "pad0123_1_0"]  # verl's balance reorders and pads
+    got = key_advantages(batch, np.concatenate([rewards[order], [1.0, 0.0]]), trained).numpy()
+    np.testing.assert_allclose(got[: len(keys)], expected[order], rtol=1e-6, atol=1e-7)
+    assert np.all(got[len(keys):] == 0.0)
+    policy = make_policy_for_budget("grpo", batch_size=2, budget=4)
+    with pytest.raises(ValueError, match="hold no '_'"):  # verl reads a key's uid as key.split("_")[0]
+        plan_rows(policy.plan(policy.init(4)), run="my_run")

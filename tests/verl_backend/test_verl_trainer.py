@@ -284,3 +284,19 @@ def test_cures_train_backend_verl_rejects_bad_input_in_one_line(args, message):
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+
+
+def test_trainer_mode_cures_is_registered_and_validation_keeps_verls_sampling(transfer_queue, tmp_path):
+    from verl.trainer.ppo.v1 import get_trainer_cls
+
+    assert get_trainer_cls("cures") is CuresTrainer
+    trainer = make_trainer(tmp_path, "cures")
+    keys = ["val0_0_0", "val0_1_0"]
+    fields = [{"rm_scores": torch.ones(3), "response_mask": torch.ones(3, dtype=torch.int64)} for _ in keys]
+    tags = [{"status": "success", "prompt_len": 5, "response_len": 3, "seq_len": 8, "global_steps": 1} for _ in keys]
+    tq.kv_put(key="val0", partition_id="val", tag={"is_prompt": True, "status": "pending", "global_steps": 1})
+    tq.kv_batch_put(keys=keys, partition_id="val", fields=list_of_dict_to_tensordict(fields), tags=tags)
+    tq.kv_put(key="val0", partition_id="val", tag={"status": "finished"})
+    batch, _ = trainer.replay_buffer.sample(1, "val", 1)  # verl's own sync sampling, untouched by the policy
+    assert sorted(batch.keys) == keys and trainer.replay_buffer.state.steps_done == 0
+    tq.kv_clear(keys=keys, partition_id="val")
