@@ -1,4 +1,5 @@
-"""The report's eight figures, one function each, in one style; each is saved as PNG and SVG."""
+"""The report's eight figures, one function each, in one style, saved as PNG and SVG; they only draw (the numbers come
+from `cures.analysis.theory`, the simulator and the report)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cures.analysis.theory import (
-    allocations,
-    eq21_sigma2,
-    ess_curve,
-    mc_gradient_variance,
-    one_prompt_model,
-    total_variance,
-)
+from cures.analysis.theory import AllocationComparison, eq21_sigma2, ess_shares, one_prompt_model
 from cures.simulator.output import mean_curve
 from cures.simulator.run import stacked
 from cures.theory import (
@@ -78,24 +72,6 @@ def per_prompt_quantities(out: Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------------------------- 2
-PASS_RATE_GRID = tuple(np.linspace(0.05, 0.95, 10))
-
-
-def gradient_variance_points(reps: int, seed: int = 0, ps=PASS_RATE_GRID, ns=(4, 16),
-                             norms=((1.0, 1.0), (0.5, 2.0), (2.0, 0.5)), level: float = 0.95) -> list[dict]:
-    """Monte Carlo Tr Var of one prompt's gradient estimate next to Eq. 21 / n, for each (noise scales, n, p)."""
-    rng = np.random.default_rng(seed)
-    model = one_prompt_model()
-    rows = []
-    for s1, s0 in norms:
-        for n in ns:
-            for p in ps:
-                est, lo, hi = mc_gradient_variance(float(p), n, s1, s0, reps, rng, model, level)
-                rows.append({"sigma_correct": s1, "sigma_wrong": s0, "n": n, "p": float(p), "mc": est, "lo": lo,
-                             "hi": hi, "eq21": eq21_sigma2(float(p), model, s1, s0) / n})
-    return rows
-
-
 def gradient_variance(out: Path, rows: list[dict]) -> list[Path]:
     plt = _plt()
     norms = sorted({(r["sigma_correct"], r["sigma_wrong"]) for r in rows}, key=lambda t: (t[0] != t[1], t))
@@ -131,24 +107,19 @@ def sampling_distribution_figure(out: Path, taus=(0.05, 0.1, 0.2, 0.5)) -> list[
            title="Eq. 14 sampling weight relative to uniform")
     ax.legend()
     ax = axes[1]
-    rng = np.random.default_rng(0)
-    pops = {"Beta(0.6, 0.9)": rng.beta(0.6, 0.9, 10_000),
-            "24% at 0 + Beta(1.1, 1)": np.where(rng.random(10_000) < 0.24, 0.0, rng.beta(1.1, 1.0, 10_000)),
-            "U-shaped Beta(0.3, 0.3)": rng.beta(0.3, 0.3, 10_000)}
     t = np.logspace(-2.5, 1, 60)
-    for name, pop in pops.items():
-        ax.plot(t, ess_curve(pop, t) / pop.size, label=name)
+    for name, share in ess_shares(t).items():
+        ax.plot(t, share, label=name)
     ax.set(xscale="log", xlabel="tau", ylabel="effective sample size / N", title="how many prompts rho* uses")
     ax.legend()
     return save(fig, out, "fig3_sampling_distribution")
 
 
 # ----------------------------------------------------------------------------------------------------------- 4
-def allocation_figure(out: Path, m: int = 64, budget: int = 512) -> tuple[list[Path], dict]:
+def allocation_figure(out: Path, comparison: AllocationComparison) -> list[Path]:
     plt = _plt()
-    p = np.linspace(0, 1, m)
-    alloc = allocations(p, budget)
-    variances = {k: total_variance(p, v) for k, v in alloc.items()}
+    p, alloc, variances = comparison.p, comparison.allocations, comparison.variances
+    m, budget = p.size, comparison.budget
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
     c = colors(alloc)
     for name, n in alloc.items():
@@ -162,7 +133,7 @@ def allocation_figure(out: Path, m: int = 64, budget: int = 512) -> tuple[list[P
         axes[1].annotate(f"{variances[k] / base:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                          ha="center", va="bottom")
     axes[1].set(ylabel="sum sigma²/n relative to CurES", title="total gradient variance (Eq. 19) at equal budget")
-    return save(fig, out, "fig4_allocation"), variances
+    return save(fig, out, "fig4_allocation")
 
 
 # ----------------------------------------------------------------------------------------------------------- 5

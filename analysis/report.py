@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cures._io import staged_outputs
-from cures.analysis import figures
+from cures.analysis import figures, theory
 from cures.analysis.experiments import ALL_POLICIES, CURES_FAMILY, PEERS, run_comparison, run_sensitivity
 from cures.analysis.reconcile import markdown as reconcile_markdown
 from cures.analysis.reconcile import reconcile
@@ -63,13 +63,14 @@ def _build_report(out: Path, sizes: ReportSizes, done) -> list[Path]:
     files: list[Path] = []
     files += figures.per_prompt_quantities(out)
     done(FIGURES[0][0])
-    variance_rows = figures.gradient_variance_points(sizes.mc_reps)
+    variance_rows = theory.gradient_variance_points(sizes.mc_reps)
     files += figures.gradient_variance(out, variance_rows)
     done(FIGURES[1][0])
     files += figures.sampling_distribution_figure(out)
     done(FIGURES[2][0])
-    fig4, variances = figures.allocation_figure(out)
-    files += fig4
+    comparison = theory.allocation_comparison()
+    variances = comparison.variances
+    files += figures.allocation_figure(out, comparison)
     done(FIGURES[3][0])
 
     cfg = build_config(sizes.scenario, {"n_prompts": sizes.n_prompts, "seeds": sizes.seeds, "steps": sizes.steps,

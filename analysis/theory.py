@@ -4,6 +4,7 @@ and the allocations the policies' own kernels make."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import ndtri
@@ -90,3 +91,50 @@ def total_variance(p: np.ndarray, n: np.ndarray) -> float:
         return math.inf
     keep = s2 > 0
     return float(np.sum(s2[keep] / n[keep]))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The data of the report's theory figures (analysis.figures draws them)
+# --------------------------------------------------------------------------------------------------------------------
+
+PASS_RATE_GRID = tuple(np.linspace(0.05, 0.95, 10))
+
+
+def gradient_variance_points(reps: int, seed: int = 0, ps=PASS_RATE_GRID, ns=(4, 16),
+                             norms=((1.0, 1.0), (0.5, 2.0), (2.0, 0.5)), level: float = 0.95) -> list[dict]:
+    """Monte Carlo Tr Var of one prompt's gradient estimate next to Eq. 21 / n, for each (noise scales, n, p)."""
+    rng = np.random.default_rng(seed)
+    model = one_prompt_model()
+    rows = []
+    for s1, s0 in norms:
+        for n in ns:
+            for p in ps:
+                est, lo, hi = mc_gradient_variance(float(p), n, s1, s0, reps, rng, model, level)
+                rows.append({"sigma_correct": s1, "sigma_wrong": s0, "n": n, "p": float(p), "mc": est, "lo": lo,
+                             "hi": hi, "eq21": eq21_sigma2(float(p), model, s1, s0) / n})
+    return rows
+
+
+def ess_shares(taus: np.ndarray, size: int = 10_000, seed: int = 0) -> dict[str, np.ndarray]:
+    """Effective sample size of rho* (Eq. 14) over three pass-rate populations, as a share of the pool, per tau."""
+    rng = np.random.default_rng(seed)
+    pops = {"Beta(0.6, 0.9)": rng.beta(0.6, 0.9, size),
+            "24% at 0 + Beta(1.1, 1)": np.where(rng.random(size) < 0.24, 0.0, rng.beta(1.1, 1.0, size)),
+            "U-shaped Beta(0.3, 0.3)": rng.beta(0.3, 0.3, size)}
+    return {name: ess_curve(pop, taus) / pop.size for name, pop in pops.items()}
+
+
+@dataclass(frozen=True)
+class AllocationComparison:
+    """Each rule's rollouts for m prompts of evenly spaced pass rates under one budget, and its Eq. 19 variance."""
+
+    p: np.ndarray
+    budget: int
+    allocations: dict
+    variances: dict
+
+
+def allocation_comparison(m: int = 64, budget: int = 512) -> AllocationComparison:
+    p = np.linspace(0, 1, m)
+    alloc = allocations(p, budget)
+    return AllocationComparison(p, budget, alloc, {k: total_variance(p, v) for k, v in alloc.items()})

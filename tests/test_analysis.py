@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
-from cures.analysis.figures import gradient_variance_points
 from cures.analysis.report import FIGURES
-from cures.analysis.theory import allocations, total_variance
+from cures.analysis.theory import allocations, gradient_variance_points, total_variance
 
 ROOT = Path(__file__).resolve().parent.parent
 
