@@ -8,8 +8,6 @@ budget N (or N/m each), and update the posterior and rho* from the successes (Eq
 training group, so a prompt drawn twice forms two groups.
 """
 
-from typing import NamedTuple
-
 import numpy as np
 from numba import njit
 
@@ -41,25 +39,33 @@ from cures.policies.spec import (
     common_params,
     fits_dataset,
     integer,
+    kernel_record,
     real,
     register,
 )
 from cures.posterior import posterior_mean
 
+TAU_DOC = (
+    "Eq. 14 temperature; the paper reports none. Default 0.1: the most and least informative prompts differ by "
+    "exp(0.5/0.1) = 148x in probability, so prompts believed solved or hopeless are drawn ~100x less often, while "
+    "every prompt keeps a positive probability and an unseen prompt (p_hat = 1/2 under Beta(1,1)) is drawn first"
+)
 
-class Params(NamedTuple):
-    batch_size: int  # m
-    budget: int  # N
-    decay: float  # posterior forgetting (Eq. 23-24 with decay)
-    n_min: int = 2  # smallest group of a prompt with positive sigma
-    n_max: int = 0  # largest group (0: no limit)
-    tau: float = 0.1  # Eq. 14 temperature
-    rho_sampling: bool = True  # line 11: draw from rho* (else an epoch-shuffled uniform pass)
-    sigma_allocation: bool = True  # line 12: n_i by Eq. 20 (else N / m each)
-    sigma_from_pre_rollouts: bool = False  # sigma_i fixed by the subset's pre-rollouts (line 8), not live p_hat
-    n_pre: int = 0  # N': pre-rollouts per prompt when a subset starts
-    steps_per_subset: int = 0  # M (0: never leave the subset)
-    reset: bool = True  # reset a subset's posterior when it starts
+_TAU = Param("tau", 0.1, TAU_DOC, real(1e-3))
+_SCHEDULE = (
+    Param("n_pre", 0, "N': pre-rollouts per prompt when a subset starts (counted; 0: none)", integer(0)),
+    Param("subsets", 1, "T: disjoint random subsets trained in turn (Algorithm 1)", integer(1)),
+    Param("steps_per_subset", 0, "M: steps per subset (0: stay on one subset)", integer(0)),
+    Param("reset", True, "reset the posterior of a subset when it starts", boolean()),
+    Param("sigma", "posterior", "sigma_i from the current posterior each step, or fixed from the pre-rollouts",
+          choice("posterior", "pre-rollout")),
+)
+PARAMS = (*common_params(), _TAU, *_SCHEDULE)  # `cures`; the other members take some of them, with other defaults
+Params = kernel_record(__name__, PARAMS,
+                       derived=("sigma_from_pre_rollouts",),  # sigma_i fixed by the subset's pre-rollouts (line 8)
+                       consumed=("sigma",),
+                       rho_sampling=True,  # line 11: draw from rho* (else an epoch-shuffled uniform pass)
+                       sigma_allocation=True)  # line 12: n_i by Eq. 20 (else N / m each)
 
 
 @njit(cache=True)
@@ -129,11 +135,6 @@ def observe(P, S, B, rng):
 # The four named policies
 # --------------------------------------------------------------------------------------------------------------------
 
-TAU_DOC = (
-    "Eq. 14 temperature; the paper reports none. Default 0.1: the most and least informative prompts differ by "
-    "exp(0.5/0.1) = 148x in probability, so prompts believed solved or hopeless are drawn ~100x less often, while "
-    "every prompt keeps a positive probability and an unseen prompt (p_hat = 1/2 under Beta(1,1)) is drawn first"
-)
 
 
 def _resolve(v, n_prompts):
@@ -179,20 +180,11 @@ def _register(**spec):
                                resolve=_resolve, **spec))
 
 
-_TAU = Param("tau", 0.1, TAU_DOC, real(1e-3))
-_SCHEDULE = (
-    Param("n_pre", 0, "N': pre-rollouts per prompt when a subset starts (counted; 0: none)", integer(0)),
-    Param("subsets", 1, "T: disjoint random subsets trained in turn (Algorithm 1)", integer(1)),
-    Param("steps_per_subset", 0, "M: steps per subset (0: stay on one subset)", integer(0)),
-    Param("reset", True, "reset the posterior of a subset when it starts", boolean()),
-    Param("sigma", "posterior", "sigma_i from the current posterior each step, or fixed from the pre-rollouts",
-          choice("posterior", "pre-rollout")),
-)
 
 _register(
     name="cures",
     summary="CurES: rho* sampling (Eq. 14) from the live Beta posterior and sigma-proportional rollouts (Eq. 20).",
-    params=(*common_params(), _TAU, *_SCHEDULE),
+    params=PARAMS,
     arrays=("sigma", "tree"),
     check=_check_family,
     doc=__doc__ + """

@@ -8,8 +8,6 @@ the groups it has and records the shortfall (`state.vars.short_steps`, `short_gr
 counts, so the expected cost per kept group is n / (1 - f0) with f0 the zero-variance fraction.
 """
 
-from typing import NamedTuple
-
 from numba import njit
 
 from cures.policies.kernels import (
@@ -26,17 +24,19 @@ from cures.policies.spec import (
     fits_dataset,
     gen_batch_param,
     integer,
+    kernel_record,
     register,
     reporting_prior,
 )
 
-
-class Params(NamedTuple):
-    batch_size: int  # mixed groups per step
-    n: int
-    gen_batch_size: int  # prompts per generation round
-    max_gen_batches: int
-    decay: float = 1.0
+PARAMS = (
+    Param("batch_size", 64, "mixed groups to train per step (train_batch_size)", integer(1)),
+    Param("n", 8, "rollouts per prompt", integer(2)),
+    gen_batch_param(3, "prompts per generation round (verl's 1536 / 512)"),
+    Param("max_gen_batches", 10, "generation rounds per step before training on what there is", integer(1)),
+    reporting_prior(),
+)
+Params = kernel_record(__name__, PARAMS, decay=1.0)
 
 
 @njit(cache=True)
@@ -62,13 +62,7 @@ def _capacity(P, subset_size):
 SPEC = register(PolicySpec(
     name="dapo",
     summary="DAPO dynamic sampling: drop all-equal groups, refill until batch_size mixed groups (capped, no crash).",
-    params=(
-        Param("batch_size", 64, "mixed groups to train per step (train_batch_size)", integer(1)),
-        Param("n", 8, "rollouts per prompt", integer(2)),
-        gen_batch_param(3, "prompts per generation round (verl's 1536 / 512)"),
-        Param("max_gen_batches", 10, "generation rounds per step before training on what there is", integer(1)),
-        reporting_prior(),
-    ),
+    params=PARAMS,
     kernel_params=Params,
     plan=plan,
     observe=observe,

@@ -14,7 +14,6 @@ pass; a skipped candidate is spent for that pass. A round examines at most one p
 """
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -31,24 +30,19 @@ from cures.policies.kernels import (
     round_slots,
     update_posterior_from_round,
 )
-from cures.policies.spec import Param, PolicySpec, integer, real, register, reporting_prior
+from cures.policies.spec import Param, PolicySpec, integer, kernel_record, real, register, reporting_prior
 
-
-class Params(NamedTuple):
-    batch_size: int  # mixed groups per step
-    n: int
-    target: float  # target zero-variance ratio
-    q_init: float
-    q_step: float
-    max_gen_batches: int
-    gen_batch_size: int  # cap on one round's prompts
-    q_min: float = 0.05
-    q_max: float = 0.95
-    easy_threshold: float = 0.98
-    hard_threshold: float = 0.11
-    min_keep: float = 0.01
-    gen_growth: float = 1.25
-    decay: float = 1.0
+PARAMS = (
+    Param("batch_size", 64, "mixed groups to train per step", integer(1)),
+    Param("n", 8, "rollouts per prompt", integer(2)),
+    Param("target", 0.25, "target zero-variance ratio", real(0.0, 1.0)),
+    Param("q_init", 0.5, "initial keep base q_easy = q_hard", real(0.0, 1.0)),
+    Param("q_step", 0.01, "self-tuning step of q", real(0.0, 1.0)),
+    Param("max_gen_batches", 10, "generation rounds per step before training on what there is", integer(1)),
+    reporting_prior(),
+)
+Params = kernel_record(__name__, PARAMS, derived=("gen_batch_size",), q_min=0.05, q_max=0.95, easy_threshold=0.98,
+                       hard_threshold=0.11, min_keep=0.01, gen_growth=1.25, decay=1.0)
 
 
 STATE_VARS = (
@@ -127,15 +121,7 @@ def _resolve(v, n_prompts):
 SPEC = register(PolicySpec(
     name="greso",
     summary="GRESO: skip prompts with all-correct/all-wrong streaks (self-tuned), then DAPO-style refills.",
-    params=(
-        Param("batch_size", 64, "mixed groups to train per step", integer(1)),
-        Param("n", 8, "rollouts per prompt", integer(2)),
-        Param("target", 0.25, "target zero-variance ratio", real(0.0, 1.0)),
-        Param("q_init", 0.5, "initial keep base q_easy = q_hard", real(0.0, 1.0)),
-        Param("q_step", 0.01, "self-tuning step of q", real(0.0, 1.0)),
-        Param("max_gen_batches", 10, "generation rounds per step before training on what there is", integer(1)),
-        reporting_prior(),
-    ),
+    params=PARAMS,
     kernel_params=Params,
     plan=plan,
     observe=observe,

@@ -5,18 +5,27 @@ permutation per pass, incomplete last chunk dropped) and gives each the same n =
 updated with the results (Eq. 23-24) only so that callers can report p_hat; it never influences the plan.
 """
 
-from typing import NamedTuple
-
 from numba import njit
 
 from cures.policies.kernels import complete_single_round_step, uniform_round
-from cures.policies.spec import Param, PolicySpec, batch_capacity, fits_dataset, integer, register, reporting_prior
+from cures.policies.spec import (
+    Param,
+    PolicySpec,
+    batch_capacity,
+    fits_dataset,
+    integer,
+    kernel_record,
+    register,
+    reporting_prior,
+)
 
-
-class Params(NamedTuple):
-    batch_size: int  # m
-    budget: int  # N
-    decay: float = 1.0  # the reported posterior never forgets
+PARAMS = (
+    Param("batch_size", 64, "prompts per training step m", integer(1)),
+    Param("budget", None, "rollouts per training step N (default 8 x batch_size)", integer(2, optional=True),
+          display="8*batch_size"),
+    reporting_prior(),
+)
+Params = kernel_record(__name__, PARAMS, decay=1.0)  # the reported posterior never forgets
 
 
 @njit(cache=True)
@@ -39,12 +48,7 @@ def _check(v, n_prompts):
 SPEC = register(PolicySpec(
     name="grpo",
     summary="Uniform GRPO: epoch-shuffled prompts, fixed n = budget / batch_size rollouts each.",
-    params=(
-        Param("batch_size", 64, "prompts per training step m", integer(1)),
-        Param("budget", None, "rollouts per training step N (default 8 x batch_size)", integer(2, optional=True),
-              display="8*batch_size"),
-        reporting_prior(),
-    ),
+    params=PARAMS,
     kernel_params=Params,
     plan=plan,
     observe=observe,

@@ -12,8 +12,6 @@ advantage under GRPO). The M steps of the iteration take prompts from an ordinar
 its fixed n_i (prompts with n_i = 0 are skipped), so a step's rollout count varies around m x avg_rollouts.
 """
 
-from typing import NamedTuple
-
 import numpy as np
 from numba import njit
 
@@ -35,20 +33,22 @@ from cures.policies.spec import (
     PolicySpec,
     auto_subsets,
     integer,
+    kernel_record,
     real,
     register,
     screening_capacity,
 )
 
-
-class Params(NamedTuple):
-    batch_size: int  # m
-    n_pre: int  # N'
-    avg_rollouts: int
-    a: float
-    b: float
-    steps_per_subset: int  # M
-    decay: float = 1.0
+PARAMS = (
+    Param("batch_size", 64, "prompts per training step m", integer(1)),
+    Param("n_pre", 8, "stage-1 samples per prompt of a subset", integer(1)),
+    Param("avg_rollouts", 8, "mean stage-2 rollouts per prompt (the subset's total / |D_t|)", integer(1)),
+    Param("a", 1e-3, "weight parameter a", real(0.0, lo_open=True)),
+    Param("b", 2.0, "weight parameter b", real()),
+    Param("subsets", 0, "disjoint subsets (0: auto, about steps_per_subset x batch_size prompts each)", integer(0)),
+    Param("steps_per_subset", 10, "steps per EM iteration", integer(1)),
+)
+Params = kernel_record(__name__, PARAMS, decay=1.0)
 
 
 @njit(cache=True)
@@ -104,15 +104,7 @@ def _check(v, n_prompts):
 SPEC = register(PolicySpec(
     name="gvm",
     summary="GVM: per-subset pre-sample, n_i ∝ G_i / sqrt(p_i + a/p_i^(b-1)) (decreasing in p), uniform prompts.",
-    params=(
-        Param("batch_size", 64, "prompts per training step m", integer(1)),
-        Param("n_pre", 8, "stage-1 samples per prompt of a subset", integer(1)),
-        Param("avg_rollouts", 8, "mean stage-2 rollouts per prompt (the subset's total / |D_t|)", integer(1)),
-        Param("a", 1e-3, "weight parameter a", real(0.0, lo_open=True)),
-        Param("b", 2.0, "weight parameter b", real()),
-        Param("subsets", 0, "disjoint subsets (0: auto, about steps_per_subset x batch_size prompts each)", integer(0)),
-        Param("steps_per_subset", 10, "steps per EM iteration", integer(1)),
-    ),
+    params=PARAMS,
     kernel_params=Params,
     plan=plan,
     observe=observe,

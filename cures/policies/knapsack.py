@@ -12,8 +12,6 @@ sampling_budget_by_knapsack). Budget the mixed prompts cannot absorb (all at n_m
 p_hat is the last epoch's success rate (or its last 16 rewards); here it is the prompt's last observation.
 """
 
-from typing import NamedTuple
-
 import numpy as np
 from numba import njit
 
@@ -25,16 +23,17 @@ from cures.policies.kernels import (
     round_slots,
     uniform_batch,
 )
-from cures.policies.spec import Param, PolicySpec, batch_capacity, fits_dataset, integer, register
+from cures.policies.spec import Param, PolicySpec, batch_capacity, fits_dataset, integer, kernel_record, register
 
-
-class Params(NamedTuple):
-    batch_size: int  # m
-    budget: int  # N
-    n_min: int
-    n_max: int
-    min_observations: int
-    decay: float = 1.0
+PARAMS = (
+    Param("batch_size", 64, "prompts per training step m", integer(1)),
+    Param("budget", None, "rollouts per training step N (default 8 x batch_size)", integer(2, optional=True),
+          display="8*batch_size"),
+    Param("n_min", 2, "fewest rollouts of a mixed prompt", integer(1)),
+    Param("n_max", 128, "most rollouts of one prompt", integer(1)),
+    Param("min_observations", 8, "rollouts a prompt's last observation needs before p_hat is trusted", integer(1)),
+)
+Params = kernel_record(__name__, PARAMS, decay=1.0)
 
 
 EDGE_N = 2  # rollouts for prompts believed all-correct or all-wrong (negative_n = positive_n = 2)
@@ -136,14 +135,7 @@ def _check(v, n_prompts):
 SPEC = register(PolicySpec(
     name="knapsack",
     summary="Knapsack-RL: exact DP maximising sum (1-p^n-(1-p)^n) p(1-p)^2 under the budget, 2 <= n <= 128.",
-    params=(
-        Param("batch_size", 64, "prompts per training step m", integer(1)),
-        Param("budget", None, "rollouts per training step N (default 8 x batch_size)", integer(2, optional=True),
-              display="8*batch_size"),
-        Param("n_min", 2, "fewest rollouts of a mixed prompt", integer(1)),
-        Param("n_max", 128, "most rollouts of one prompt", integer(1)),
-        Param("min_observations", 8, "rollouts a prompt's last observation needs before p_hat is trusted", integer(1)),
-    ),
+    params=PARAMS,
     kernel_params=Params,
     plan=plan,
     observe=observe,

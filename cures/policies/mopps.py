@@ -7,8 +7,6 @@ alpha <- lambda alpha + (1 - lambda) alpha0 + s, beta likewise with failures (Eq
 are the paper's math settings: ts_ratio 16, lambda 1 (no forgetting), n 8. The pool is capped at the dataset size.
 """
 
-from typing import NamedTuple
-
 import numpy as np
 from numba import njit
 
@@ -19,15 +17,27 @@ from cures.policies.kernels import (
     end_plan,
     uniform_batch,
 )
-from cures.policies.spec import Param, PolicySpec, batch_capacity, fits_dataset, integer, prior_pair, real, register
+from cures.policies.spec import (
+    Param,
+    PolicySpec,
+    batch_capacity,
+    fits_dataset,
+    integer,
+    kernel_record,
+    prior_pair,
+    real,
+    register,
+)
 
-
-class Params(NamedTuple):
-    batch_size: int  # m
-    n: int
-    ts_ratio: int
-    target: float
-    decay: float  # lambda
+PARAMS = (
+    Param("batch_size", 64, "prompts per training step m", integer(1)),
+    Param("n", 8, "rollouts per prompt", integer(2)),
+    Param("ts_ratio", 16, "candidate pool = ts_ratio x batch_size (16 math, 8 Countdown/Geo3k)", integer(1)),
+    Param("target", 0.5, "target success rate", real(0.0, 1.0)),
+    Param("decay", 1.0, "discount lambda (1: no forgetting, the math setting; 0.5 elsewhere)", real(0.0, 1.0)),
+    Param("prior", (1.0, 1.0), "Beta prior (alpha0, beta0)", prior_pair()),
+)
+Params = kernel_record(__name__, PARAMS)
 
 
 @njit(cache=True)
@@ -52,14 +62,7 @@ def observe(P, S, B, rng):
 SPEC = register(PolicySpec(
     name="mopps",
     summary="MoPPS: Thompson-sample each candidate's Beta posterior, keep the m nearest the target rate, fixed n.",
-    params=(
-        Param("batch_size", 64, "prompts per training step m", integer(1)),
-        Param("n", 8, "rollouts per prompt", integer(2)),
-        Param("ts_ratio", 16, "candidate pool = ts_ratio x batch_size (16 math, 8 Countdown/Geo3k)", integer(1)),
-        Param("target", 0.5, "target success rate", real(0.0, 1.0)),
-        Param("decay", 1.0, "discount lambda (1: no forgetting, the math setting; 0.5 elsewhere)", real(0.0, 1.0)),
-        Param("prior", (1.0, 1.0), "Beta prior (alpha0, beta0)", prior_pair()),
-    ),
+    params=PARAMS,
     kernel_params=Params,
     plan=plan,
     observe=observe,

@@ -21,8 +21,6 @@ with the yaml's pilot of 8 and a commit of 24 (the scripts' 25 % pilot share); b
 epoch is not dropped.
 """
 
-from typing import NamedTuple
-
 import numpy as np
 from numba import njit
 
@@ -46,6 +44,7 @@ from cures.policies.spec import (
     default_gen_batch,
     gen_batch_param,
     integer,
+    kernel_record,
     real,
     register,
     reporting_prior,
@@ -55,18 +54,23 @@ SLOT, SUCC, ROLLOUTS, ADDED = 0, 1, 2, 3  # columns of State.held (one buffered 
 TO_EXCLUDE, EXCLUDED = 1, 2  # State.flags
 
 
-class Params(NamedTuple):
-    batch_size: int  # prompts committed (trained) per step
-    n_pilot: int
-    n_commit: int
-    gen_batch_size: int  # prompts piloted per round
-    p_lower: float
-    p_upper: float
-    p_solve: float
-    max_off_steps: int
-    max_variance: bool  # commit the buffered pilots of largest std first (else uniformly at random)
-    max_gen_batches: int
-    decay: float = 1.0
+PARAMS = (
+    Param("batch_size", 64, "prompts committed (trained) per step (train_batch_size; the scripts' 128)",
+          integer(1)),
+    Param("n_pilot", 8, "pilot rollouts per prompt (exploration.n; the 1.5B script's 32)", integer(2)),
+    Param("n_commit", 24, "commit rollouts per survivor (rollout.n; the 1.5B script's 96)", integer(1)),
+    gen_batch_param(3, "prompts piloted per round (the scripts' 384 / 128)"),
+    Param("p_lower", 0.125, "defer a pilot whose pass rate is below this", real(0.0, 1.0)),
+    Param("p_upper", 0.25, "skip a pilot whose pass rate is above 1 - this", real(0.0, 1.0)),
+    Param("p_solve", 1.0, "exclude a prompt whose pilot pass rate reaches this (None: never)",
+          real(0.0, 1.0, optional=True)),
+    Param("max_off_steps", 4, "steps a buffered pilot may wait before it is flushed", integer(0)),
+    Param("buffer_sampling", "random", "which survivors are committed first: random or max_variance",
+          choice("random", "max_variance")),
+    Param("max_gen_batches", 10, "rounds per step before training on what there is", integer(1)),
+    reporting_prior(),
+)
+Params = kernel_record(__name__, PARAMS, derived=("max_variance",), consumed=("buffer_sampling",), decay=1.0)
 
 
 STEP_VARS = (("commits", np.int64),)  # commit slots at the start of the latest round
@@ -182,22 +186,7 @@ def _group_size_params(n):
 SPEC = register(PolicySpec(
     name="pilot-commit",
     summary="Pilot-Commit: n_pilot rollouts per new prompt, commit n_commit more to mid-rate survivors (kept pilots).",
-    params=(
-        Param("batch_size", 64, "prompts committed (trained) per step (train_batch_size; the scripts' 128)",
-              integer(1)),
-        Param("n_pilot", 8, "pilot rollouts per prompt (exploration.n; the 1.5B script's 32)", integer(2)),
-        Param("n_commit", 24, "commit rollouts per survivor (rollout.n; the 1.5B script's 96)", integer(1)),
-        gen_batch_param(3, "prompts piloted per round (the scripts' 384 / 128)"),
-        Param("p_lower", 0.125, "defer a pilot whose pass rate is below this", real(0.0, 1.0)),
-        Param("p_upper", 0.25, "skip a pilot whose pass rate is above 1 - this", real(0.0, 1.0)),
-        Param("p_solve", 1.0, "exclude a prompt whose pilot pass rate reaches this (None: never)",
-              real(0.0, 1.0, optional=True)),
-        Param("max_off_steps", 4, "steps a buffered pilot may wait before it is flushed", integer(0)),
-        Param("buffer_sampling", "random", "which survivors are committed first: random or max_variance",
-              choice("random", "max_variance")),
-        Param("max_gen_batches", 10, "rounds per step before training on what there is", integer(1)),
-        reporting_prior(),
-    ),
+    params=PARAMS,
     kernel_params=Params,
     plan=plan,
     observe=observe,

@@ -11,8 +11,6 @@ own statistics. Defaults follow the code's config (n = 32, m = 8), and m = n / 4
 paper's main experiment, n = 64, m = 16).
 """
 
-from typing import NamedTuple
-
 from numba import njit
 
 from cures.policies.kernels import (
@@ -21,14 +19,25 @@ from cures.policies.kernels import (
     round_slots,
     uniform_round,
 )
-from cures.policies.spec import Param, PolicySpec, batch_capacity, fits_dataset, integer, register, reporting_prior
+from cures.policies.spec import (
+    Param,
+    PolicySpec,
+    batch_capacity,
+    fits_dataset,
+    integer,
+    kernel_record,
+    register,
+    reporting_prior,
+)
 
-
-class Params(NamedTuple):
-    batch_size: int  # prompts per step
-    n: int  # rollouts generated per prompt
-    m: int  # rollouts trained per prompt
-    decay: float = 1.0
+PARAMS = (
+    Param("batch_size", 64, "prompts per training step", integer(1)),
+    Param("n", 32, "rollouts generated per prompt (code default 32; paper's main experiment 64)", integer(2)),
+    Param("m", None, "rollouts trained per prompt (default n / 4: the code's 32 -> 8, the paper's 64 -> 16)",
+          integer(2, optional=True), display="n/4"),
+    reporting_prior(),
+)
+Params = kernel_record(__name__, PARAMS, decay=1.0)
 
 
 @njit(cache=True)
@@ -77,13 +86,7 @@ def _check(v, n_prompts):
 SPEC = register(PolicySpec(
     name="pods",
     summary="PODS: n rollouts per prompt, train on the m of largest reward variance (max-variance down-sampling).",
-    params=(
-        Param("batch_size", 64, "prompts per training step", integer(1)),
-        Param("n", 32, "rollouts generated per prompt (code default 32; paper's main experiment 64)", integer(2)),
-        Param("m", None, "rollouts trained per prompt (default n / 4: the code's 32 -> 8, the paper's 64 -> 16)",
-              integer(2, optional=True), display="n/4"),
-        reporting_prior(),
-    ),
+    params=PARAMS,
     kernel_params=Params,
     plan=plan,
     observe=observe,

@@ -16,7 +16,6 @@ baseline, unscaled (`norm_adv_by_std_in_grpo=False`): `--set estimator=drgrpo` i
 """
 
 import math
-from typing import NamedTuple
 
 from numba import njit
 
@@ -38,6 +37,7 @@ from cures.policies.spec import (
     choice,
     fits_dataset,
     integer,
+    kernel_record,
     register,
     reporting_prior,
 )
@@ -45,14 +45,18 @@ from cures.policies.spec import (
 POS, NEG = 0, 1  # columns of State.counts
 
 
-class Params(NamedTuple):
-    batch_size: int  # prompts per step
-    round_repeat: int  # M: rollouts per active prompt per round
-    max_rounds: int  # N
-    n: int  # rollouts trained per prompt
-    balanced: bool  # exit rule: both classes (balanced) or one positive (positive_focused)
-    global_stats: bool  # baseline from every rollout of the prompt in the step
-    decay: float = 1.0
+PARAMS = (
+    Param("batch_size", 64, "prompts per training step (the paper's 512)", integer(1)),
+    Param("round_repeat", 8, "M: rollouts per active prompt per round", integer(1)),
+    Param("max_rounds", 4, "N: rounds per step (at most M N rollouts per prompt)", integer(1)),
+    Param("n", 4, "rollouts trained per prompt (the effective group size)", integer(2)),
+    Param("choice", "balanced", "exit rule: both classes (balanced) or one positive (positive_focused)",
+          choice("balanced", "positive_focused")),
+    Param("global_stats", True, "baseline from every rollout of the prompt in the step (the paper's script)",
+          boolean()),
+    reporting_prior(),
+)
+Params = kernel_record(__name__, PARAMS, derived=("balanced",), consumed=("choice",), decay=1.0)
 
 
 @njit(cache=True, inline="always")
@@ -147,17 +151,7 @@ def _capacity(P, subset_size):
 SPEC = register(PolicySpec(
     name="reinforce-ada",
     summary="Reinforce-Ada: rounds of M rollouts until a prompt has both classes, then n per prompt, global baseline.",
-    params=(
-        Param("batch_size", 64, "prompts per training step (the paper's 512)", integer(1)),
-        Param("round_repeat", 8, "M: rollouts per active prompt per round", integer(1)),
-        Param("max_rounds", 4, "N: rounds per step (at most M N rollouts per prompt)", integer(1)),
-        Param("n", 4, "rollouts trained per prompt (the effective group size)", integer(2)),
-        Param("choice", "balanced", "exit rule: both classes (balanced) or one positive (positive_focused)",
-              choice("balanced", "positive_focused")),
-        Param("global_stats", True, "baseline from every rollout of the prompt in the step (the paper's script)",
-              boolean()),
-        reporting_prior(),
-    ),
+    params=PARAMS,
     kernel_params=Params,
     plan=plan,
     observe=observe,

@@ -15,8 +15,6 @@ Per iteration over a subset D_t (read from that commit's sampler and rollout-all
    updates during the iteration, per-rollout (token-mean) loss weighting.
 """
 
-from typing import NamedTuple
-
 import numpy as np
 from numba import njit
 
@@ -39,23 +37,26 @@ from cures.policies.spec import (
     auto_subsets,
     boolean,
     integer,
+    kernel_record,
     real,
     register,
     screening_capacity,
 )
 
-
-class Params(NamedTuple):
-    batch_size: int  # m
-    n_pre: int  # N'
-    steps_per_subset: int  # M
-    shards: int  # K
-    budget_coef: int  # c
-    rollout_multiplier: int
-    temperature_scale: float
-    within_batch_replacement: bool
-    align_to: int
-    decay: float = 1.0
+PARAMS = (
+    Param("batch_size", 64, "prompts per step m (released: 1024)", integer(1)),
+    Param("n_pre", 4, "N': pre-rollouts per prompt per iteration", integer(1)),
+    Param("subsets", 0, "iterations' disjoint subsets (0: auto, about steps_per_subset x batch_size prompts each)",
+          integer(0)),
+    Param("steps_per_subset", 10, "M: steps per iteration", integer(1)),
+    Param("shards", 8, "contiguous shards with their own budget (the GPUs of stage 0)", integer(1)),
+    Param("budget_coef", 8, "per-shard budget = batch_size x budget_coef (num_rollout_max)", integer(1)),
+    Param("rollout_multiplier", 4, "rollouts per allocated unit (vLLM rollout.n)", integer(1)),
+    Param("temperature_scale", 100.0, "per-prompt temperature = scale x (accepted + 1)", real(0.0, lo_open=True)),
+    Param("within_batch_replacement", False, "draw the batch with replacement (released: False)", boolean()),
+    Param("align_to", 8, "pad each step's total to a multiple of this (training GPUs)", integer(1)),
+)
+Params = kernel_record(__name__, PARAMS, decay=1.0)
 
 
 @njit(cache=True)
@@ -136,19 +137,7 @@ def observe(P, S, B, rng):
 SPEC = register(PolicySpec(
     name="cures-released",
     summary="The public CurES code's behaviour: near-uniform sampler, static per-subset n from s/N', x4 rollouts.",
-    params=(
-        Param("batch_size", 64, "prompts per step m (released: 1024)", integer(1)),
-        Param("n_pre", 4, "N': pre-rollouts per prompt per iteration", integer(1)),
-        Param("subsets", 0, "iterations' disjoint subsets (0: auto, about steps_per_subset x batch_size prompts each)",
-              integer(0)),
-        Param("steps_per_subset", 10, "M: steps per iteration", integer(1)),
-        Param("shards", 8, "contiguous shards with their own budget (the GPUs of stage 0)", integer(1)),
-        Param("budget_coef", 8, "per-shard budget = batch_size x budget_coef (num_rollout_max)", integer(1)),
-        Param("rollout_multiplier", 4, "rollouts per allocated unit (vLLM rollout.n)", integer(1)),
-        Param("temperature_scale", 100.0, "per-prompt temperature = scale x (accepted + 1)", real(0.0, lo_open=True)),
-        Param("within_batch_replacement", False, "draw the batch with replacement (released: False)", boolean()),
-        Param("align_to", 8, "pad each step's total to a multiple of this (training GPUs)", integer(1)),
-    ),
+    params=PARAMS,
     kernel_params=Params,
     plan=plan,
     observe=observe,

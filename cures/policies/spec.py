@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,12 +159,35 @@ def auto_subsets(v: dict, n_prompts: int) -> dict:
 INIT_ONLY = ("prior", "subsets")  # public parameters that shape the initial state, not the kernel parameters
 
 
+def kernel_record(module: str, params: Sequence[Param], *, derived: Sequence[str] = (), consumed: Sequence[str] = (),
+                  **constants) -> type:
+    """The kernels' parameter record (what `plan` and `observe` receive as P), derived from the public parameters,
+    so that a policy declares each parameter once: a NamedTuple class `Params` of `module` whose fields are
+
+    - `derived`: values the policy's `resolve` computes from others (no default);
+    - every public parameter, its default the `Param`'s, except those only `init` reads (`INIT_ONLY`) and those
+      `resolve` turns into derived fields (`consumed`);
+    - `constants`: the kernel's switches and fixed numbers, with these values unless a named policy's
+      `PolicySpec.fixed` sets them.
+
+    Numba types P by its values, so one class per family of kernels is one compiled specialisation; the class is
+    importable as `module.Params`, which Numba's on-disk cache needs."""
+    public = [p for p in params if p.name not in INIT_ONLY and p.name not in consumed]
+    fields = [*derived, *(p.name for p in public), *constants]
+    repeated = sorted({f for f in fields if fields.count(f) > 1})
+    if repeated:
+        raise ValueError(f"{module}: kernel fields declared twice: {', '.join(repeated)}")
+    defaults = (*(p.default for p in public), *constants.values())
+    return collections.namedtuple("Params", fields, defaults=defaults, module=module)
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """A named policy: public parameters, compiled kernels, and the state they need.
 
-    `kernel_params` (a NamedTuple class) is what `plan` and `observe` receive as P: its fields are the public
-    parameters of the same names, after `resolve`, with `fixed` values and the class's own defaults for the rest.
+    `kernel_params` (a NamedTuple class, made by `kernel_record` from the declared parameters) is what `plan` and
+    `observe` receive as P: its fields are the public parameters of the same names, after `resolve`, with `fixed`
+    values and the record's defaults for the rest.
     `group_size_params(n)` says how a policy without a `budget` spends GRPO's n rollouts per prompt (used by
     `make_policy_for_budget`). `arrays` names the optional per-prompt arrays of `layout.State` the kernels use
     (`load(values, n_prompts)` may supply some of them, e.g. features read from a file, instead of their zero

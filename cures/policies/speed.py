@@ -10,8 +10,6 @@ continuation runs as its own round instead of riding with the next screening bat
 the batch no longer needs are dropped (their screening rollouts still count), so no state crosses steps.
 """
 
-from typing import NamedTuple
-
 import numpy as np
 from numba import njit
 
@@ -34,18 +32,20 @@ from cures.policies.spec import (
     fits_dataset,
     gen_batch_param,
     integer,
+    kernel_record,
     register,
     reporting_prior,
 )
 
-
-class Params(NamedTuple):
-    batch_size: int  # prompts to train per step
-    n_init: int  # N_init
-    n_continue: int
-    gen_batch_size: int  # candidates per screening round
-    max_gen_batches: int
-    decay: float = 1.0
+PARAMS = (
+    Param("batch_size", 64, "prompts to train per step", integer(1)),
+    Param("n_init", 4, "screening rollouts per candidate (N_init)", integer(2)),
+    Param("n_continue", 20, "rollouts added to a screened-mixed prompt", integer(1)),
+    gen_batch_param(4, "candidates per screening round (the paper's 64 / 16)"),
+    Param("max_gen_batches", 10, "screening rounds per step before training on what there is", integer(1)),
+    reporting_prior(),
+)
+Params = kernel_record(__name__, PARAMS, decay=1.0)
 
 
 STEP_VARS = (
@@ -110,14 +110,7 @@ def _capacity(P, subset_size):
 SPEC = register(PolicySpec(
     name="speed",
     summary="SPEED-RL: screen with N_init rollouts, continue only mixed prompts with n_continue more (reused).",
-    params=(
-        Param("batch_size", 64, "prompts to train per step", integer(1)),
-        Param("n_init", 4, "screening rollouts per candidate (N_init)", integer(2)),
-        Param("n_continue", 20, "rollouts added to a screened-mixed prompt", integer(1)),
-        gen_batch_param(4, "candidates per screening round (the paper's 64 / 16)"),
-        Param("max_gen_batches", 10, "screening rounds per step before training on what there is", integer(1)),
-        reporting_prior(),
-    ),
+    params=PARAMS,
     kernel_params=Params,
     plan=plan,
     observe=observe,

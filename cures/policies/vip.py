@@ -24,7 +24,6 @@ then m_T <- g_T (the previous mean is the next prior; l = 0.27).
 
 import math
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -44,6 +43,7 @@ from cures.policies.spec import (
     choice,
     fits_dataset,
     integer,
+    kernel_record,
     real,
     register,
     reporting_prior,
@@ -54,19 +54,25 @@ from cures.theory import sigmoid_nb
 EPS = 1e-6  # clip of p and of observed pass rates
 
 
-class Params(NamedTuple):
-    batch_size: int  # m: candidate prompts per step
-    budget: int  # B
-    rloo: bool  # the RLOO objective (else Dr. GRPO's)
-    gamma: float
-    upper: int
-    min_keep: int
-    first_n: int  # rollouts per candidate while there is no history
-    prior_logit: float
-    gp: bool  # the embedding Gaussian process (else the identity kernel)
-    length_scale: float
-    jitter: float = 1e-4
-    decay: float = 1.0
+PARAMS = (
+    Param("batch_size", 64, "candidate prompts per training step", integer(1)),
+    Param("budget", None, "rollouts per training step B (default 8 x batch_size)", integer(2, optional=True),
+          display="8*batch_size"),
+    Param("objective", "rloo", "variance objective: rloo (the trainer's default) or grpo (Dr. GRPO)",
+          choice("rloo", "grpo")),
+    Param("gamma", None, "weight of the hard-prompt bonus gamma log p (default 7e-4 rloo, 4e-4 grpo)",
+          real(0.0, optional=True), display="7e-4|4e-4"),
+    Param("upper", 32, "most rollouts of one prompt", integer(4)),
+    Param("min_keep", 4, "fewest rollouts of a generated prompt (smaller groups are dropped)", integer(2)),
+    Param("first_n", 8, "rollouts per candidate on the first step, before any prediction (rollout.n)", integer(2)),
+    Param("prior_logit", -5.0, "predicted logit pass rate of a never-seen prompt (the trainer's GP prior)", real()),
+    Param("embeddings", None, "a .npy file of prompt embeddings (one row per prompt) for the GP predictor "
+          "(default: none, the last observed pass rate)", text(optional=True)),
+    Param("length_scale", 0.27, "the GP kernel's length scale l (with embeddings)", real(0.0, lo_open=True)),
+    reporting_prior(),
+)
+Params = kernel_record(__name__, PARAMS, derived=("rloo", "gp"), consumed=("objective", "embeddings"), jitter=1e-4,
+                       decay=1.0)
 
 
 @njit(cache=True, inline="always")
@@ -221,23 +227,7 @@ def _check(v, n_prompts):
 SPEC = register(PolicySpec(
     name="vip",
     summary="VIP: predicted pass rates, exact integer minimum of predicted gradient variance - gamma log p under B.",
-    params=(
-        Param("batch_size", 64, "candidate prompts per training step", integer(1)),
-        Param("budget", None, "rollouts per training step B (default 8 x batch_size)", integer(2, optional=True),
-              display="8*batch_size"),
-        Param("objective", "rloo", "variance objective: rloo (the trainer's default) or grpo (Dr. GRPO)",
-              choice("rloo", "grpo")),
-        Param("gamma", None, "weight of the hard-prompt bonus gamma log p (default 7e-4 rloo, 4e-4 grpo)",
-              real(0.0, optional=True), display="7e-4|4e-4"),
-        Param("upper", 32, "most rollouts of one prompt", integer(4)),
-        Param("min_keep", 4, "fewest rollouts of a generated prompt (smaller groups are dropped)", integer(2)),
-        Param("first_n", 8, "rollouts per candidate on the first step, before any prediction (rollout.n)", integer(2)),
-        Param("prior_logit", -5.0, "predicted logit pass rate of a never-seen prompt (the trainer's GP prior)", real()),
-        Param("embeddings", None, "a .npy file of prompt embeddings (one row per prompt) for the GP predictor "
-              "(default: none, the last observed pass rate)", text(optional=True)),
-        Param("length_scale", 0.27, "the GP kernel's length scale l (with embeddings)", real(0.0, lo_open=True)),
-        reporting_prior(),
-    ),
+    params=PARAMS,
     kernel_params=Params,
     plan=plan,
     observe=observe,
