@@ -133,3 +133,24 @@ def test_every_policy_file_in_the_package_is_found_and_registers_its_policies():
     homes = {get_spec(n).plan.py_func.__module__ for n in available()}
     assert homes == {f"cures.policies.{m}" for m in POLICY_MODULES}
     assert all(f"cures.policies.{m}" in sys.modules for m in POLICY_MODULES)
+
+
+def test_kernel_records_are_derived_from_the_declared_parameters_and_importable():
+    import pickle
+
+    from cures.policies import available, get_spec
+    from cures.policies.spec import INIT_ONLY, Param, integer, kernel_record
+
+    for name in available():
+        spec = get_spec(name)
+        cls = spec.kernel_params
+        assert pickle.loads(pickle.dumps(cls)) is cls  # Numba's on-disk cache pickles the record class by reference
+        declared = {p.name for p in spec.params} - set(INIT_ONLY) - set(spec.load_params)
+        family = [n for n in available() if get_spec(n).kernel_params is cls]
+        if len(family) == 1:  # a policy alone on its kernels: the record's defaults are its declared ones
+            for p in spec.params:
+                if p.name in cls._fields:
+                    assert cls._field_defaults[p.name] == p.default, (name, p.name)
+        assert declared - set(cls._fields) <= {"sigma", "buffer_sampling", "choice", "objective"}, name
+    with pytest.raises(ValueError, match="declared twice: n"):
+        kernel_record(__name__, (Param("n", 2, "", integer(1)),), n=3)
