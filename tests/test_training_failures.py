@@ -1,7 +1,8 @@
-"""Reward functions that misbehave (issue: reliability on clusters, item 6): one that raises, returns an infinite
-reward or the wrong count stops the step with a message naming it and the prompt (one line from `cures train`, exit
-2); None is an unscorable rollout, counted in `cures/unscorable_rollouts` and a failure for the posterior, never a
-success."""
+"""What a training run meets on a cluster, beyond signals and kills (test_trl_trainer.py): reward functions that
+misbehave (one that raises, returns an infinite reward or the wrong count stops the step with a message naming it
+and the prompt, one line from `cures train`, exit 2; None is an unscorable rollout, counted in
+`cures/unscorable_rollouts` and a failure for the posterior, never a success), and a disk that fills up while TRL
+writes a checkpoint."""
 
 import pytest
 import reward_fixtures
@@ -48,3 +49,38 @@ def test_cures_train_reports_a_raising_reward_function_in_one_line(tmp_path):
     errors = [line.split("error: ", 1)[1] for line in result.stderr.splitlines() if "error: " in line]
     assert len(errors) == 1 and errors[0].startswith("reward function 'raising_reward' raised KeyError"), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_full_disk_while_checkpointing_ends_in_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """ENOSPC inside TRL's own checkpoint writer (the optimizer's torch.save of checkpoint-4): one line naming the
+    file, exit 2; checkpoint-2 stays complete, the records keep every finished step, and a resume finishes the run."""
+    import errno
+    import json
+
+    import pandas as pd
+    import torch
+
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if "checkpoint-4" in str(f):
+            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    args = [*TINY, "--output_dir", str(tmp_path), "--n_problems", "12", "--policy", "grpo", "--prompts_per_step",
+            "4", "--rollouts_per_step", "16", "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2",
+            "--report_to", "none"]
+    result = cures_train_in_process(args)
+    assert result.exit_code == 2, result.output
+    errors = [line.split("error: ", 1)[1] for line in result.stderr.splitlines() if "error: " in line]
+    assert len(errors) == 1 and errors[0].startswith("No space left on device (") and "checkpoint-4" in errors[0]
+    from cures.backends.trl.trainer import resume_point
+
+    found = resume_point(tmp_path)
+    assert found is not None and found[0].endswith("checkpoint-2") and found[1].steps_done == 2
+    assert set(pd.read_parquet(tmp_path / "rollouts.parquet")["step"]) >= {0, 1, 2}
+    monkeypatch.setattr(torch, "save", real_save)
+    resumed = cures_train_in_process([*args, "--resume_from_checkpoint", "true"])
+    assert resumed.exit_code == 0, resumed.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 4
