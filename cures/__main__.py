@@ -1,5 +1,5 @@
 """`python -m cures` runs the command line."""
 
-from cures.cli import app
+from cures._entry import main
 
-app(prog_name="cures")
+main()

@@ -3,15 +3,9 @@ subsystems (simulator, analysis, backends) are imported inside their commands, s
 
 from __future__ import annotations
 
-import sys
-
 from cures.cli._app import app, fail, user_errors
 
-__all__ = ["app", "fail", "run", "user_errors"]
+__all__ = ["app", "fail", "user_errors"]
 
 # each module registers its commands on `app`, in the order `cures --help` lists them
 from cures.cli import policies, simulate, sweep, bench, report, train  # noqa: E402, F401, I001
-
-
-def run():  # pragma: no cover - console-script convenience
-    sys.exit(app())
