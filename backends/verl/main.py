@@ -86,7 +86,29 @@ def train(argv: list[str]) -> None:
     except (AssertionError, ValueError, HydraException) as exc:  # verl checks its settings with asserts
         lines = [line for line in str(exc).splitlines() if line.strip()] or [repr(exc)]
         raise ValueError(f"verl rejected the config: {lines[-2] if len(lines) > 1 else lines[0]}") from None
+    check_local_gpus(config)
     run_ppo(config, task_runner_class=CuresTaskRunner)
+
+
+def check_local_gpus(config: DictConfig, visible: int | None = None) -> None:
+    """A one-node run that starts its own Ray needs trainer.n_gpus_per_node GPUs on this machine: without them
+    verl's resource pool waits for GPUs that never come (and TransferQueue's start can hang on a small CPU-only
+    machine), so say so before Ray starts. A run joining a Ray cluster (ray_kwargs.ray_init.address or RAY_ADDRESS)
+    or spanning several nodes is left to Ray, whose driver need not hold GPUs."""
+    import os
+
+    ray_init = config.get("ray_kwargs", {}).get("ray_init", {}) or {}
+    if int(config.trainer.nnodes) != 1 or ray_init.get("address") or os.environ.get("RAY_ADDRESS"):
+        return
+    if visible is None:
+        import torch
+
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    want = int(config.trainer.n_gpus_per_node)
+    if visible < want:
+        raise ValueError(f"trainer.n_gpus_per_node={want} but this machine has {visible} GPU(s) visible; verl's "
+                         "trainer needs them (its rollout runs on vLLM or SGLang servers): set trainer.n_gpus_per_node "
+                         "or run on a GPU machine")
 
 
 def main() -> None:

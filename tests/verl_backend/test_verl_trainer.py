@@ -300,3 +300,15 @@ def test_trainer_mode_cures_is_registered_and_validation_keeps_verls_sampling(tr
     batch, _ = trainer.replay_buffer.sample(1, "val", 1)  # verl's own sync sampling, untouched by the policy
     assert sorted(batch.keys) == keys and trainer.replay_buffer.state.steps_done == 0
     tq.kv_clear(keys=keys, partition_id="val")
+
+
+def test_a_one_node_run_without_its_gpus_is_refused_before_ray_starts(monkeypatch):
+    from cures.backends.verl.main import check_local_gpus
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    recipe = str(ROOT / "examples" / "verl" / "qwen2.5-math-1.5b-cures.yaml")
+    with pytest.raises(ValueError, match=r"trainer.n_gpus_per_node=8 but this machine has 0 GPU\(s\) visible"):
+        check_local_gpus(compose_config(["--config", recipe]), visible=0)
+    check_local_gpus(compose_config(["--config", recipe]), visible=8)
+    check_local_gpus(compose_config(["--config", recipe, "trainer.nnodes=2"]), visible=0)  # Ray places the workers
+    check_local_gpus(compose_config(["--config", recipe, "+ray_kwargs.ray_init.address=auto"]), visible=0)
