@@ -17,3 +17,10 @@ def short_reward(completions, **kwargs):
 
 def half_unscorable_reward(completions, **kwargs):
     return [None if i % 2 else 1.0 for i in range(len(completions))]
+
+
+def slow_reward(completions, **kwargs):
+    import time
+
+    time.sleep(30)
+    return [0.0] * len(completions)

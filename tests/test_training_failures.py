@@ -33,6 +33,18 @@ def test_a_misbehaving_reward_function_stops_the_step_naming_itself_and_the_prom
     assert state.steps_done == 0  # the step did not reach the posterior
 
 
+def test_a_reward_function_past_reward_timeout_stops_the_step_naming_itself(tmp_path):
+    import time
+
+    trainer, state = trainer_with(reward_fixtures.slow_reward, tmp_path)
+    trainer.args.reward_timeout = 0.5
+    t0 = time.perf_counter()
+    message = r"reward function 'slow_reward' took longer than reward_timeout=0.5 s on a batch of 16 completions"
+    with pytest.raises(RewardFunctionError, match=message):
+        trainer.train()
+    assert time.perf_counter() - t0 < 25 and state.steps_done == 0  # stopped long before the function's 30 s
+
+
 def test_unscorable_rollouts_are_counted_and_fail_for_the_posterior(tmp_path):
     trainer, state = trainer_with(reward_fixtures.half_unscorable_reward, tmp_path)
     before = state.arrays.alpha.copy(), state.arrays.beta.copy()

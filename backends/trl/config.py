@@ -59,6 +59,12 @@ class CuresGRPOConfig(GRPOConfig):
         default=0.5, metadata={"help": "A combined reward above this counts as a success for the posterior and "
                                "for evaluation accuracy."},
     )
+    reward_timeout: float | None = field(
+        default=None,
+        metadata={"help": "Seconds one scoring call of the reward functions may take (a batch of completions) before "
+                  "the step stops with an error naming the function running then (None: no limit; main process "
+                  "thread, POSIX only)."},
+    )
     generation_chunk_size: int | None = field(
         default=None,
         metadata={"help": "Completions generated per process per call. Default: per_device_train_batch_size x "
@@ -90,6 +96,9 @@ class CuresGRPOConfig(GRPOConfig):
         _choice("weighting", self.weighting, WEIGHTINGS)
         if not (isinstance(self.success_threshold, int | float) and math.isfinite(self.success_threshold)):
             raise ValueError(f"success_threshold must be a finite number; got {self.success_threshold!r}")
+        if self.reward_timeout is not None and not (isinstance(self.reward_timeout, int | float)
+                                                    and math.isfinite(self.reward_timeout) and self.reward_timeout > 0):
+            raise ValueError(f"reward_timeout must be a positive number of seconds; got {self.reward_timeout!r}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be at least 1 (or -1: train num_train_epochs passes over the prompts);"
                              f" got {self.max_steps}")

@@ -98,8 +98,9 @@ class RewardFunctionError(ValueError):
                      if frame.f_code in codes), None)
         who = f"reward function {name!r}" if name else "a reward function"
         reason = (str(exc).splitlines() or [""])[0] or type(exc).__name__
-        return cls(f"{who} raised {type(exc).__name__} ({reason}) on a batch of {len(prompts)} completions, the first "
-                   f"for prompt {_short(prompts[0]) if prompts else '(none)'}")
+        what = reason if isinstance(exc, RewardTimeout) else f"raised {type(exc).__name__} ({reason})"
+        return cls(f"{who} {what} on a batch of {len(prompts)} completions, the first for prompt "
+                   f"{_short(prompts[0]) if prompts else '(none)'}")
 
     @classmethod
     def check_finite(cls, matrix: torch.Tensor, names, prompts, local: slice) -> None:
@@ -113,6 +114,30 @@ class RewardFunctionError(ValueError):
                  else f"row {row} of the gathered batch")
         raise cls(f"reward function {names[col]!r} returned {value} for {where}; a reward must be a finite number, "
                   "or None for an unscorable completion")
+
+
+class RewardTimeout(Exception):
+    """A scoring call ran past `reward_timeout`."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None):
+    """Raise RewardTimeout in this (main) thread once `seconds` have passed (SIGALRM); no limit for None, off the
+    main thread, or where there is no SIGALRM."""
+    if seconds is None or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise RewardTimeout(f"took longer than reward_timeout={seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _code_of(func):
@@ -378,7 +403,8 @@ class CuresGRPOTrainer(GRPOTrainer):
         if self._trl.replay is not None:
             return self._trl.replay[1].to(self.accelerator.device)
         try:
-            matrix = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            with _time_limit(self.args.reward_timeout):
+                matrix = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         except Exception as exc:
             if isinstance(exc, RewardFunctionError):
                 raise
