@@ -26,15 +26,14 @@ test: $(BIN)/python  ## create the environment and run every test (lint included
 	$(BIN)/python -m pytest -n auto --dist loadfile --durations=20  # one process per core; a file stays on one; the 20 slowest tests are listed
 
 # The verl backend lives in an environment of its own: verl 0.9.1 needs transformers<5.11, the train extra 5.24.0.
-# verl-deps installs cures' requirements with the verl and dev extras (read from pyproject.toml) but not cures itself,
-# so that it can run beside `make test`'s own editable install.
+# verl-deps installs cures' requirements with the verl and dev extras (read from pyproject.toml), not cures itself.
 verl-deps: $(VERL_BIN)/python
 	$(VERL_BIN)/pip install $(PIP_FLAGS) torch==2.13.0
 	$(VERL_BIN)/pip install $(PIP_FLAGS) $$($(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; print(' '.join(p['dependencies'] + x['verl'] + x['dev']))")
 
+# cures itself is imported from the checkout (PYTHONPATH), not installed, so that this can run beside `make test`.
 test-verl: verl-deps  ## the verl backend's tests (a real TransferQueue, verl's CPU-stub pattern) in that environment
-	$(VERL_BIN)/pip install $(PIP_FLAGS) --no-deps -e .
-	$(VERL_BIN)/python -m pytest tests/verl_backend -p no:cacheprovider -W ignore::UserWarning
+	PYTHONPATH=$(CURDIR) $(VERL_BIN)/python -m pytest tests/verl_backend -p no:cacheprovider -W ignore::UserWarning
 
 lint: $(BIN)/python
 	$(BIN)/ruff check .
