@@ -189,7 +189,8 @@ class CuresReplayBuffer(ReplayBuffer):
 
     def score(self, plan, keys: list[str]) -> np.ndarray:
         """Each rollout's summed `rm_scores`; NaN for a key the agent loop never wrote (a failed session)."""
-        present = [k for k in keys if k in self._tags()]
+        written = self._tags()
+        present = [k for k in keys if k in written]
         scores = {}
         if present:
             data = tq.kv_batch_get(keys=present, partition_id=self.partition, select_fields=["rm_scores"])
