@@ -9,6 +9,7 @@ node needs only the same version of cures installed (checked per task).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -123,6 +124,10 @@ def run_on_ray(fn: Callable, args: Sequence, jobs: int | None, on_result: Callab
         except BaseException:
             for ref in pending:  # Ctrl-C or a failed cell: stop what is still running; finished cells are saved
                 ray.cancel(ref, force=True)
+            # let the cancelled tasks' replies arrive before the shutdown below: one landing during it aborted the
+            # driver in Ray's task manager (a C++ check in CompletePendingTask, 1 of 8 local runs)
+            with contextlib.suppress(Exception):
+                ray.wait(pending, num_returns=len(pending), timeout=5)
             raise
     finally:
         if started_here:
