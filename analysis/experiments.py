@@ -51,7 +51,7 @@ def run_sensitivity(cfg: SimConfig, taus=(0.03, 0.1, 0.3, 1.0), n_pre=(4, 8, 16)
     rollouts = np.zeros_like(acc)
     for i, n in enumerate(n_pre):
         for j, coef in enumerate(coefs):
-            c = dataclasses.replace(cfg, budget=coef * cfg.batch_size, policy_params={"n_pre": n})
+            c = dataclasses.replace(cfg, rollouts_per_step=coef * cfg.prompts_per_step, policy_params={"n_pre": n})
             summary, runs = simulate("cures-paper", c, progress)
             acc[i, j] = final_accuracy(runs)["mean"]
             rollouts[i, j] = summary["rollouts_total"]

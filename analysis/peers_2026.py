@@ -3,9 +3,10 @@
     python -m cures.analysis.peers_2026 --match rollouts --out runs/peers-rollouts
     python -m cures.analysis.peers_2026 --match steps --out runs/peers-steps
 
-Every policy spends GRPO's group size n = budget / batch_size in its own terms (`make_policy_for_budget`): VIP
-spends the same budget, Reinforce-Ada trains n per prompt, PODS generates 4n and trains n (the paper's ratio) and
-Pilot-Commit splits n into a 25 % pilot and a commit (the authors' pXcY runs, X + Y = GRPO's n).
+Every policy spends GRPO's group size n = rollouts_per_step / prompts_per_step in its own terms
+(`make_policy_for_budget`): VIP spends the same budget, Reinforce-Ada trains n per prompt, PODS generates 4n and trains
+n (the paper's ratio) and Pilot-Commit splits n into a 25 % pilot and a commit (the authors' pXcY runs, X + Y = GRPO's
+n).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     cfg = build_config(args.scenario, {"seeds": args.seeds})
-    if cfg.budget is None:  # GRPO's default n = 8, so that every policy gets its share of the same budget
-        cfg = build_config(args.scenario, {"seeds": args.seeds, "budget": 8 * cfg.batch_size})
+    if cfg.rollouts_per_step is None:  # GRPO's default n = 8, so that every policy gets its share of the same budget
+        cfg = build_config(args.scenario, {"seeds": args.seeds, "rollouts_per_step": 8 * cfg.prompts_per_step})
     result, runs = compare(POLICIES, cfg, match=args.match)
     write_comparison(args.out, result, runs, cfg)
     print(markdown_table(result))

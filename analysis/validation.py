@@ -120,7 +120,7 @@ def validation_result(out: Path, policies: list[str], seeds: list[int], sim_seed
                                                          "protocol (cures.analysis.sim_to_real)"))
     (where / "calibration.json").write_text(json.dumps(calib, indent=2) + "\n")
     steps = observed.steps
-    budget = observed.budget
+    rollouts_per_step = observed.rollouts_per_step
     real, predicted = {}, {}
     for p in policies:
         if not done[p]:
@@ -148,8 +148,10 @@ def validation_result(out: Path, policies: list[str], seeds: list[int], sim_seed
         obs_steps = np.array([_steps_to(c, grpo_peak_real) for c in real[p]["train_reward"]])
         pred_steps = np.array([_steps_to(c, grpo_peak_sim) for c in predicted[p]["train_reward"]])
         row["rollouts_to_grpo_peak"] = {
-            "observed_mean_curve": _steps_to(np.nanmean(real[p]["train_reward"], axis=0), grpo_peak_real) * budget,
-            "predicted_mean_curve": _steps_to(np.nanmean(predicted[p]["train_reward"], axis=0), grpo_peak_sim) * budget,
+            "observed_mean_curve": _steps_to(np.nanmean(real[p]["train_reward"], axis=0),
+                                             grpo_peak_real) * rollouts_per_step,
+            "predicted_mean_curve": _steps_to(np.nanmean(predicted[p]["train_reward"], axis=0),
+                                              grpo_peak_sim) * rollouts_per_step,
             "observed_share_of_seeds_reaching": float(np.mean(np.isfinite(obs_steps))),
             "predicted_share_of_seeds_reaching": float(np.mean(np.isfinite(pred_steps)))}
         row["lengths"] = {k: _mean_ci([d[k] for d in real[p]["lengths"]], (0.0, 1.0) if "share" in k else

@@ -78,15 +78,16 @@ def _per_step_pair(policies: tuple[str, str], scenario: str | None, n_prompts: i
 
 
 def compare_policies(policy: str, versus: str, scenario: str | None = None, n_prompts: int = 10_000,
-                     steps: int = 200, repeats: int = 7, seed: int = 0, batch_size: int | None = None,
-                     budget: int | None = None) -> dict:
+                     steps: int = 200, repeats: int = 7, seed: int = 0, prompts_per_step: int | None = None,
+                     rollouts_per_step: int | None = None) -> dict:
     """The engine's marginal seconds per step of `policy` and of `versus`, measured alternately `repeats` times in
     one fresh process (one thread); returns both lists, the median of the per-repeat ratios policy / versus, and the
     ratio of the two fastest repeats (on a machine that switches between a fast and a slow state, the two policies
     slow down unequally, so the per-repeat ratios spread; the minima compare both in the fast state)."""
     import statistics
 
-    shape = {k: v for k, v in (("batch_size", batch_size), ("budget", budget)) if v is not None}
+    shape = {k: v for k, v in (("prompts_per_step", prompts_per_step), ("rollouts_per_step",
+                                                                        rollouts_per_step)) if v is not None}
     with mp.get_context("spawn").Pool(1) as pool:
         times = pool.apply(_per_step_pair, ((policy, versus), scenario, n_prompts, steps, seed, shape, repeats))
     ratios_ = [a / b for a, b in zip(times[policy], times[versus], strict=True)]
@@ -95,14 +96,15 @@ def compare_policies(policy: str, versus: str, scenario: str | None = None, n_pr
 
 
 def run_bench(policy: str = "cures", scenario: str | None = None, sizes=SIZES, engine_steps: int = 400,
-              reference_steps: int = 8, seed: int = 0, vectorised_steps: int = 100, batch_size: int | None = None,
-              budget: int | None = None, repeats: int = 1) -> list[dict]:
+              reference_steps: int = 8, seed: int = 0, vectorised_steps: int = 100, prompts_per_step: int | None = None,
+              rollouts_per_step: int | None = None, repeats: int = 1) -> list[dict]:
     """Engine and both references at each size (prompts per step and rollouts per step from the scenario unless
     given), each measured in its own fresh process, in `repeats` rounds that alternate the implementations (so a
     machine that changes speed within seconds slows them alike); returns one record per (size, implementation) with
     the median over rounds of its seconds per step and setup, its largest peak memory, and every round's seconds."""
     ctx = mp.get_context("spawn")
-    shape = {k: v for k, v in (("batch_size", batch_size), ("budget", budget)) if v is not None}
+    shape = {k: v for k, v in (("prompts_per_step", prompts_per_step), ("rollouts_per_step",
+                                                                        rollouts_per_step)) if v is not None}
     rounds: dict[tuple[int, str], list[dict]] = {}
     for _ in range(repeats):
         for n in sizes:

@@ -43,8 +43,8 @@ class Observed:
 
     policy: str
     curves: dict[str, np.ndarray]
-    batch_size: int
-    budget: int
+    prompts_per_step: int
+    rollouts_per_step: int
     runs: list[str]
 
     @property
@@ -78,13 +78,13 @@ def observed_runs(run_dirs: list, option: str = "--run") -> Observed:
         if steps != list(range(len(steps))):
             raise ValueError(f"{option} {run}: the records skip steps (have {len(steps)} of {steps[-1] + 1})")
         gen = frame[frame["rollouts"] > 0]
-        budget = int(gen.groupby("step")["rollouts"].sum().median())
+        rollouts_per_step = int(gen.groupby("step")["rollouts"].sum().median())
         batch = int(frame[frame["group"] >= 0].groupby("step")["group"].nunique().median())
         name = json.loads(summary.read_text()).get("policy") if summary.is_file() else None
         if policy is not None and name is not None and name != policy:
             raise ValueError(f"{option} {run}: a run of {name}, the others are of {policy}: calibrate on one policy")
         policy = policy or name
-        shapes.add((batch, budget))
+        shapes.add((batch, rollouts_per_step))
         curves.append(step_curves(frame))
         names.append(str(run))
     if len(shapes) > 1:
@@ -92,8 +92,8 @@ def observed_runs(run_dirs: list, option: str = "--run") -> Observed:
     if policy is None:
         raise ValueError(f"{option} {run_dirs[0]}: no summary.json says which policy the run used")
     n = min(c["train_reward"].size for c in curves)
-    (batch, budget), = shapes
-    return Observed(policy, {y: np.stack([c[y][:n] for c in curves]) for y in TARGETS}, batch, budget, names)
+    (batch, rollouts_per_step), = shapes
+    return Observed(policy, {y: np.stack([c[y][:n] for c in curves]) for y in TARGETS}, batch, rollouts_per_step, names)
 
 
 def read_profile(profile_dir, option: str = "--profile") -> Path:
@@ -183,7 +183,7 @@ def calibrate(observed: Observed, pass_rates: Path, sim_seeds: int = 16, max_ite
     from scipy.optimize import minimize
 
     base = {"init_pass_rate": str(pass_rates), "n_prompts": int(len(pd.read_csv(pass_rates))),
-            "batch_size": observed.batch_size, "budget": observed.budget}
+            "prompts_per_step": observed.prompts_per_step, "rollouts_per_step": observed.rollouts_per_step}
     z0 = np.array([math.log(START["lr"]), math.log(START["unlearnable"] / (1 - START["unlearnable"])),
                    math.log(START["a_spread"])])
     fits = []
@@ -216,7 +216,8 @@ def interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def scenario_toml(fit: dict, description: str) -> str:
     """The fitted settings as a scenario file that `simulate`, `compare` and `sweep` take (`--scenario FILE`)."""
-    keys = ("mode", "dim", "lr", "unlearnable", "a_spread", "init_pass_rate", "n_prompts", "batch_size", "budget")
+    keys = ("mode", "dim", "lr", "unlearnable", "a_spread", "init_pass_rate", "n_prompts", "prompts_per_step",
+            "rollouts_per_step")
     lines = [f"description = {description!r}".replace("'", '"')]
     for key in keys:
         if key in fit["settings"]:

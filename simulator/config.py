@@ -13,8 +13,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
+from cures.renamed import refuse_renamed, refuse_renamed_value
+
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
-ESTIMATORS = ("grpo", "drgrpo", "rloo", "reinforce++")
+ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce++")
 WEIGHTINGS = ("policy", "prompt", "rollout")
 MODES = ("irt", "tabular")
 
@@ -46,7 +48,7 @@ class SimConfig:
     # rollouts and updates
     sigma_correct: NonNegative = 1.0  # score noise scale of correct responses
     sigma_wrong: NonNegative = 2.0  # score noise scale of wrong responses
-    estimator: Literal["grpo", "drgrpo", "rloo", "reinforce++"] = "grpo"
+    estimator: Literal["grpo", "dr_grpo", "rloo", "reinforce++"] = "grpo"
     weighting: Literal["policy", "prompt", "rollout"] = "policy"  # "prompt" (Eq. 16), "rollout" (token-mean)
     eps: Positive = 1e-4  # GRPO std epsilon (TRL)
     lr: Positive = 0.5
@@ -54,10 +56,11 @@ class SimConfig:
     score_norms: Flag = False  # report exact score statistics to the policy (Eq. 21 with measured norms)
     # schedule
     steps: Count = 200
-    batch_size: Count = 64
-    budget: Annotated[int | None, Field(strict=True, ge=1)] = None  # rollouts per step (None: policy default)
+    prompts_per_step: Count = 64
+    rollouts_per_step: Annotated[int | None, Field(strict=True,
+                                                   ge=1)] = None  # rollouts per step (None: policy default)
     passes: Annotated[float | None, Field(strict=True, gt=0, le=1e6, allow_inf_nan=False)] = None  # passes over
-    # the data; when given, steps = ceil(passes x n_prompts / batch_size) (a later layer's steps replaces it)
+    # the data; when given, steps = ceil(passes x n_prompts / prompts_per_step) (a later layer's steps replaces it)
     max_rollouts: NonNegCount = 0  # stop a seed once it has used this many rollouts (0: run all steps)
     train_cost: NonNegative = 1.0  # compute = generated + train_cost x trained rollouts (see TRAIN_COST_NOTE)
     max_compute: NonNegative = 0.0  # stop a seed once it has spent this much compute (0: no cap)
@@ -71,11 +74,14 @@ class SimConfig:
     def validate(self, source: dict | None = None) -> SimConfig:
         """This config checked against the schema, the pass-rate spec, the policy parameters' names and the memory
         it needs; ValueError names the setting and, through `source` (setting -> where it was given), its origin."""
+        refuse_renamed_value("estimator", self.estimator, (source or {}).get("estimator", ""))
+        if isinstance(self.policy_params, dict):
+            refuse_renamed(self.policy_params, (source or {}).get("policy_params", ""), prefix="policy.", moved=True)
         try:
             TypeAdapter(SimConfig).validate_python(dataclasses.asdict(self))
         except ValidationError as exc:
             raise ValueError(_one_line(exc, source or {})) from None
-        for key in ("budget", "batch_size"):
+        for key in ("rollouts_per_step", "prompts_per_step"):
             if key in self.policy_params:
                 raise ValueError(f"policy.{key}: set the top-level {key} (--{key.replace('_', '-')}) instead")
         from cures.simulator.population import parse_pass_rate_spec
@@ -117,18 +123,21 @@ def estimated_bytes(cfg: SimConfig) -> int:
     interpreter and compiled code."""
     per_prompt = 8 * (cfg.dim + 2) * 2 + 8 * 24
     per_slot = 8 * 12
-    budget = cfg.budget or 8 * cfg.batch_size
-    per_seed = per_prompt * (cfg.n_prompts + cfg.n_heldout) + per_slot * (cfg.batch_size + budget + cfg.n_prompts)
+    rollouts_per_step = cfg.rollouts_per_step or 8 * cfg.prompts_per_step
+    slots = cfg.prompts_per_step + rollouts_per_step + cfg.n_prompts
+    per_seed = per_prompt * (cfg.n_prompts + cfg.n_heldout) + per_slot * slots
     return min(cfg.seeds, cfg.threads) * per_seed + 300 * 2**20
 
 
 def _check_memory(cfg: SimConfig) -> None:
     need, have = estimated_bytes(cfg), _available_bytes()
     if need > have:
-        budget = cfg.budget or 8 * cfg.batch_size
-        raise ValueError(f"n_prompts={cfg.n_prompts:,}, batch_size={cfg.batch_size:,}, budget={budget:,} and "
+        rollouts_per_step = cfg.rollouts_per_step or 8 * cfg.prompts_per_step
+        raise ValueError(f"n_prompts={cfg.n_prompts:,}, prompts_per_step={cfg.prompts_per_step:,}, "
+                         f"rollouts_per_step={rollouts_per_step:,} and "
                          f"{min(cfg.seeds, cfg.threads)} seeds at once need about {need / 2**30:.1f} GB; "
-                         f"{have / 2**30:.1f} GB is available (lower --n-prompts, --batch-size, --budget or --threads)")
+                         f"{have / 2**30:.1f} GB is available (lower --n-prompts, --prompts-per-step, "
+                         f"--rollouts-per-step or --threads)")
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(SimConfig)}
@@ -162,6 +171,8 @@ def load_scenario(name_or_path: str | None) -> dict:
     policy = data.pop("policy", {})
     if not isinstance(policy, dict):
         raise ValueError(f"scenario {path}: policy must be a table of policy parameters ([policy]); got {policy!r}")
+    refuse_renamed(data, f"scenario {path}: ")
+    refuse_renamed(policy, f"scenario {path}: ", prefix="policy.", moved=True)
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise ValueError(f"scenario {path} has unknown settings {', '.join(unknown)}; allowed: {', '.join(FIELDS)}")
@@ -192,6 +203,7 @@ def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
         if key.startswith("policy."):
             policy[key[7:]] = parse_value(text)
         elif key not in FIELDS or key == "policy_params":
+            refuse_renamed([key], "--set: ")
             raise ValueError(f"--set: unknown setting {key!r}; allowed: "
                              f"{', '.join(k for k in FIELDS if k != 'policy_params')}, or policy.PARAM")
         else:
@@ -208,7 +220,8 @@ def build_config(scenario: str | None = None, overrides: dict | None = None, pol
     overrides = dict(overrides or {})
     for layer, where in ((data, f"scenario {scenario or 'default'}"), (overrides, "the command line")):
         if layer.get("passes") is not None and layer.get("steps") is not None:
-            raise ValueError(f"{where} sets both steps and passes; give one (passes = steps x batch_size / n_prompts)")
+            raise ValueError(f"{where} sets both steps and passes; give one (passes = steps x prompts_per_step / "
+                             f"n_prompts)")
     if overrides.get("steps") is not None:
         data.pop("passes", None)
     if overrides.get("passes") is not None:
@@ -216,6 +229,7 @@ def build_config(scenario: str | None = None, overrides: dict | None = None, pol
     source = {k: f"scenario {scenario or 'default'}: " for k in data}
     source.update({k: "" for k in overrides})
     data.update(overrides)
+    refuse_renamed(data)
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
         raise ValueError(f"unknown setting {unknown[0]!r}; allowed: {', '.join(FIELDS)}")
@@ -225,6 +239,6 @@ def build_config(scenario: str | None = None, overrides: dict | None = None, pol
     cfg.policy_params = {**cfg.policy_params, **(policy_overrides or {})}
     cfg.validate(source)
     if cfg.passes is not None:
-        cfg.steps = max(1, math.ceil(cfg.passes * cfg.n_prompts / cfg.batch_size))
+        cfg.steps = max(1, math.ceil(cfg.passes * cfg.n_prompts / cfg.prompts_per_step))
         cfg.validate(source)
     return cfg

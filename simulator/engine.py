@@ -23,8 +23,8 @@ from cures.policies.kernels import kept, round_slots
 from cures.policies.layout import new_vars
 from cures.theory import sigmoid_nb
 
-GRPO_ADV, DRGRPO_ADV, RLOO_ADV, RPP_ADV = range(4)
-ESTIMATOR_CODES = {"grpo": GRPO_ADV, "drgrpo": DRGRPO_ADV, "rloo": RLOO_ADV, "reinforce++": RPP_ADV}
+GRPO_ADV, DR_GRPO_ADV, RLOO_ADV, RPP_ADV = range(4)
+ESTIMATOR_CODES = {"grpo": GRPO_ADV, "dr_grpo": DR_GRPO_ADV, "rloo": RLOO_ADV, "reinforce++": RPP_ADV}
 COLUMNS = ("step", "rollouts", "train_accuracy", "heldout_accuracy", "zero_variance_fraction", "posterior_error",
            "grad_norm", "grad_cosine", "groups_per_step", "trained_rollouts_per_step", "trained_rollouts",
            "train_reward")  # train_reward: the mean reward of the rollouts generated since the last row
@@ -116,7 +116,7 @@ def advantages(C, k, n, batch_mean, batch_sd):
         return 0.0, 0.0
     if C.estimator == RLOO_ADV:  # leave-one-out baseline
         return 1.0 - (k - 1.0) / (n - 1.0), -k / (n - 1.0)
-    if C.estimator == DRGRPO_ADV:  # Dr. GRPO: centred, no std
+    if C.estimator == DR_GRPO_ADV:  # Dr. GRPO: centred, no std
         return 1.0 - mean, -mean
     sd = np.sqrt(k * (n - k) / (n * (n - 1.0)))  # GRPO: unbiased group std, as TRL
     return (1.0 - mean) / (sd + C.eps), -mean / (sd + C.eps)

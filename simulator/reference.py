@@ -31,7 +31,7 @@ def group_advantages(rewards: np.ndarray, estimator: str, eps: float, batch_mean
     if estimator == "rloo":
         return rewards - (pool.sum() - rewards) / (n - 1)
     centred = rewards - pool.mean()
-    if estimator == "drgrpo":
+    if estimator == "dr_grpo":
         return centred
     return centred / (pool.std(ddof=1) + eps)
 
@@ -174,7 +174,7 @@ def _advantages(estimator, eps, k, n, batch_mean, batch_sd):
         ok = n >= 2
         if estimator == "rloo":
             a1, a0 = 1.0 - (k - 1.0) / (n - 1.0), -k / (n - 1.0)
-        elif estimator == "drgrpo":
+        elif estimator == "dr_grpo":
             a1, a0 = 1.0 - mean, -mean
         else:
             sd = np.sqrt(k * (n - k) / (n * (n - 1.0)))

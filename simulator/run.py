@@ -41,8 +41,8 @@ class SeedRun:
 
 
 def policy_for(name: str, cfg: SimConfig) -> Policy:
-    """The policy with the scenario's batch size, budget and parameters (`make_policy_for_budget`)."""
-    return make_policy_for_budget(name, cfg.batch_size, cfg.budget, **cfg.policy_params)
+    """The policy with the scenario's prompts and rollouts per step and parameters (`make_policy_for_budget`)."""
+    return make_policy_for_budget(name, cfg.prompts_per_step, cfg.rollouts_per_step, **cfg.policy_params)
 
 
 def engine_config(cfg: SimConfig, policy: Policy, max_rollouts: int | None = None) -> EngineConfig:

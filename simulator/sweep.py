@@ -18,6 +18,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cures.renamed import refuse_renamed
 from cures.simulator.config import FIELDS, build_config, parse_value
 
 GRID_DIR = Path(__file__).parent / "grids"
@@ -83,15 +84,18 @@ class Sweep:
             known |= {p.name for p in get_spec(name).params}
         for key in self.policy_settings:
             if key not in known:
+                refuse_renamed([key], prefix=POLICY_PREFIX, moved=True)
                 raise ValueError(f"policy.{key}: no policy of {', '.join(self.policies)} has this parameter")
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"grid {key}: needs a non-empty list of values; got {values!r}")
             if key.startswith(POLICY_PREFIX):
                 if key[len(POLICY_PREFIX):] not in known:
+                    refuse_renamed([key[len(POLICY_PREFIX):]], "grid: ", prefix=POLICY_PREFIX, moved=True)
                     raise ValueError(f"grid {key}: no policy of {', '.join(self.policies)} has parameter "
                                      f"{key[len(POLICY_PREFIX):]!r}")
             elif key not in FIELDS or key in NOT_GRIDDED:
+                refuse_renamed([key], "grid: ")
                 raise ValueError(f"grid {key}: not a setting that can vary over cells; allowed: "
                                  f"{', '.join(k for k in FIELDS if k not in NOT_GRIDDED)}, or policy.PARAM")
             seen = [json.dumps(v, sort_keys=True) for v in values]
@@ -190,7 +194,7 @@ def run_cell(sweep: Sweep, cell: dict):
     policies = comparison_frame(result)
     policies = policies.drop(columns=[c for c in policies if c.startswith("fit_")])  # a sweep fits no curves
     policies["baseline_peak_accuracy"] = peak
-    policies["passes"] = policies["steps"] * cfg.batch_size / cfg.n_prompts
+    policies["passes"] = policies["steps"] * cfg.prompts_per_step / cfg.n_prompts
     lead = {"cell": sweep.cell_id(cell), **{k: _cell_value(v) for k, v in cell.items()}}
 
     def with_cell(df):  # a measured column named like a grid key (steps, passes) becomes NAME_run

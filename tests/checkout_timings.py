@@ -56,8 +56,8 @@ for name in ("cures", "cures-allocation", "cures-paper", "cures-released", "cure
     while not policy.observe(state, np.zeros(policy.plan(state).prompt_ids.size)):
         pass
     for mode in ("irt", "tabular"):
-        cfg = build_config(overrides={"n_prompts": 200, "n_heldout": 20, "batch_size": 8, "budget": 32, "steps": 3,
-                                      "eval_every": 3, "seeds": 1, "mode": mode})
+        cfg = build_config(overrides={"n_prompts": 200, "n_heldout": 20, "prompts_per_step": 8, "rollouts_per_step": 32,
+                                      "steps": 3, "eval_every": 3, "seeds": 1, "mode": mode})
         run_seed(name, cfg, seed=0)
 """
 
@@ -70,7 +70,7 @@ except ImportError:  # a checkout from before the one namespace (0.2)
 out = {}
 for policy in ("grpo", "cures"):
     for which, steps in (("engine", 300), ("vectorised", 60)):
-        r = _measure(which, policy, None, 10_000, steps, 0, {"batch_size": 256, "budget": 2048})
+        r = _measure(which, policy, None, 10_000, steps, 0, {"prompts_per_step": 256, "rollouts_per_step": 2048})
         out[f"{policy} {which} us/step"] = 1e6 * r["seconds_per_step"]
 print(json.dumps(out))
 """

@@ -94,7 +94,8 @@ def engine_trajectory(name: str, setting: str) -> dict:
     from cures.simulator.config import build_config
     from cures.simulator.run import run_seed
 
-    cfg = build_config(overrides={"n_prompts": N_PROMPTS * 4, "n_heldout": 50, "batch_size": BATCH, "budget": BUDGET,
+    cfg = build_config(overrides={"n_prompts": N_PROMPTS * 4, "n_heldout": 50, "prompts_per_step": BATCH,
+                                  "rollouts_per_step": BUDGET,
                                   "steps": 3 * STEPS, "eval_every": 7, "seeds": 1, **ENGINE_SETTINGS[setting]},
                        policy_overrides=PARAMS.get(name, {}))
     run = run_seed(name, cfg, seed=5)

@@ -31,9 +31,9 @@ def test_cures_allocation_leaves_the_smallest_total_variance(seed):
     rng = np.random.default_rng(seed)
     m = int(rng.integers(8, 80))
     p = np.concatenate([rng.beta(0.5, 0.5, m - 2), [0.0, 1.0]])
-    budget = int(rng.integers(4, 16)) * p.size
-    alloc = allocations(p, budget)
-    assert all(n.sum() == budget for n in alloc.values())
+    rollouts_per_step = int(rng.integers(4, 16)) * p.size
+    alloc = allocations(p, rollouts_per_step)
+    assert all(n.sum() == rollouts_per_step for n in alloc.values())
     variances = {k: total_variance(p, n) for k, n in alloc.items()}
     assert all(variances["cures"] <= v + 1e-12 for v in variances.values()), variances
     assert variances["uniform"] > variances["cures"]

@@ -34,7 +34,8 @@ def toml_value(v) -> str:
     raise TypeError(v)
 
 
-MEMORY = {"n_prompts", "n_heldout", "batch_size", "budget", "seeds", "threads", "dim", "hist_bins", "steps",
+MEMORY = {"n_prompts", "n_heldout", "prompts_per_step", "rollouts_per_step", "seeds", "threads", "dim", "hist_bins",
+          "steps",
           "eval_every", "passes"}  # the settings the memory estimate depends on
 
 
@@ -125,7 +126,11 @@ def test_command_line_set_values(key, text):
     ('score_norms = "false"', "score_norms: input should be a valid boolean"),
     ("a_spread = 1e300", "a_spread: input should be less than or equal to 5"),
     ('init_pass_rate = "beta:inf,2"', "finite A, B"), ("eps = 0", "eps: input should be greater than 0"),
-    ("n_prompts = 1_000_000_000_000", "GB; "), ("[policy]\nbudget = 8", "policy.budget: set the top-level budget"),
+    ("n_prompts = 1_000_000_000_000", "GB; "),
+    ("[policy]\nrollouts_per_step = 8", "policy.rollouts_per_step: set the top-level rollouts_per_step"),
+    ("batch_size = 8", "'batch_size' was renamed 'prompts_per_step'"),
+    ("[policy]\nbudget = 8", "'policy.budget' was renamed 'rollouts_per_step' in cures 0.3 \\(a setting of its own"),
+    ('estimator = "drgrpo"', "estimator 'drgrpo' was renamed 'dr_grpo'"),
 ])
 def test_named_cases(tmp_path, toml, match):
     path = tmp_path / "s.toml"

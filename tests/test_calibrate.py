@@ -71,7 +71,7 @@ def test_calibrate_fits_known_runs_and_writes_a_usable_scenario(tmp_path):
     from cures.simulator.config import build_config
 
     cfg = build_config(str(out))
-    assert (cfg.batch_size, cfg.budget, cfg.n_prompts, cfg.steps) == (M, BUDGET, N_PROMPTS, STEPS)
+    assert (cfg.prompts_per_step, cfg.rollouts_per_step, cfg.n_prompts, cfg.steps) == (M, BUDGET, N_PROMPTS, STEPS)
     assert cfg.init_pass_rate.endswith("pass_rates.csv") and cfg.lr == pytest.approx(fit["settings"]["lr"])
 
 
@@ -107,7 +107,7 @@ def test_recommend_ranks_policies_on_a_profile_and_refuses_bad_input(tmp_path):
     def recommend(*args):
         return CliRunner().invoke(app, ["recommend", *args], env={"NO_COLOR": "1", "COLUMNS": "300"})
 
-    res = recommend("--profile", str(profile), "--budget", "16", "--prompts-per-step", "4", "--steps", "20",
+    res = recommend("--profile", str(profile), "--rollouts-per-step", "16", "--prompts-per-step", "4", "--steps", "20",
                     "--seeds", "3", "--policies", "grpo,cures,mopps")
     assert res.exit_code == 0, res.stdout + res.stderr
     assert "recommended: " in res.stdout and "caveat:" in res.stdout
@@ -117,7 +117,7 @@ def test_recommend_ranks_policies_on_a_profile_and_refuses_bad_input(tmp_path):
                           (["--profile", str(profile), "--steps", "5", "--passes", "2"], "give one"),
                           (["--profile", str(profile), "--policies", "grpo,nope"], "unknown policy 'nope'"),
                           (["--profile", str(tmp_path / "none")], "no pass_rates.csv")):
-        bad = recommend(*args, "--budget", "16", "--prompts-per-step", "4")
+        bad = recommend(*args, "--rollouts-per-step", "16", "--prompts-per-step", "4")
         assert bad.exit_code == 2 and message in bad.stderr, (args, bad.stderr)
 
 

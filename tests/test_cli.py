@@ -34,7 +34,7 @@ def test_policies_lists_every_policy_with_its_parameters():
     for name in available():
         assert name in out.stdout
         assert get_spec(name).summary[:40] in out.stdout
-    assert "tau=0.1" in out.stdout and "budget=8*batch_size" in out.stdout
+    assert "tau=0.1" in out.stdout and "rollouts_per_step=8*prompts_per_step" in out.stdout
 
 
 def test_policy_details():
@@ -58,7 +58,7 @@ def test_simulate_writes_everything_it_promises(tmp_path):
 
     out = tmp_path / "sim"
     res = cures_cli("simulate", "--policy", "cures", "--n-prompts", "500", "--steps", "20", "--seeds", "2",
-                    "--batch-size", "16", "--set", "eval_every=5", "--set", "policy.tau=0.2", "--out", str(out))
+                    "--prompts-per-step", "16", "--set", "eval_every=5", "--set", "policy.tau=0.2", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert "final heldout accuracy" in res.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -80,7 +80,7 @@ def test_compare_writes_the_table_and_speedups(tmp_path):
 
     out = tmp_path / "cmp"
     res = cures_cli("compare", "--policies", "grpo,cures", "--n-prompts", "400", "--steps", "15", "--seeds", "2",
-                    "--batch-size", "16", "--out", str(out))
+                    "--prompts-per-step", "16", "--out", str(out))
     assert res.returncode == 0, res.stderr
     result = json.loads((out / "comparison.json").read_text())
     assert [r["policy"] for r in result["policies"]] == ["grpo", "cures"]
@@ -126,7 +126,8 @@ def test_bench_rounds_combine_to_medians():
 
 
 def test_bench_versus_times_two_policies_alternately():
-    res = cures_cli("bench", "--versus", "grpo", "--sizes", "2000", "--batch-size", "16", "--budget", "64",
+    res = cures_cli("bench", "--versus", "grpo", "--sizes", "2000", "--prompts-per-step", "16", "--rollouts-per-step",
+                    "64",
                     "--repeats", "2")
     assert res.returncode == 0, res.stderr
     lines = {line.split(":")[0]: line for line in res.stdout.splitlines() if ":" in line}
@@ -145,20 +146,22 @@ def test_bench_versus_times_two_policies_alternately():
     [
         (("simulate", "--policy", "nope"), "unknown policy 'nope'"),
         (("simulate", "--estimator", "ppo"), "estimator: input should be 'grpo'"),
-        (("simulate", "--policy", "cures", "--batch-size", "64", "--budget", "100"), "below batch_size x n_min"),
+        (("simulate", "--policy", "cures", "--prompts-per-step", "64", "--rollouts-per-step", "100"), "below "
+         "prompts_per_step x n_min"),
         (("simulate", "--init-pass-rate", "beta:1"), "malformed part"),
         (("simulate", "--init-pass-rate", "/no/such/counts.csv"), "not found"),
         (("simulate", "--scenario", "nope"), "unknown scenario 'nope'"),
         (("simulate", "--set", "bogus=1"), "unknown setting 'bogus'"),
         (("simulate", "--set", "policy.tau=-1"), "tau must be"),
         (("simulate", "--n-prompts", "0"), "n_prompts: input should be greater than or equal to 1; got 0"),
-        (("simulate", "--budget", "99999999999"), "budget=99,999,999,999 and"),
+        (("simulate", "--rollouts-per-step", "99999999999"), "rollouts_per_step=99,999,999,999 and"),
         (("compare", "--policies", "grpo,nope"), "unknown policy 'nope'"),
         (("bench", "--sizes", "ten"), "--sizes must be"),
         (("bench", "--sizes", "1000,0"), "--sizes must be prompt counts of at least 1; got '1000,0'"),
         (("bench", "--versus", "nope"), "unknown policy 'nope'"),
         (("bench", "--versus", "grpo", "--out", "x"), "--out writes the size table"),
-        (("bench", "--versus", "cures-paper", "--batch-size", "64", "--budget", "100"), "below batch_size x n_min"),
+        (("bench", "--versus", "cures-paper", "--prompts-per-step", "64", "--rollouts-per-step", "100"), "below "
+         "prompts_per_step x n_min"),
     ],
 )
 def test_bad_simulation_input_is_one_line_and_exit_2(args, message):
@@ -246,7 +249,7 @@ def test_ctrl_c_stops_a_multi_seed_run_promptly(tmp_path, threads):
 
 @pytest.mark.parametrize("args", [("simulate", "--seeds", "1x"), ("compare", "--steps", "ten"),
                                   ("sweep", "--jobs", "two"), ("reconcile", "--n-prompts", "1.5"),
-                                  ("report", "--mc-reps", "x"), ("bench", "--batch-size", "y"),
+                                  ("report", "--mc-reps", "x"), ("bench", "--prompts-per-step", "y"),
                                   ("simulate", "--bogus"), ("compare", "--n-prompts"), ("policies", "a", "b")])
 def test_usage_errors_are_one_line_naming_the_option(args):
     """Type errors, unknown options and missing values, found by the command-line parser itself, end in one line

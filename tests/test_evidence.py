@@ -20,7 +20,7 @@ from cures.simulator.config import build_config
 from cures.simulator.run import mean_ci
 from cures.simulator.scaling import cost_to_reach, fit_saturating, saturating
 
-SMALL = {"n_prompts": 400, "n_heldout": 200, "steps": 24, "eval_every": 2, "seeds": 3, "batch_size": 16}
+SMALL = {"n_prompts": 400, "n_heldout": 200, "steps": 24, "eval_every": 2, "seeds": 3, "prompts_per_step": 16}
 ENV = {"PATH": "/usr/bin:/bin", "NO_COLOR": "1", "COLUMNS": "250"}
 
 
@@ -41,10 +41,10 @@ def test_each_accounting_gives_every_policy_the_baselines_share(matched):
     cfg, res = matched
     steps, rollouts, compute = (res[m][0] for m in ("steps", "rollouts", "compute"))
     assert all(r["steps"] == cfg.steps for r in steps["policies"])
-    budget = rollouts["rollout_budget"]
+    rollouts_per_step = rollouts["rollout_budget"]
     for r in rollouts["policies"][1:]:  # a run stops at the first step that reaches the budget
-        assert r["rollouts_used"] >= budget
-    assert rollouts["policies"][1]["rollouts_used"] == budget  # cures spends the baseline's rollouts per step
+        assert r["rollouts_used"] >= rollouts_per_step
+    assert rollouts["policies"][1]["rollouts_used"] == rollouts_per_step  # cures spends the baseline's per step
     base_compute = compute["compute_budget"]
     assert base_compute == pytest.approx(steps["policies"][0]["rollouts_used"] * 1.5)  # grpo trains all it makes
     for r in compute["policies"]:
@@ -133,7 +133,7 @@ def test_passes_sets_the_steps():
 def _sweep_args(out, *extra):
     return ("sweep", "--policies", "grpo,cures,mopps", "--scenario", "paper-1.5b", "--grid", "passes=1,3",
             "--grid", 'init_pass_rate=["beta:1.1,1.0+zero:0.24", "beta:0.3,0.3"]', "--set", "n_prompts=300",
-            "--set", "n_heldout=100", "--set", "batch_size=16", "--set", "eval_every=2", "--seeds", "2",
+            "--set", "n_heldout=100", "--set", "prompts_per_step=16", "--set", "eval_every=2", "--seeds", "2",
             "--out", str(out), *extra)
 
 
@@ -208,7 +208,7 @@ def test_bad_sweeps_are_one_line_errors(tmp_path, args, message):
 def test_grid_file_and_bad_grid_file(tmp_path):
     good = tmp_path / "g.toml"
     good.write_text('policies = ["grpo", "cures"]\nscenario = "paper-1.5b"\n[settings]\nn_prompts = 200\n'
-                    'batch_size = 16\nseeds = 2\n[grid]\n"policy.tau" = [0.05, 0.5]\n')
+                    'prompts_per_step = 16\nseeds = 2\n[grid]\n"policy.tau" = [0.05, 0.5]\n')
     res = cli("sweep", "--grid-file", str(good), "--out", str(tmp_path / "o"))
     assert res.returncode == 0, res.stderr
     assert set(pd.read_parquet(tmp_path / "o" / "regime_map.parquet")["policy.tau"]) == {0.05, 0.5}
@@ -234,7 +234,7 @@ def test_grid_file_policy_parameters_in_any_toml_spelling(tmp_path):
 
 def test_compare_match_option_and_its_files(tmp_path):
     res = cli("compare", "--policies", "grpo,cures-released", "--n-prompts", "300", "--steps", "10",
-              "--batch-size", "16", "--seeds", "2", "--match", "steps", "--out", str(tmp_path / "c"))
+              "--prompts-per-step", "16", "--seeds", "2", "--match", "steps", "--out", str(tmp_path / "c"))
     assert res.returncode == 0, res.stderr
     table = pd.read_parquet(tmp_path / "c" / "comparison.parquet")
     assert (table["steps"] == 10).all() and table.loc[1, "rollouts_used"] > 2 * table.loc[0, "rollouts_used"]

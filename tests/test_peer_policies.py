@@ -28,7 +28,7 @@ def mostly_stuck(n, mixed_share, seed=0):
 # ------------------------------------------------------------------------------------------------ DAPO
 def test_dapo_trains_only_mixed_groups_and_counts_its_refills():
     p = mostly_stuck(600, 0.3)
-    policy = make_policy("dapo", batch_size=16, n=8, gen_batch_size=24, max_gen_batches=10)
+    policy = make_policy("dapo", prompts_per_step=16, n=8, gen_batch_size=24, max_gen_batches=10)
     state = policy.init(600, seed=0)
     outcome = outcome_for(p)
     rounds = []
@@ -44,7 +44,7 @@ def test_dapo_trains_only_mixed_groups_and_counts_its_refills():
         batch = policy.training_batch(state)
         trained = batch.group >= 0
         assert np.all((batch.successes[trained] > 0) & (batch.successes[trained] < 8))  # mixed only
-        assert batch.n_groups == 16  # truncated to exactly batch_size
+        assert batch.n_groups == 16  # truncated to exactly prompts_per_step
         # every mixed group generated before the batch filled is kept, in order
         mixed = (batch.successes > 0) & (batch.successes < 8)
         assert np.all(trained[mixed][:16])
@@ -56,7 +56,7 @@ def test_dapo_trains_only_mixed_groups_and_counts_its_refills():
 
 def test_dapo_trains_on_what_it_has_when_the_cap_is_hit():
     p = mostly_stuck(600, 0.02)
-    policy = make_policy("dapo", batch_size=16, n=8, gen_batch_size=20, max_gen_batches=3)
+    policy = make_policy("dapo", prompts_per_step=16, n=8, gen_batch_size=20, max_gen_batches=3)
     state = policy.init(600, seed=0)
     batch = policy.run_step(state, outcome_for(p))  # no exception
     assert batch.n_groups < 16 and batch.rollouts_generated == 3 * 20 * 8
@@ -79,7 +79,7 @@ def test_gvm_allocation_decreases_in_p_and_sums_to_the_budget():
     rng = np.random.default_rng(0)
     p = rng.uniform(0, 1, n_prompts)
     p[:30] = 0.0
-    policy = make_policy("gvm", batch_size=16, steps_per_subset=10)
+    policy = make_policy("gvm", prompts_per_step=16, steps_per_subset=10)
     state = policy.init(n_prompts, seed=0)
     screen = policy.plan(state)
     assert screen.purpose == "screen" and np.all(screen.n_rollouts == 8)
@@ -101,7 +101,7 @@ def test_gvm_allocation_decreases_in_p_and_sums_to_the_budget():
 
 
 def test_gvm_uses_reported_score_norms():
-    policy = make_policy("gvm", batch_size=4, subsets=1, steps_per_subset=5)
+    policy = make_policy("gvm", prompts_per_step=4, subsets=1, steps_per_subset=5)
     state = policy.init(8, seed=0)
     screen = policy.plan(state)
     stats = np.full((8, 3), np.nan)
@@ -114,7 +114,7 @@ def test_gvm_uses_reported_score_norms():
 # ------------------------------------------------------------------------------------------------ SPEED
 def test_speed_continues_only_screened_mixed_prompts_and_reuses_the_screen():
     p = mostly_stuck(400, 0.4)
-    policy = make_policy("speed", batch_size=8, n_init=4, n_continue=12, gen_batch_size=16)
+    policy = make_policy("speed", prompts_per_step=8, n_init=4, n_continue=12, gen_batch_size=16)
     state = policy.init(400, seed=0)
     outcome = outcome_for(p)
     for _ in range(10):
@@ -145,7 +145,7 @@ def test_speed_continues_only_screened_mixed_prompts_and_reuses_the_screen():
 # ------------------------------------------------------------------------------------------------ MoPPS
 def test_mopps_picks_the_candidates_whose_sampled_rates_are_nearest_the_target():
     n_prompts, m = 64, 8
-    policy = make_policy("mopps", batch_size=m, n=4, ts_ratio=8, target=0.3)  # pool = the whole dataset
+    policy = make_policy("mopps", prompts_per_step=m, n=4, ts_ratio=8, target=0.3)  # pool = the whole dataset
     state = policy.init(n_prompts, seed=0)
     means = np.linspace(0.02, 0.98, n_prompts)
     scale = 1e7  # concentrated posteriors: every Thompson draw is within ~1e-4 of its mean
@@ -158,7 +158,7 @@ def test_mopps_picks_the_candidates_whose_sampled_rates_are_nearest_the_target()
 
 
 def test_mopps_update_discounts_with_lambda():
-    policy = make_policy("mopps", batch_size=2, n=4, ts_ratio=1, decay=0.5)
+    policy = make_policy("mopps", prompts_per_step=2, n=4, ts_ratio=1, decay=0.5)
     state = policy.init(2, seed=0)
     state.arrays.alpha[:] = [9.0, 3.0]
     state.arrays.beta[:] = [1.0, 7.0]
@@ -173,7 +173,7 @@ def test_mopps_update_discounts_with_lambda():
 
 # ------------------------------------------------------------------------------------------------ GRESO
 def test_greso_skip_probability_matches_its_formula():
-    policy = make_policy("greso", batch_size=4)
+    policy = make_policy("greso", prompts_per_step=4)
     state = policy.init(10, seed=0)
     P, S = state.kernel, state.arrays
     S.vars.q_easy, S.vars.q_hard = 0.6, 0.3
@@ -188,7 +188,7 @@ def test_greso_skip_probability_matches_its_formula():
 
 def test_greso_skips_streaking_prompts_at_that_rate():
     n_prompts = 400
-    policy = make_policy("greso", batch_size=300, n=4)
+    policy = make_policy("greso", prompts_per_step=300, n=4)
     state = policy.init(n_prompts, seed=1)
     state.arrays.streak[:200, 0] = 2  # easy streak 2 with q_easy = 0.5: kept with probability 0.25
     plan = policy.plan(state)  # asks for more survivors than exist: examines one whole pass
@@ -200,7 +200,7 @@ def test_greso_skips_streaking_prompts_at_that_rate():
 def test_greso_self_tuning_moves_toward_the_target_and_cuts_zero_variance_groups():
     p = mostly_stuck(2000, 0.3, seed=3)
     p[p == 0] = 1.0  # 70 % solved prompts: far too many easy zero-variance groups
-    greso = make_policy("greso", batch_size=32, n=8)
+    greso = make_policy("greso", prompts_per_step=32, n=8)
     state = greso.init(2000, seed=0)
     zero_var = []
     for _ in range(60):
@@ -237,7 +237,7 @@ def test_knapsack_value_peaks_at_one_third_and_vanishes_at_the_ends():
 
 def test_knapsack_plans_spend_exactly_the_budget_with_edge_and_default_groups():
     p = mostly_stuck(200, 0.5)
-    policy = make_policy("knapsack", batch_size=20, budget=200, n_max=64)
+    policy = make_policy("knapsack", prompts_per_step=20, rollouts_per_step=200, n_max=64)
     state = policy.init(200, seed=0)
     outcome = outcome_for(p)
     for _ in range(10):  # first epoch: no history -> default n = 10 everywhere

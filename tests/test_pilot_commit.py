@@ -7,7 +7,8 @@ from cures.policies import make_policy
 
 
 def policy(**kw):
-    return make_policy("pilot-commit", **{"batch_size": 2, "n_pilot": 8, "n_commit": 4, "gen_batch_size": 6, **kw})
+    return make_policy("pilot-commit", **{"prompts_per_step": 2, "n_pilot": 8, "n_commit": 4, "gen_batch_size": 6,
+                                          **kw})
 
 
 def test_a_step_pilots_keeps_mid_rate_survivors_and_trains_commits_with_their_pilots():
@@ -39,7 +40,7 @@ def test_a_step_pilots_keeps_mid_rate_survivors_and_trains_commits_with_their_pi
 
 
 def test_pilots_kept_from_an_earlier_step_are_committed_then_flushed_when_stale():
-    pc = policy(batch_size=1, max_off_steps=1)
+    pc = policy(prompts_per_step=1, max_off_steps=1)
     state = pc.init(60, seed=1)
     first = pc.plan(state)
     assert not pc.observe(state, [4] * 6)  # six survivors, none committed yet
@@ -57,7 +58,7 @@ def test_pilots_kept_from_an_earlier_step_are_committed_then_flushed_when_stale(
 
 
 def test_the_epoch_end_clears_the_buffer_and_excludes_solved_prompts():
-    pc = policy(batch_size=1, gen_batch_size=4)
+    pc = policy(prompts_per_step=1, gen_batch_size=4)
     state = pc.init(8, seed=2)
     first = pc.plan(state)
     assert not pc.observe(state, [8, 4, 0, 0])  # prompt 0 solved, prompt 1 survives

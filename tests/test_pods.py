@@ -32,7 +32,7 @@ def test_kept_successes_equal_the_code_rule_on_binary_rewards(n, data):
 
 
 def test_a_step_generates_n_and_trains_m_per_prompt_with_the_subsets_statistics():
-    policy = make_policy("pods", batch_size=6, n=10, m=4)
+    policy = make_policy("pods", prompts_per_step=6, n=10, m=4)
     state = policy.init(50, seed=0)
     plan = policy.plan(state)
     assert plan.total == 60 and np.all(plan.n_rollouts == 10)

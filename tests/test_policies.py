@@ -35,7 +35,7 @@ def binomial_outcome(p, seed=123):
 
 
 def small(name, **kw):
-    defaults = {"batch_size": 16}
+    defaults = {"prompts_per_step": 16}
     if name == "cures-paper":
         defaults["subsets"] = 5
     if name == "mopps":
@@ -60,10 +60,10 @@ def test_plans_respect_the_budget_and_count_every_rollout(name):
     state = policy.init(N_PROMPTS, seed=1)
     outcome = binomial_outcome(p_true())
     P = policy.kernel_params(N_PROMPTS)
-    budget = P.n * P.batch_size if name == "mopps" else getattr(P, "budget", None)
+    rollouts_per_step = P.n * P.prompts_per_step if name == "mopps" else getattr(P, "rollouts_per_step", None)
     cap = {"dapo": lambda: P.max_gen_batches * P.gen_batch_size * P.n,
            "greso": lambda: P.max_gen_batches * N_PROMPTS * P.n,
-           "speed": lambda: P.max_gen_batches * (P.gen_batch_size * P.n_init + P.batch_size * P.n_continue)}
+           "speed": lambda: P.max_gen_batches * (P.gen_batch_size * P.n_init + P.prompts_per_step * P.n_continue)}
     counted = 0
     for _ in range(25):
         step_total = 0
@@ -75,7 +75,7 @@ def test_plans_respect_the_budget_and_count_every_rollout(name):
             counted += plan.total
             step_total += plan.total
             if plan.purpose == "train" and name in FIXED_BUDGET:
-                assert plan.total == budget and plan.prompt_ids.size == 16
+                assert plan.total == rollouts_per_step and plan.prompt_ids.size == 16
                 assert plan.n_rollouts.min() >= 2
             if policy.observe(state, outcome(plan)):
                 break
@@ -168,7 +168,7 @@ def test_compiled_callers_run_the_same_policy_code(name):
 
 # ------------------------------------------------------------------------------------------------ grpo
 def test_grpo_visits_every_prompt_once_per_epoch():
-    policy = make_policy("grpo", batch_size=10, budget=40)
+    policy = make_policy("grpo", prompts_per_step=10, rollouts_per_step=40)
     state = policy.init(100, seed=0)
     seen = np.concatenate([b.prompt_ids for b in run(policy, state, 10, binomial_outcome(p_true(100)))])
     np.testing.assert_array_equal(np.sort(seen), np.arange(100))
@@ -179,7 +179,7 @@ def test_grpo_visits_every_prompt_once_per_epoch():
 # ------------------------------------------------------------------------------------------------ cures
 def test_cures_samples_from_rho_star_of_the_posterior():
     n = 20
-    policy = make_policy("cures", batch_size=50, budget=200, tau=0.1)
+    policy = make_policy("cures", prompts_per_step=50, rollouts_per_step=200, tau=0.1)
     state = policy.init(n, seed=0)
     run(policy, state, 5, binomial_outcome(p_true(n)))  # a posterior with spread-out means
     rho = sampling_distribution(state.posterior_mean(), 0.1)
@@ -193,21 +193,22 @@ def test_cures_samples_from_rho_star_of_the_posterior():
 
 
 def test_sampling_ess_is_kish_of_rho_star():
-    policy = make_policy("cures", batch_size=8, budget=32, tau=0.1)
+    policy = make_policy("cures", prompts_per_step=8, rollouts_per_step=32, tau=0.1)
     state = policy.init(30, seed=0)
     run(policy, state, 3, binomial_outcome(p_true(30)))
     rho = sampling_distribution(state.posterior_mean(), 0.1)
     assert state.sampling_ess() == pytest.approx(1.0 / np.sum(rho**2), rel=1e-9)
     assert 1.0 < state.sampling_ess() < 30.0
-    grpo = make_policy("grpo", batch_size=8, budget=32)
+    grpo = make_policy("grpo", prompts_per_step=8, rollouts_per_step=32)
     assert grpo.init(30).sampling_ess() is None  # uniform samplers do not draw from rho*
 
 
 def test_one_budget_for_every_policy():
-    assert make_policy_for_budget("cures", 8, 64).params["budget"] == 64
-    assert make_policy_for_budget("dapo", 8, 64).params["n"] == 8  # fixed-n policies: n = budget / batch_size
+    assert make_policy_for_budget("cures", 8, 64).params["rollouts_per_step"] == 64
+    assert make_policy_for_budget("dapo", 8,
+                                  64).params["n"] == 8  # fixed-n policies: n = rollouts_per_step / prompts_per_step
     assert make_policy_for_budget("mopps", 8, 64, n=4).params["n"] == 4  # explicit parameters win
-    assert make_policy_for_budget("gvm", 8, 64).params == make_policy("gvm", batch_size=8).params  # no budget
+    assert make_policy_for_budget("gvm", 8, 64).params == make_policy("gvm", prompts_per_step=8).params  # no budget
     for n in (2, 3, 8, 13):  # policies without a budget spend GRPO's n per prompt in their own terms
         pods = make_policy_for_budget("pods", 8, 8 * n).params
         assert (pods["n"], pods["m"]) == (4 * n, n)  # generate 4n, train n
@@ -219,7 +220,7 @@ def test_one_budget_for_every_policy():
 
 
 def test_cures_allocation_is_eq20_of_the_posterior_and_the_update_is_eq23():
-    policy = make_policy("cures", batch_size=16, budget=160)
+    policy = make_policy("cures", prompts_per_step=16, rollouts_per_step=160)
     state = policy.init(N_PROMPTS, seed=0)
     outcome = binomial_outcome(p_true())
     run(policy, state, 10, outcome)
@@ -239,7 +240,7 @@ def test_cures_allocation_is_eq20_of_the_posterior_and_the_update_is_eq23():
 
 
 def test_cures_sum_tree_tracks_rho_star_after_many_updates():
-    policy = make_policy("cures", batch_size=32, budget=256, decay=0.9, tau=0.05)
+    policy = make_policy("cures", prompts_per_step=32, rollouts_per_step=256, decay=0.9, tau=0.05)
     state = policy.init(1000, seed=0)
     run(policy, state, 40, binomial_outcome(p_true(1000)))
     leaves = sumtree.leaves(state.arrays.tree, state.arrays.vars.tree_height, 1000)
@@ -252,7 +253,7 @@ def test_cures_moves_rollouts_away_from_solved_and_hopeless_prompts():
     stuck = (p == 0) | (p == 1)
     usage = {}
     for name in ("grpo", "cures"):
-        policy = make_policy(name, batch_size=16, budget=128)
+        policy = make_policy(name, prompts_per_step=16, rollouts_per_step=128)
         state = policy.init(N_PROMPTS, seed=0)
         batches = run(policy, state, 150, binomial_outcome(p))
         late = batches[75:]
@@ -264,7 +265,7 @@ def test_cures_moves_rollouts_away_from_solved_and_hopeless_prompts():
 
 # ------------------------------------------------------------------------------------------------ cures-paper
 def test_cures_paper_follows_algorithm_1():
-    policy = make_policy("cures-paper", batch_size=8, subsets=3, steps_per_subset=4)
+    policy = make_policy("cures-paper", prompts_per_step=8, subsets=3, steps_per_subset=4)
     p = p_true(90)
     state = policy.init(90, seed=0)
     outcome = binomial_outcome(p)
@@ -293,10 +294,10 @@ def test_cures_paper_follows_algorithm_1():
 
 # ------------------------------------------------------------------------------------------------ ablations
 def test_cures_sampling_has_fixed_n_and_cures_allocation_uniform_prompts():
-    samp = make_policy("cures-sampling", batch_size=10, budget=60)
+    samp = make_policy("cures-sampling", prompts_per_step=10, rollouts_per_step=60)
     st = samp.init(100, seed=0)
     assert all(np.all(b.n_rollouts == 6) for b in run(samp, st, 5, binomial_outcome(p_true(100))))
-    alloc = make_policy("cures-allocation", batch_size=10, budget=60)
+    alloc = make_policy("cures-allocation", prompts_per_step=10, rollouts_per_step=60)
     st = alloc.init(100, seed=0)
     batches = run(alloc, st, 20, binomial_outcome(p_true(100)))
     for epoch in (batches[:10], batches[10:]):
@@ -307,7 +308,7 @@ def test_cures_sampling_has_fixed_n_and_cures_allocation_uniform_prompts():
 
 # ------------------------------------------------------------------------------------------------ cures-released
 def test_cures_released_reproduces_the_public_code():
-    policy = make_policy("cures-released", batch_size=16, steps_per_subset=10)
+    policy = make_policy("cures-released", prompts_per_step=16, steps_per_subset=10)
     p = p_true(320)
     state = policy.init(320, seed=0)
     outcome = binomial_outcome(p)
@@ -347,11 +348,11 @@ def test_cures_released_reproduces_the_public_code():
     ("name", "kwargs", "match"),
     [
         ("nope", {}, "unknown policy 'nope'; available: cures, "),
-        ("cures", {"temperature": 1}, "no parameter 'temperature'; allowed: batch_size"),
+        ("cures", {"temperature": 1}, "no parameter 'temperature'; allowed: prompts_per_step"),
         ("cures", {"tau": 0.0}, "tau must be >= 0.001"),
         ("cures", {"tau": "x"}, "tau must be a number"),
-        ("cures", {"batch_size": 0}, "batch_size must be an integer >= 1"),
-        ("cures", {"batch_size": 2.5}, "batch_size must be an integer"),
+        ("cures", {"prompts_per_step": 0}, "prompts_per_step must be an integer >= 1"),
+        ("cures", {"prompts_per_step": 2.5}, "prompts_per_step must be an integer"),
         ("cures", {"sigma": "exact"}, "sigma must be one of posterior, pre-rollout"),
         ("cures", {"prior": (0, 0)}, "prior must be two finite counts"),
         ("cures", {"decay": 2}, "decay must be >= 0.0 and <= 1.0"),
@@ -366,14 +367,14 @@ def test_bad_construction_is_a_value_error(name, kwargs, match):
 @pytest.mark.parametrize(
     ("name", "kwargs", "n_prompts", "match"),
     [
-        ("cures", {"batch_size": 16, "budget": 20}, 100, "below batch_size x n_min = 32"),
-        ("cures", {"batch_size": 16, "budget": 200, "n_max": 4}, 100, "n_max 4"),
+        ("cures", {"prompts_per_step": 16, "rollouts_per_step": 20}, 100, "below prompts_per_step x n_min = 32"),
+        ("cures", {"prompts_per_step": 16, "rollouts_per_step": 200, "n_max": 4}, 100, "n_max 4"),
         ("cures", {"subsets": 3}, 100, "steps_per_subset >= 1"),
         ("cures", {"sigma": "pre-rollout"}, 100, "n_pre >= 1"),
-        ("grpo", {"batch_size": 16, "budget": 40}, 100, "multiple of batch_size"),
-        ("grpo", {"batch_size": 16}, 10, "exceeds n_prompts"),
-        ("cures-allocation", {"batch_size": 16}, 10, "exceeds n_prompts"),
-        ("cures-sampling", {"batch_size": 16, "budget": 40}, 100, "multiple of batch_size"),
+        ("grpo", {"prompts_per_step": 16, "rollouts_per_step": 40}, 100, "multiple of prompts_per_step"),
+        ("grpo", {"prompts_per_step": 16}, 10, "exceeds n_prompts"),
+        ("cures-allocation", {"prompts_per_step": 16}, 10, "exceeds n_prompts"),
+        ("cures-sampling", {"prompts_per_step": 16, "rollouts_per_step": 40}, 100, "multiple of prompts_per_step"),
         ("cures", {}, 0, "n_prompts must be an integer >= 1"),
     ],
 )
@@ -383,7 +384,7 @@ def test_bad_setup_is_a_value_error(name, kwargs, n_prompts, match):
 
 
 def test_misuse_of_the_step_protocol_is_a_value_error():
-    policy = make_policy("cures", batch_size=4)
+    policy = make_policy("cures", prompts_per_step=4)
     state = policy.init(20)
     with pytest.raises(ValueError, match="call plan"):
         policy.observe(state, [0, 0, 0, 0])
@@ -401,7 +402,7 @@ def test_misuse_of_the_step_protocol_is_a_value_error():
     with pytest.raises(ValueError, match="exactly one"):
         policy.observe(state)
     with pytest.raises(ValueError, match="belongs to"):
-        make_policy("cures", batch_size=8).plan(state)
+        make_policy("cures", prompts_per_step=8).plan(state)
     assert policy.observe(state, np.zeros(4))
 
 
@@ -412,7 +413,7 @@ def test_initial_counts_are_used_and_kept():
     post.update(np.arange(50), np.r_[np.zeros(25), np.full(25, 20)], np.full(50, 20))  # half hopeless, half solved
     post.update([7], [10], [10])
     post.beta[7] = 10 + 1  # prompt 7: p_hat = 1/2 exactly, the most informative
-    policy = make_policy("cures", batch_size=64, budget=512, tau=0.05)
+    policy = make_policy("cures", prompts_per_step=64, rollouts_per_step=512, tau=0.05)
     state = policy.init(50, seed=0, posterior=post)
     plan = policy.plan(state)
     share = sampling_distribution(post.mean(), 0.05)[7]  # 0.87: rho* puts most of its mass on prompt 7
@@ -426,7 +427,7 @@ def test_same_plans_whatever_the_thread_count(outputs_by_thread_count):
         "import numpy as np; from cures.policies import make_policy\n"
         "out = []\n"
         "for name in ['cures', 'cures-paper', 'cures-released', 'grpo', 'greso', 'mopps']:\n"
-        "    pol = make_policy(name, batch_size=16); st = pol.init(300, seed=4); rng = np.random.default_rng(0)\n"
+        "    pol = make_policy(name, prompts_per_step=16); st = pol.init(300, seed=4); rng = np.random.default_rng(0)\n"
         "    for _ in range(8):\n"
         "        b = pol.run_step(st, lambda plan: rng.binomial(plan.n_rollouts, 0.4))\n"
         "        out.append(np.r_[b.prompt_ids, b.n_rollouts])\n"

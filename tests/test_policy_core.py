@@ -26,7 +26,7 @@ from cures.policies.spec import Param, PolicySpec, batch_capacity, integer, regi
 
 
 class StreakParams(NamedTuple):
-    batch_size: int
+    prompts_per_step: int
     n: int
     bonus: int = 2
 
@@ -34,7 +34,7 @@ class StreakParams(NamedTuple):
 @njit(cache=True)
 def streak_plan(P, S, B, rng):
     '''Uniform prompts; a prompt whose last group was all wrong gets `bonus` more rollouts.'''
-    batch = uniform_batch(S, P.batch_size, rng)
+    batch = uniform_batch(S, P.prompts_per_step, rng)
     begin_training_round(B)
     for x in batch:
         add_slot(B, x, P.n + (P.bonus if S.last[x, 1] > 0 and S.last[x, 0] == 0 else 0))
@@ -58,7 +58,7 @@ def streak_observe(P, S, B, rng):
 
 register(PolicySpec(
     name="test-streak", summary="test", doc="test",
-    params=(Param("batch_size", 4, "prompts", integer(1)), Param("n", 2, "rollouts", integer(1))),
+    params=(Param("prompts_per_step", 4, "prompts", integer(1)), Param("n", 2, "rollouts", integer(1))),
     kernel_params=StreakParams, plan=streak_plan, observe=streak_observe, capacity=batch_capacity,
     arrays=("last",), state_vars=(("all_wrong_seen", np.int64),), step_vars=(("planned_prompts", np.int64),),
     init_vars=lambda P: {"all_wrong_seen": 100},
@@ -72,7 +72,7 @@ from cures.policies import make_policy
 from cures.simulator.config import build_config
 from cures.simulator.run import run_seed
 
-policy = make_policy("test-streak", batch_size=5, n=3)
+policy = make_policy("test-streak", prompts_per_step=5, n=3)
 state = policy.init(40, seed=0)
 assert state.arrays.last.shape == (40, 2) and state.arrays.tree.size == 0  # declared, and not declared
 assert state.arrays.vars.all_wrong_seen == 100 and state.step.vars.planned_prompts == 0
@@ -82,7 +82,7 @@ assert state.arrays.vars.all_wrong_seen == 105 and state.step.vars.planned_promp
 again = policy.plan(state)
 wrong_before = np.isin(again.prompt_ids, first.prompt_ids)
 np.testing.assert_array_equal(again.n_rollouts, np.where(wrong_before, 5, 3))  # the bonus, from S.last
-cfg = build_config(None, {"n_prompts": 200, "n_heldout": 10, "steps": 6, "batch_size": 5, "eval_every": 3,
+cfg = build_config(None, {"n_prompts": 200, "n_heldout": 10, "steps": 6, "prompts_per_step": 5, "eval_every": 3,
                           "seeds": 1})
 run = run_seed("test-streak", cfg, 0)
 assert run.steps == 6 and run.rollouts_total >= 6 * 5 * 2

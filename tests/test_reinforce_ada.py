@@ -6,7 +6,7 @@ import pytest
 from cures.policies import make_policy
 from cures.policies.reinforce_ada import Params, finished, trained_counts
 
-BAL = Params(batch_size=1, round_repeat=8, max_rounds=4, n=4, balanced=True, global_stats=True)
+BAL = Params(prompts_per_step=1, round_repeat=8, max_rounds=4, n=4, balanced=True, global_stats=True)
 POS = BAL._replace(balanced=False)
 
 
@@ -32,7 +32,7 @@ def test_down_sampling_targets(P, pos, neg, want):
 
 
 def test_rounds_stop_per_prompt_and_groups_take_the_first_rollouts_of_each_class():
-    policy = make_policy("reinforce-ada", batch_size=3, round_repeat=4, max_rounds=3, n=4)
+    policy = make_policy("reinforce-ada", prompts_per_step=3, round_repeat=4, max_rounds=3, n=4)
     state = policy.init(30, seed=0)
     first = policy.plan(state)
     a, b, c = first.prompt_ids
@@ -55,7 +55,8 @@ def test_rounds_stop_per_prompt_and_groups_take_the_first_rollouts_of_each_class
 
 
 def test_positive_focused_exits_at_the_first_success_and_the_baseline_can_be_off():
-    policy = make_policy("reinforce-ada", batch_size=2, round_repeat=4, max_rounds=4, n=4, choice="positive_focused",
+    policy = make_policy("reinforce-ada", prompts_per_step=2, round_repeat=4, max_rounds=4, n=4,
+                         choice="positive_focused",
                          global_stats=False)
     state = policy.init(20, seed=1)
     policy.plan(state)

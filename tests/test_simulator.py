@@ -18,7 +18,7 @@ from cures.simulator.reference import reference_seed, rollout_scores, vectorised
 from cures.simulator.run import run_seed, run_seeds, seed_streams
 from cures.theory import rollout_sigma, zero_variance_prob
 
-SMALL = {"n_prompts": 300, "n_heldout": 200, "steps": 30, "batch_size": 16, "eval_every": 10, "seeds": 24}
+SMALL = {"n_prompts": 300, "n_heldout": 200, "steps": 30, "prompts_per_step": 16, "eval_every": 10, "seeds": 24}
 
 
 def finals(runs, column):
@@ -39,7 +39,7 @@ def assert_same_distribution(a, b, what):
         ("cures", {}),
         ("cures", {"estimator": "rloo", "weighting": "rollout"}),
         ("grpo", {"estimator": "reinforce++", "clip": 0.05}),
-        ("cures", {"estimator": "drgrpo", "mode": "tabular", "lr": 40.0}),
+        ("cures", {"estimator": "dr_grpo", "mode": "tabular", "lr": 40.0}),
         ("speed", {}),
     ],
 )
@@ -71,7 +71,8 @@ def test_vectorised_reference_matches_the_engine(policy, settings):
 
 
 def test_first_step_zero_variance_fraction_is_the_expected_p_n_law():
-    cfg = build_config(None, {"n_prompts": 4000, "batch_size": 256, "budget": 256 * 4, "steps": 1, "eval_every": 1,
+    cfg = build_config(None, {"n_prompts": 4000, "prompts_per_step": 256, "rollouts_per_step": 256 * 4, "steps": 1,
+                              "eval_every": 1,
                               "seeds": 16, "init_pass_rate": "beta:0.5,0.5+one:0.1"})
     runs = run_seeds("grpo", cfg)
     expected = np.mean([
@@ -101,7 +102,7 @@ def test_monte_carlo_gradient_variance_of_one_prompt_is_eq21(p, mode):
 
 @pytest.mark.parametrize("policy", available())
 def test_every_policy_runs_in_the_engine_and_counts_every_rollout(policy):
-    cfg = build_config(None, {"n_prompts": 400, "n_heldout": 50, "steps": 12, "batch_size": 8, "eval_every": 4,
+    cfg = build_config(None, {"n_prompts": 400, "n_heldout": 50, "steps": 12, "prompts_per_step": 8, "eval_every": 4,
                               "seeds": 1, "policy_params": {"subsets": 2} if policy == "cures-paper" else {}})
     timer = []
     from cures.simulator import run as run_module
@@ -134,7 +135,7 @@ def test_same_seed_bit_identical_whatever_the_thread_count(outputs_by_thread_cou
     script = (
         "from cures.simulator.config import build_config; from cures.simulator.run import run_seeds\n"
         "import sys, numpy as np\n"
-        "cfg = build_config(None, {'n_prompts': 500, 'steps': 20, 'batch_size': 16, 'seeds': 4, "
+        "cfg = build_config(None, {'n_prompts': 500, 'steps': 20, 'prompts_per_step': 16, 'seeds': 4, "
         "'threads': int(sys.argv[1])})\n"
         "runs = run_seeds('cures', cfg)\n"
         "print(np.concatenate([r.curves.ravel() for r in runs]).tobytes().hex())\n"
@@ -175,7 +176,7 @@ def test_bad_pass_rate_specs(spec, match):
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match="estimator: input should be 'grpo', 'drgrpo', 'rloo' or 'reinforce"):
+    with pytest.raises(ValueError, match="estimator: input should be 'grpo', 'dr_grpo', 'rloo' or 'reinforce"):
         build_config(None, {"estimator": "ppo"})
     with pytest.raises(ValueError, match="unknown scenario 'nope'"):
         load_scenario("nope")
@@ -255,7 +256,7 @@ def test_tabular_summaries_say_which_accuracy_peaked():
     from cures.simulator.config import build_config
     from cures.simulator.run import simulate
 
-    summary, runs = simulate("grpo", build_config(overrides={"mode": "tabular", "n_prompts": 64, "batch_size": 8,
+    summary, runs = simulate("grpo", build_config(overrides={"mode": "tabular", "n_prompts": 64, "prompts_per_step": 8,
                                                              "steps": 6, "seeds": 2, "eval_every": 2}))
     assert summary["accuracy_metric"] == "train_accuracy" and math.isnan(summary["peak_heldout_accuracy"]["mean"])
     assert summary["peak_accuracy"]["mean"] == pytest.approx(np.mean([np.nanmax(r.curves[:, 2]) for r in runs]))

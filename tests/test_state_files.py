@@ -89,7 +89,7 @@ for key, how, value in cases:
         outcomes["rejected"] += 1
         continue
     policy = make_policy_for_budget(name, 4, 16, **{k: v for k, v in state.params.items()
-                                                     if k not in ("batch_size", "budget")})
+                                                     if k not in ("prompts_per_step", "rollouts_per_step")})
     for _ in range(3):  # a state that loads must also run
         plan = policy.plan(state) if not state.awaiting_observation else None
         n = plan.n_rollouts if plan is not None else state.step.n[state.step.vars.round_start:state.step.vars.n_slots]

@@ -33,14 +33,14 @@ def test_ray_gives_the_process_executors_bytes_and_resumes_its_cells(tmp_path):
     import shutil
 
     both, mixed = tmp_path / "processes", tmp_path / "mixed"
-    res = cures("sweep", *GRID, "--grid", "batch_size=8,16,32", "--out", str(both))
+    res = cures("sweep", *GRID, "--grid", "prompts_per_step=8,16,32", "--out", str(both))
     assert res.returncode == 0, res.stderr[-2000:]
     (mixed / "cells").mkdir(parents=True)
     kept = sorted((both / "cells").glob("*.parquet"))[:2]  # one cell: its .policies and .seeds files
     assert len({p.name.split(".")[0] for p in kept}) == 1
     for p in kept:
         shutil.copy(p, mixed / "cells" / p.name)
-    res = cures("sweep", *GRID, "--grid", "batch_size=8,16,32", "--out", str(mixed), "--executor", "ray",
+    res = cures("sweep", *GRID, "--grid", "prompts_per_step=8,16,32", "--out", str(mixed), "--executor", "ray",
                 "--jobs", "2")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "3 cells (1 already done)" in res.stdout.replace("\n", " ")

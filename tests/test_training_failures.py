@@ -13,7 +13,7 @@ from cures.backends.trl.trainer import RewardFunctionError
 
 
 def trainer_with(func, tmp_path):
-    trainer, _, state = make_trainer("grpo", budget=16, batch_size=4, steps=2, tmp_path=tmp_path)
+    trainer, _, state = make_trainer("grpo", rollouts_per_step=16, prompts_per_step=4, steps=2, tmp_path=tmp_path)
     trainer.reward_funcs[0] = func
     trainer.reward_func_names[0] = func.__name__
     return trainer, state

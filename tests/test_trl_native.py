@@ -34,7 +34,8 @@ def _grads(model):
 def test_micro_batches_add_up_to_trls_loss_on_the_real_rows(tmp_path, loss_type):
     """The accumulated gradient of micro-batches of 3 rows equals the gradient of TRL's own loss on the piece's
     real rows (filler rows neither contribute nor dilute), for each kind of loss normalisation."""
-    trainer, _, _ = make_trainer("speed", budget=16, batch_size=4, steps=1, tmp_path=tmp_path, micro_batch=3,
+    trainer, _, _ = make_trainer("speed", rollouts_per_step=16, prompts_per_step=4, steps=1, tmp_path=tmp_path,
+                                 micro_batch=3,
                                  loss_type=loss_type, policy_params={"gen_batch_size": 6})
     piece = _piece(trainer)
     model = trainer.model
@@ -70,7 +71,7 @@ def test_micro_batches_are_contiguous_near_equal_and_complete():
 def test_every_forward_backward_holds_at_most_the_micro_batch(tmp_path):
     """SPEED at m = 4 trains 96 rollouts per step; with per_device_train_batch_size=8 no forward with gradients
     holds more than 8 rows, and the micro-batches cover every trained row once."""
-    trainer, policy, state = make_trainer("speed", budget=16, batch_size=4, steps=2, tmp_path=tmp_path,
+    trainer, policy, state = make_trainer("speed", rollouts_per_step=16, prompts_per_step=4, steps=2, tmp_path=tmp_path,
                                           micro_batch=8)
     rows = []
     trainer.model.register_forward_pre_hook(
@@ -89,7 +90,7 @@ def test_logged_reward_metrics_are_those_of_the_real_rollouts(tmp_path):
 
     from cures.backends.trl.rewards import parity_reward
 
-    trainer, policy, state = make_trainer("dapo", budget=16, batch_size=4, steps=3, tmp_path=tmp_path,
+    trainer, policy, state = make_trainer("dapo", rollouts_per_step=16, prompts_per_step=4, steps=3, tmp_path=tmp_path,
                                           policy_params={"gen_batch_size": 6})
     seen = []
 
@@ -116,7 +117,8 @@ def test_evaluation_is_batched_greedy_and_avg_at_k(tmp_path):
     """evaluate(): greedy accuracy (deterministic, one completion per problem) and avg@k (k sampled completions per
     problem), generated in batches of per_device_eval_batch_size; metrics reach the log; sampling is restored."""
     held = arith_prompts(6)
-    trainer, _, _ = make_trainer("cures", budget=16, batch_size=4, steps=1, tmp_path=tmp_path, eval_dataset=held,
+    trainer, _, _ = make_trainer("cures", rollouts_per_step=16, prompts_per_step=4, steps=1, tmp_path=tmp_path,
+                                 eval_dataset=held,
                                  num_generations_eval=3, per_device_eval_batch_size=4)
     batches, scores = [], []
     original = trainer._generate
@@ -147,7 +149,8 @@ def test_evaluation_is_batched_greedy_and_avg_at_k(tmp_path):
 @pytest.mark.parametrize(
     ("change", "match"),
     [({"max_steps": 0}, "max_steps must be at least 1"), ({"max_steps": -4}, "max_steps must be at least 1"),
-     ({"policy": "nope"}, "unknown policy"), ({"policy_params": {"budget": 4}}, "may not set 'budget'"),
+     ({"policy": "nope"}, "unknown policy"), ({"policy_params": {"rollouts_per_step": 4}}, "may not set "
+                                              "'rollouts_per_step'"),
      ({"policy_params": "{oops"}, "JSON object"), ({"estimator": "ppo"}, "estimator must be one of"),
      ({"weighting": "x"}, "weighting must be one of"), ({"loss_type": "x"}, "loss_type must be one of"),
      ({"success_threshold": float("nan")}, "finite"), ({"prompts_per_step": 0}, "prompts_per_step"),

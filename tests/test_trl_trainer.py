@@ -14,7 +14,7 @@ from cures.records import read_records
 
 
 def test_generates_exactly_the_plan_and_updates_the_posterior(tmp_path):
-    trainer, policy, state = make_trainer("cures", budget=16, batch_size=4, steps=4, tmp_path=tmp_path)
+    trainer, policy, state = make_trainer("cures", rollouts_per_step=16, prompts_per_step=4, steps=4, tmp_path=tmp_path)
     plans, seen = record_plans(policy), []
     trainer.reward_funcs[0] = lambda completions, prompt_id, **kw: (seen.append(list(prompt_id)),
                                                                    parity_reward(completions))[1]
@@ -37,7 +37,7 @@ def test_advantages_equal_trls_when_groups_are_equal(tmp_path, monkeypatch):
     the per-group ones the subclass puts in their place agree, step by step."""
     from trl import GRPOTrainer
 
-    trainer, _, _ = make_trainer("grpo", budget=16, batch_size=4, steps=3, tmp_path=tmp_path)
+    trainer, _, _ = make_trainer("grpo", rollouts_per_step=16, prompts_per_step=4, steps=3, tmp_path=tmp_path)
     trainer.num_generations = 4  # TRL's own grouping then matches the policy's groups of n = 16 / 4
     trls, ours = [], []
     trl_step = GRPOTrainer._generate_and_score_completions
@@ -75,7 +75,7 @@ def test_multi_round_policies_train_on_the_rollouts_they_generated(tmp_path, nam
     kw = {"dapo": {"gen_batch_size": 6}, "speed": {"gen_batch_size": 6},
           "reinforce-ada": {"round_repeat": 2, "max_rounds": 2}, "pods": {"n": 4},  # generate 4, train 2
           "pilot-commit": PC_SMALL}.get(name, {})
-    trainer, policy, state = make_trainer(name, budget=16, batch_size=4, steps=3, tmp_path=tmp_path,
+    trainer, policy, state = make_trainer(name, rollouts_per_step=16, prompts_per_step=4, steps=3, tmp_path=tmp_path,
                                           policy_params=kw)
     plans = record_plans(policy)
     generated, trained = [], []
@@ -123,7 +123,8 @@ def test_score_norms_feed_eq21_on_screening_rounds(tmp_path):
     from cures.backends.trl.score_norms import response_score_norms, slot_score_stats
     from cures.theory import rollout_sigma
 
-    trainer, policy, state = make_trainer("cures-paper", budget=16, batch_size=4, steps=1, tmp_path=tmp_path,
+    trainer, policy, state = make_trainer("cures-paper", rollouts_per_step=16, prompts_per_step=4, steps=1,
+                                          tmp_path=tmp_path,
                                           score_norms=True, policy_params={"n_pre": 4, "subsets": 4})
     stats, p_hat = [], []
     original = policy.observe
@@ -172,7 +173,7 @@ def test_killed_and_resumed_run_continues_with_the_same_plans(tmp_path, name):
     from cures.backends.trl.trainer import STATE_FILE
 
     def run(out, steps, resume=False):
-        trainer, policy, state = make_trainer(name, budget=16, batch_size=4, steps=4, tmp_path=out,
+        trainer, policy, state = make_trainer(name, rollouts_per_step=16, prompts_per_step=4, steps=4, tmp_path=out,
                                               save_strategy="steps", save_steps=2,
                                               policy_params=PC_SMALL if name == "pilot-commit" else None)
         plans = record_plans(policy)
@@ -364,7 +365,7 @@ def test_every_trained_completion_gets_the_sign_of_its_own_reward_against_its_gr
     pairing of advantages with the wrong completions would break it (the length-drift candidate of issue 22)."""
     from cures.backends.trl.rewards import parity_reward
 
-    trainer, _, state = make_trainer(name, budget=24, batch_size=4, steps=4, tmp_path=tmp_path,
+    trainer, _, state = make_trainer(name, rollouts_per_step=24, prompts_per_step=4, steps=4, tmp_path=tmp_path,
                                      policy_params={"n": 6} if name == "pods" else None)
     rng = np.random.default_rng(0)  # a posterior that has seen every prompt: CurES gives unequal n_i from step 1
     state.arrays.alpha[:] += rng.integers(0, 8, state.arrays.alpha.size)

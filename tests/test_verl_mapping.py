@@ -117,6 +117,6 @@ def test_key_advantages_are_the_trl_backends_for_the_trained_keys_in_any_order_a
     got = key_advantages(batch, np.concatenate([rewards[order], [1.0, 0.0]]), trained).numpy()
     np.testing.assert_allclose(got[: len(keys)], expected[order], rtol=1e-6, atol=1e-7)
     assert np.all(got[len(keys):] == 0.0)
-    policy = make_policy_for_budget("grpo", batch_size=2, budget=4)
+    policy = make_policy_for_budget("grpo", prompts_per_step=2, rollouts_per_step=4)
     with pytest.raises(ValueError, match="hold no '_'"):  # verl reads a key's uid as key.split("_")[0]
         plan_rows(policy.plan(policy.init(4)), run="my_run")

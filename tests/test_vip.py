@@ -47,7 +47,7 @@ def step(policy, state, successes_of):
 
 
 def test_first_step_fallback_drop_rule_and_predictor():
-    policy = make_policy("vip", batch_size=8, budget=48, upper=16, gamma=0.0)
+    policy = make_policy("vip", prompts_per_step=8, rollouts_per_step=48, upper=16, gamma=0.0)
     state = policy.init(8, seed=0)  # one candidate batch = every prompt, so each step sees all of them
     first = step(policy, state, lambda plan: np.zeros(plan.prompt_ids.size))
     assert np.all(first.n_rollouts == 8)  # no history: rollout.n each (64, not B)
@@ -63,7 +63,7 @@ def test_first_step_fallback_drop_rule_and_predictor():
 
 
 def test_small_budget_fallback_draws_groups_of_four():
-    policy = make_policy("vip", batch_size=8, budget=24, first_n=2)
+    policy = make_policy("vip", prompts_per_step=8, rollouts_per_step=24, first_n=2)
     state = policy.init(8, seed=3)
     step(policy, state, lambda plan: np.zeros(plan.prompt_ids.size))
     plan = policy.plan(state)  # equal predictions, B < 4 m: B / 4 = 6 draws of +4
@@ -71,10 +71,10 @@ def test_small_budget_fallback_draws_groups_of_four():
 
 
 def test_bad_settings_are_value_errors():
-    with pytest.raises(ValueError, match="below 2 x batch_size"):
-        make_policy("vip", batch_size=8, budget=10).init(20)
+    with pytest.raises(ValueError, match="below 2 x prompts_per_step"):
+        make_policy("vip", prompts_per_step=8, rollouts_per_step=10).init(20)
     with pytest.raises(ValueError, match="min_keep"):
-        make_policy("vip", batch_size=8, upper=8, min_keep=9).init(20)
+        make_policy("vip", prompts_per_step=8, upper=8, min_keep=9).init(20)
 
 
 def test_the_embedding_gp_is_the_codes_recursive_update(tmp_path):
@@ -83,7 +83,7 @@ def test_the_embedding_gp_is_the_codes_recursive_update(tmp_path):
     emb[1] = emb[0]  # two prompts with one embedding
     path = tmp_path / "emb.npy"
     np.save(path, emb)
-    policy = make_policy("vip", batch_size=4, budget=32, embeddings=str(path), length_scale=0.8)
+    policy = make_policy("vip", prompts_per_step=4, rollouts_per_step=32, embeddings=str(path), length_scale=0.8)
     state = policy.init(12, seed=0)
     np.testing.assert_array_equal(state.arrays.features, emb)
     from cures.policies.vip import gp_update
@@ -105,12 +105,12 @@ def test_the_embedding_gp_is_the_codes_recursive_update(tmp_path):
 
 def test_embeddings_file_errors_are_value_errors(tmp_path):
     with pytest.raises(ValueError, match="cannot be read"):
-        make_policy("vip", batch_size=4, embeddings=str(tmp_path / "missing.npy")).init(10)
+        make_policy("vip", prompts_per_step=4, embeddings=str(tmp_path / "missing.npy")).init(10)
     np.save(tmp_path / "short.npy", np.zeros((9, 2)))
     with pytest.raises(ValueError, match=r"holds shape \(9, 2\); expected one row per prompt: \(10, d\)"):
-        make_policy("vip", batch_size=4, embeddings=str(tmp_path / "short.npy")).init(10)
+        make_policy("vip", prompts_per_step=4, embeddings=str(tmp_path / "short.npy")).init(10)
     bad = np.zeros((10, 2))
     bad[3, 1] = np.nan
     np.save(tmp_path / "nan.npy", bad)
     with pytest.raises(ValueError, match="NaN"):
-        make_policy("vip", batch_size=4, embeddings=str(tmp_path / "nan.npy")).init(10)
+        make_policy("vip", prompts_per_step=4, embeddings=str(tmp_path / "nan.npy")).init(10)

@@ -12,12 +12,12 @@ def arith_prompts(n=48):
     return to_prompts(builtin_source("arith", n, 0)["train"], "arith", prompt_suffix="")
 
 
-def make_trainer(policy_name, budget, batch_size, steps, tmp_path, seed=0, micro_batch=None, eval_dataset=None,
-                 policy_params=None, **config):
+def make_trainer(policy_name, rollouts_per_step, prompts_per_step, steps, tmp_path, seed=0, micro_batch=None,
+                 eval_dataset=None, policy_params=None, **config):
     tok = tiny_tokenizer()
     args = CuresGRPOConfig(output_dir=str(tmp_path), policy=policy_name, policy_params=policy_params or {},
-                           prompts_per_step=batch_size, rollouts_per_step=budget,
-                           per_device_train_batch_size=micro_batch or budget, max_completion_length=6,
+                           prompts_per_step=prompts_per_step, rollouts_per_step=rollouts_per_step,
+                           per_device_train_batch_size=micro_batch or rollouts_per_step, max_completion_length=6,
                            gradient_checkpointing=False, logging_steps=1, max_steps=steps, learning_rate=1e-3,
                            seed=seed, **{"save_strategy": "no", **config})
     model = tiny_model(tok, seed).eval()  # as from_pretrained leaves it: the first step must still be the policy's

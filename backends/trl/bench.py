@@ -39,10 +39,10 @@ def memory(model: str, completion: int, micro: int, steps: int) -> None:
     runs = (("16 rollouts/step", 4, 16, micro), ("128 rollouts/step", 16, 128, micro),
             ("128 rollouts/step, one forward", 16, 128, 128))
     results = {}
-    for label, m, budget, per_device in runs:
+    for label, m, rollouts_per_step, per_device in runs:
         with tempfile.TemporaryDirectory() as out:
             cmd = [sys.executable, "-m", "cures", "train", "--model_name_or_path", model, "--dataset_name", "arith",
-                   "--policy", "grpo", "--prompts_per_step", str(m), "--rollouts_per_step", str(budget),
+                   "--policy", "grpo", "--prompts_per_step", str(m), "--rollouts_per_step", str(rollouts_per_step),
                    "--per_device_train_batch_size", str(per_device), "--generation_chunk_size", str(micro),
                    "--max_steps", str(steps), "--max_completion_length", str(completion),
                    "--n_problems", "64", "--save_strategy", "no", "--gradient_checkpointing", "false",

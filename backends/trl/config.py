@@ -17,6 +17,7 @@ from trl import GRPOConfig
 
 from cures.backends.advantages import ESTIMATORS, SCALES, WEIGHTINGS
 from cures.backends.trl.microbatch import LOSS_TYPES
+from cures.renamed import refuse_renamed
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -86,7 +87,8 @@ class CuresGRPOConfig(GRPOConfig):
         self.policy_params = dict(self.policy_params or {})
         if not all(isinstance(k, str) for k in self.policy_params):
             raise ValueError(f"policy_params keys must be parameter names; got {self.policy_params!r}")
-        for key in ("budget", "batch_size"):
+        refuse_renamed(self.policy_params, "policy_params: ", moved=True)
+        for key in ("rollouts_per_step", "prompts_per_step"):
             if key in self.policy_params:
                 raise ValueError(f"policy_params may not set {key!r}: use rollouts_per_step / prompts_per_step")
         _choice("estimator", self.estimator, ESTIMATORS)

@@ -60,6 +60,7 @@ from cures.backends.verl.mapping import (
 from cures.policies import Policy, PolicyState, make_policy_for_budget
 from cures.policies.step import PolicyStep, StepRollouts, run_policy_step, step_metrics, step_records
 from cures.records import RECORDS, drop_steps_from, write_step
+from cures.renamed import refuse_renamed
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ __all__ = ["CuresReplayBuffer", "CuresSettings", "CuresTrainer", "MODE"]
 class CuresSettings:
     """The `cures:` section of a verl config, validated: `policy` and its `params` (`cures policies`), `seed`,
     `success_threshold` (a reward above it is a success for the posterior), `weighting` (`policy`: the policy's own;
-    `prompt`: Eq. 16; `rollout`: per rollout), `budget` (rollouts per step; default data.train_batch_size x
+    `prompt`: Eq. 16; `rollout`: per rollout), `rollouts_per_step` (rollouts per step; default data.train_batch_size x
     actor_rollout_ref.rollout.n), `uid_prefix` and `poll_seconds` (how often TransferQueue is polled for a round's
     end). The advantage estimator is verl's own `algorithm.adv_estimator` (grpo or rloo) with
     `algorithm.norm_adv_by_std_in_grpo` (std scaling, or none as in Dr. GRPO)."""
@@ -91,8 +92,8 @@ class CuresSettings:
     seed: int
     success_threshold: float
     weighting: str
-    budget: int
-    batch_size: int
+    rollouts_per_step: int
+    prompts_per_step: int
     estimator: str
     scale: str
     uid_prefix: str
@@ -105,8 +106,9 @@ class CuresSettings:
         if section is None:
             raise ValueError("trainer.v1.trainer_mode=cures needs a `cures:` section (at least cures.policy)")
         c = OmegaConf.to_container(section, resolve=True)
-        known = {"policy", "params", "seed", "success_threshold", "weighting", "budget", "uid_prefix",
+        known = {"policy", "params", "seed", "success_threshold", "weighting", "rollouts_per_step", "uid_prefix",
                  "poll_seconds"}
+        refuse_renamed(set(c) - known, prefix="cures.")
         stray = sorted(set(c) - known)
         if stray:
             raise ValueError(f"unknown cures.{stray[0]}; known: {', '.join(sorted(known))}")
@@ -128,19 +130,23 @@ class CuresSettings:
         poll = float(c.get("poll_seconds", 0.5))
         if not np.isfinite(threshold) or not np.isfinite(poll) or poll <= 0:
             raise ValueError("cures.success_threshold must be finite and cures.poll_seconds > 0")
-        batch_size = int(config.data.train_batch_size)
-        budget = c.get("budget", None)
-        budget = batch_size * int(config.actor_rollout_ref.rollout.n) if budget is None else int(budget)
+        prompts_per_step = int(config.data.train_batch_size)
+        rollouts_per_step = c.get("rollouts_per_step", None)
+        if rollouts_per_step is None:
+            rollouts_per_step = prompts_per_step * int(config.actor_rollout_ref.rollout.n)
+        rollouts_per_step = int(rollouts_per_step)
         if "policy" not in c:
             raise ValueError("cures.policy is missing (one of `cures policies`)")
         return cls(policy=str(c["policy"]), params=dict(c.get("params") or {}), seed=int(c.get("seed", 0)),
-                   success_threshold=threshold, weighting=weighting, budget=budget, batch_size=batch_size,
+                   success_threshold=threshold, weighting=weighting, rollouts_per_step=rollouts_per_step,
+                   prompts_per_step=prompts_per_step,
                    estimator=estimator, scale="group" if algorithm.get("norm_adv_by_std_in_grpo", True) else "none",
                    uid_prefix=check_run_id(str(c.get("uid_prefix", "cures"))), poll_seconds=poll,
                    max_response_length=int(config.data.get("max_response_length", 0) or 0))
 
     def make_policy(self) -> Policy:
-        return make_policy_for_budget(self.policy, batch_size=self.batch_size, budget=self.budget, **self.params)
+        return make_policy_for_budget(self.policy, prompts_per_step=self.prompts_per_step,
+                                      rollouts_per_step=self.rollouts_per_step, **self.params)
 
     def per_prompt(self, policy: Policy) -> bool:
         return policy.spec.loss_weighting == "per-prompt" if self.weighting == "policy" else self.weighting == "prompt"

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 import cures
+from cures.renamed import RENAMED_OPTIONS
 
 
 class Terminated(KeyboardInterrupt):
@@ -75,7 +76,9 @@ class OneLineUsageErrors(typer.Typer):
         except ClickException as exc:
             ctx = getattr(exc, "ctx", None)
             where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-            err_console.print(_error_line(f"{exc.format_message()}{where}"), highlight=False, soft_wrap=True)
+            new = RENAMED_OPTIONS.get(getattr(exc, "option_name", None))
+            message = f"{exc.option_name} was renamed {new} in cures 0.3" if new else exc.format_message()
+            err_console.print(_error_line(f"{message}{where}"), highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
         except Abort:
             err_console.print(_error_line("interrupted"), highlight=False)
@@ -162,12 +165,14 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a sett
                                                   " repeatable.")]
 
 
-def sim_config(scenario, n_prompts, steps, batch_size, budget, seeds, seed, init_pass_rate, estimator, threads,
+def sim_config(scenario, n_prompts, steps, prompts_per_step, rollouts_per_step, seeds, seed, init_pass_rate, estimator,
+               threads,
                 eval_every, max_rollouts, sets):
     from cures.simulator.config import build_config, parse_overrides
 
     explicit = {k: v for k, v in {
-        "n_prompts": n_prompts, "steps": steps, "batch_size": batch_size, "budget": budget, "seeds": seeds,
+        "n_prompts": n_prompts, "steps": steps, "prompts_per_step": prompts_per_step,
+                                  "rollouts_per_step": rollouts_per_step, "seeds": seeds,
         "seed": seed, "init_pass_rate": init_pass_rate, "estimator": estimator, "threads": threads,
         "eval_every": eval_every, "max_rollouts": max_rollouts}.items() if v is not None}
     settings, policy = parse_overrides(sets or [])
@@ -187,14 +192,14 @@ def progress_bar(total: int, what: str = "simulating steps"):
 SIM_OPTIONS = dict(
     n_prompts=typer.Option("--n-prompts", help="Training prompts N."),
     steps=typer.Option("--steps", help="Training steps."),
-    batch_size=typer.Option("--batch-size", help="Prompts per step m."),
-    budget=typer.Option("--budget", help="Rollouts per step N (policies with a budget; fixed-n ones get n = "
-                        "budget / batch size)."),
+    prompts_per_step=typer.Option("--prompts-per-step", help="Prompts per step m."),
+    rollouts_per_step=typer.Option("--rollouts-per-step", help="Rollouts per step N (policies that spend a total; "
+                                   "fixed-n ones get n = N / m)."),
     seeds=typer.Option("--seeds", help="Independent seeds (run in parallel threads)."),
     seed=typer.Option("--seed", help="First seed."),
     init_pass_rate=typer.Option("--init-pass-rate", help="Initial pass rates: beta:A,B; uniform; "
                                 "beta:A,B+zero:W0+one:W1; or a counts file (.json counters or .csv)."),
-    estimator=typer.Option("--estimator", help="grpo, drgrpo, rloo or reinforce++."),
+    estimator=typer.Option("--estimator", help="grpo, dr_grpo, rloo or reinforce++."),
     threads=typer.Option("--threads", help="Worker threads for the seeds."),
     eval_every=typer.Option("--eval-every", help="Evaluate every this many steps."),
     max_rollouts=typer.Option("--max-rollouts", help="Stop each seed at this many rollouts."),

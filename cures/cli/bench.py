@@ -18,9 +18,10 @@ def bench(
     policy: Annotated[str, typer.Option("--policy", help="Policy to step.")] = "cures",
     scenario: ScenarioOpt = None,
     sizes: Annotated[str, typer.Option("--sizes", help="Comma-separated prompt counts.")] = "10000,1000000",
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Prompts per step (default: the "
+    prompts_per_step: Annotated[int | None, typer.Option("--prompts-per-step", help="Prompts per step (default: the "
                                                    "scenario's).")] = None,
-    budget: Annotated[int | None, typer.Option("--budget", help="Rollouts per step (default: the scenario's).")] =
+    rollouts_per_step: Annotated[int | None, typer.Option("--rollouts-per-step", help="Rollouts per step (default: the "
+                                                          "scenario's).")] =
     None,
     versus: Annotated[str | None, typer.Option("--versus", help="Instead: time the engine's steps of --policy "
                                                "and of this policy alternately, at the first size, and print the "
@@ -48,7 +49,8 @@ def bench(
         fail(f"--sizes must be comma-separated integers; got {sizes!r}")
     if min(ns) < 1:
         fail(f"--sizes must be prompt counts of at least 1; got {sizes!r}")
-    shape = {k: v for k, v in (("batch_size", batch_size), ("budget", budget)) if v is not None}
+    shape = {k: v for k, v in (("prompts_per_step", prompts_per_step), ("rollouts_per_step",
+                                                                        rollouts_per_step)) if v is not None}
     if shape:
         from cures.simulator.config import build_config
         from cures.simulator.run import policy_for
@@ -60,8 +62,8 @@ def bench(
             fail("--out writes the size table; it does not go with --versus")
         check_output_dir(out, "--out")
     if versus is not None:
-        r = compare_policies(policy, versus, scenario, ns[0], repeats=repeats or 7, batch_size=batch_size,
-                             budget=budget)
+        r = compare_policies(policy, versus, scenario, ns[0], repeats=repeats or 7, prompts_per_step=prompts_per_step,
+                             rollouts_per_step=rollouts_per_step)
         for name in (policy, versus):
             us = ", ".join(f"{1e6 * t:.2f}" for t in r["seconds_per_step"][name])
             console.print(f"{name}: us per step {us}", highlight=False)
@@ -69,7 +71,8 @@ def bench(
                       f"{', '.join(f'{x:.2f}' for x in r['ratios'])}); fastest repeats {r['min_ratio']:.2f}",
                       highlight=False)
         return
-    results = run_bench(policy, scenario, ns, batch_size=batch_size, budget=budget, repeats=repeats or 3)
+    results = run_bench(policy, scenario, ns, prompts_per_step=prompts_per_step, rollouts_per_step=rollouts_per_step,
+                        repeats=repeats or 3)
     table = Table(title=f"engine vs reference ({policy}), medians of {repeats or 3} alternating rounds")
     for col in ("prompts", "implementation", "steps/s", "s/step", "setup s", "peak RSS MB"):
         table.add_column(col)
@@ -82,6 +85,7 @@ def bench(
     if out is not None:
         from cures.simulator.output import write_bench
 
-        title = f"{policy}: {batch_size or 'scenario'} prompts and {budget or 'scenario'} rollouts per step"
+        title = (f"{policy}: {prompts_per_step or 'scenario'} prompts and {rollouts_per_step or 'scenario'} rollouts "
+                 "per step")
         for path in write_bench(out, results, ratios(results), title):
             console.print(f"wrote {path}", highlight=False)

@@ -29,8 +29,8 @@ def simulate(
     policy: Annotated[str, typer.Option("--policy", help="Policy name (see `cures policies`).")] = "cures",
     n_prompts: Annotated[int | None, SIM_OPTIONS["n_prompts"]] = None,
     steps: Annotated[int | None, SIM_OPTIONS["steps"]] = None,
-    batch_size: Annotated[int | None, SIM_OPTIONS["batch_size"]] = None,
-    budget: Annotated[int | None, SIM_OPTIONS["budget"]] = None,
+    prompts_per_step: Annotated[int | None, SIM_OPTIONS["prompts_per_step"]] = None,
+    rollouts_per_step: Annotated[int | None, SIM_OPTIONS["rollouts_per_step"]] = None,
     seeds: Annotated[int | None, SIM_OPTIONS["seeds"]] = None,
     seed: Annotated[int | None, SIM_OPTIONS["seed"]] = None,
     init_pass_rate: Annotated[str | None, SIM_OPTIONS["init_pass_rate"]] = None,
@@ -47,7 +47,8 @@ def simulate(
     from cures.simulator.output import ci_text
     from cures.simulator.run import simulate as run_simulation
 
-    cfg = sim_config(scenario, n_prompts, steps, batch_size, budget, seeds, seed, init_pass_rate, estimator,
+    cfg = sim_config(scenario, n_prompts, steps, prompts_per_step, rollouts_per_step, seeds, seed, init_pass_rate,
+                     estimator,
                       threads, eval_every, max_rollouts, set_)
     if out is not None:
         check_output_dir(out, "--out")
@@ -77,8 +78,8 @@ def compare(
     "grpo,cures",
     n_prompts: Annotated[int | None, SIM_OPTIONS["n_prompts"]] = None,
     steps: Annotated[int | None, SIM_OPTIONS["steps"]] = None,
-    batch_size: Annotated[int | None, SIM_OPTIONS["batch_size"]] = None,
-    budget: Annotated[int | None, SIM_OPTIONS["budget"]] = None,
+    prompts_per_step: Annotated[int | None, SIM_OPTIONS["prompts_per_step"]] = None,
+    rollouts_per_step: Annotated[int | None, SIM_OPTIONS["rollouts_per_step"]] = None,
     seeds: Annotated[int | None, SIM_OPTIONS["seeds"]] = None,
     seed: Annotated[int | None, SIM_OPTIONS["seed"]] = None,
     init_pass_rate: Annotated[str | None, SIM_OPTIONS["init_pass_rate"]] = None,
@@ -104,7 +105,8 @@ def compare(
     names = [p.strip() for p in policies.split(",") if p.strip()]
     for name in names:
         get_spec(name)
-    cfg = sim_config(scenario, n_prompts, steps, batch_size, budget, seeds, seed, init_pass_rate, estimator,
+    cfg = sim_config(scenario, n_prompts, steps, prompts_per_step, rollouts_per_step, seeds, seed, init_pass_rate,
+                     estimator,
                       threads, eval_every, None, set_)
     check_output_dir(out, "--out")
     bar, task = progress_bar(cfg.steps * cfg.seeds * len(names))
@@ -120,7 +122,7 @@ def compare(
 def recommend(
     profile: Annotated[Path, typer.Option("--profile", help="A `cures profile` output directory (or its "
                                           "pass_rates.csv): your model's pass rates on your prompts.")],
-    budget: Annotated[int, typer.Option("--budget", min=1, help="Rollouts per step N.")],
+    rollouts_per_step: Annotated[int, typer.Option("--rollouts-per-step", min=1, help="Rollouts per step N.")],
     prompts_per_step: Annotated[int, typer.Option("--prompts-per-step", min=1, help="Prompts per step m.")],
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="Steps of the baseline (default: the "
                                               "scenario's, or 3 passes over the prompts).")] = None,
@@ -157,7 +159,8 @@ def recommend(
         get_spec(name)
     if names[0] != "grpo":
         names = ["grpo", *[n for n in names if n != "grpo"]]
-    settings = {"init_pass_rate": str(pass_rates), "batch_size": prompts_per_step, "budget": budget,
+    settings = {"init_pass_rate": str(pass_rates), "prompts_per_step": prompts_per_step,
+                "rollouts_per_step": rollouts_per_step,
                 "seeds": seeds}
     n_prompts = sum(1 for _ in pass_rates.open()) - 1
     settings["n_prompts"] = n_prompts
@@ -180,7 +183,8 @@ def recommend(
         return r["speedup_rollouts"] if np.isfinite(r["speedup_rollouts"]) else -np.inf
 
     rows = sorted(result["policies"][1:], key=lambda r: -score(r))
-    table = Table(title=f"{n_prompts} profiled prompts, m = {prompts_per_step}, N = {budget}, {cfg.steps} grpo "
+    table = Table(title=f"{n_prompts} profiled prompts, m = {prompts_per_step}, N = {rollouts_per_step}, {cfg.steps} "
+                  f"grpo "
                         f"steps, {cfg.seeds} seeds ({'calibrated: ' + scenario if scenario else 'default dynamics'})")
     table.add_column("policy", style="bold")
     table.add_column("speed-up to grpo's peak at equal rollouts [95% CI]")

@@ -1,7 +1,7 @@
 """Every prompt-sampling / rollout-allocation policy behind one interface.
 
     from cures.policies import available, make_policy
-    policy = make_policy("cures", batch_size=64, budget=512, tau=0.1)
+    policy = make_policy("cures", prompts_per_step=64, rollouts_per_step=512, tau=0.1)
     state = policy.init(n_prompts=10_000, seed=0)
     plan = policy.plan(state)             # prompt_ids, n_rollouts for this generation round
     done = policy.observe(state, successes)

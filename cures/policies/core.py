@@ -1,6 +1,6 @@
 """The uniform Python interface to the compiled policies: validated parameters, explicit state, plan/observe.
 
-    policy = make_policy("cures", batch_size=64, budget=512)
+    policy = make_policy("cures", prompts_per_step=64, rollouts_per_step=512)
     state = policy.init(n_prompts=10_000, seed=0)
     while True:                                   # one training step
         plan = policy.plan(state)                 # generate these ...
@@ -38,6 +38,7 @@ from cures.policies.layout import (
 )
 from cures.policies.spec import INIT_ONLY, PolicySpec, get_spec
 from cures.posterior import BetaPosterior, successes_from_rewards
+from cures.renamed import refuse_renamed
 from cures.sumtree import leaves, tree_height
 
 STATE_FORMAT = "cures.PolicyState"
@@ -312,6 +313,7 @@ def make_policy(name: str, **params) -> Policy:
     """Build a policy by name; unknown names, unknown parameters or bad values raise ValueError."""
     spec = get_spec(name)
     allowed = {p.name: p for p in spec.params}
+    refuse_renamed(set(params) - set(allowed), f"policy {name!r}: ")
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ValueError(
@@ -326,23 +328,24 @@ def make_policy(name: str, **params) -> Policy:
     return Policy(spec, values)
 
 
-def make_policy_for_budget(name: str, batch_size: int | None = None, budget: int | None = None, **params) -> Policy:
-    """`make_policy` with a batch size and a rollout budget applied where the policy has such parameters.
+def make_policy_for_budget(name: str, prompts_per_step: int | None = None, rollouts_per_step: int | None = None,
+                           **params) -> Policy:
+    """`make_policy` with the prompts and rollouts of a step applied where the policy has such parameters.
 
-    A budgeted policy gets `budget` itself. Otherwise, with GRPO's group size n = max(2, budget // batch_size), a
-    policy with `PolicySpec.group_size_params` gets those parameters (PODS generates 4n and trains n; Pilot-Commit
-    splits n into a 25 % pilot and a commit), unless `params` sets any of them; a fixed-n policy (GRPO-style groups)
-    gets n; a policy with none of these (e.g. `gvm`, `cures-released`, which size their steps themselves) ignores
-    `budget`. Explicit `params` win."""
+    A budgeted policy gets `rollouts_per_step` itself. Otherwise, with GRPO's group size n = max(2, rollouts_per_step //
+    prompts_per_step), a policy with `PolicySpec.group_size_params` gets those parameters (PODS generates 4n and trains
+    n; Pilot-Commit splits n into a 25 % pilot and a commit), unless `params` sets any of them; a fixed-n policy
+    (GRPO-style groups) gets n; a policy with none of these (e.g. `gvm`, `cures-released`, which size their steps
+    themselves) ignores `rollouts_per_step`. Explicit `params` win."""
     spec = get_spec(name)
     names = {p.name for p in spec.params}
     given = {}
-    if batch_size is not None and "batch_size" in names:
-        given["batch_size"] = batch_size
-    if budget is not None and "budget" in names:
-        given["budget"] = budget
-    elif budget is not None:
-        n = max(2, budget // (batch_size or spec.defaults()["batch_size"]))
+    if prompts_per_step is not None and "prompts_per_step" in names:
+        given["prompts_per_step"] = prompts_per_step
+    if rollouts_per_step is not None and "rollouts_per_step" in names:
+        given["rollouts_per_step"] = rollouts_per_step
+    elif rollouts_per_step is not None:
+        n = max(2, rollouts_per_step // (prompts_per_step or spec.defaults()["prompts_per_step"]))
         by_group = spec.group_size_params(n) if spec.group_size_params else None
         if by_group is not None and not by_group.keys() & params.keys():
             given.update(by_group)
@@ -376,8 +379,8 @@ class Policy:
     def resolved_params(self, n_prompts: int) -> dict:
         """The public parameters with defaults filled (`PolicySpec.resolve`) and checked against `n_prompts`."""
         v = dict(self.params)
-        if "batch_size" in v and v.get("budget", 0) is None:
-            v["budget"] = 8 * v["batch_size"]
+        if "prompts_per_step" in v and v.get("rollouts_per_step", 0) is None:
+            v["rollouts_per_step"] = 8 * v["prompts_per_step"]
         if self.spec.resolve is not None:
             v = self.spec.resolve(v, n_prompts)
         if self.spec.check is not None:

@@ -4,8 +4,8 @@
 Per subset D_t (Algorithm 1, lines 1-8): optionally reset the Beta counts, optionally draw N' pre-rollouts per prompt
 to initialise them (Eq. 22) and the per-prompt sigma_i (Eq. 21), and build rho* (Eq. 14). Per step (lines 10-16):
 draw m prompts from rho* with replacement (or uniformly), give them n_i rollouts by Eq. 20 in integers under the
-budget N (or N/m each), and update the posterior and rho* from the successes (Eq. 23-24). Every draw is its own
-training group, so a prompt drawn twice forms two groups.
+budget N = rollouts_per_step (or N/m each), and update the posterior and rho* from the successes (Eq. 23-24).
+Every draw is its own training group, so a prompt drawn twice forms two groups.
 """
 
 import numpy as np
@@ -87,7 +87,7 @@ def plan(P, S, B, rng):
         _start_estimates(P, S, lo, hi)
 
     begin_training_round(B)
-    m = P.batch_size
+    m = P.prompts_per_step
     batch = np.empty(m, np.int64)
     if P.rho_sampling:  # line 11: x_i ~ rho*, i.i.d. with replacement
         rho_draws(S, rng, batch)
@@ -102,9 +102,9 @@ def plan(P, S, B, rng):
                 w[i] = S.sigma[batch[i]]
         else:
             posterior_sigmas(S, batch, w)  # Eq. 21 with equal score norms, refreshed from p_hat
-        allocate_or_uniform(w, P.budget, P.n_min, P.n_max, n)
+        allocate_or_uniform(w, P.rollouts_per_step, P.n_min, P.n_max, n)
     else:
-        n[:] = P.budget // m
+        n[:] = P.rollouts_per_step // m
     for i in range(m):
         add_slot(B, batch[i], n[i])
     end_plan(S, B)
@@ -150,12 +150,13 @@ def _capacity(P, subset_size):
 
 
 def _check_family(v, n_prompts):
-    m, budget, n_min, n_max = v["batch_size"], v["budget"], v.get("n_min", 2), v.get("n_max", 0)
-    if budget < m * n_min:
-        raise ValueError(f"budget {budget} is below batch_size x n_min = {m * n_min}")
-    if n_max and (n_max < n_min or budget > m * n_max):
-        raise ValueError(f"n_max {n_max} must be >= n_min {n_min} and allow the budget: batch_size x n_max >= "
-                         f"{budget}")
+    m, rollouts_per_step, n_min, n_max = v["prompts_per_step"], v["rollouts_per_step"], v.get("n_min",
+                                                                                              2), v.get("n_max", 0)
+    if rollouts_per_step < m * n_min:
+        raise ValueError(f"rollouts_per_step {rollouts_per_step} is below prompts_per_step x n_min = {m * n_min}")
+    if n_max and (n_max < n_min or rollouts_per_step > m * n_max):
+        raise ValueError(f"n_max {n_max} must be >= n_min {n_min} and allow the budget: prompts_per_step x n_max >= "
+                         f"{rollouts_per_step}")
     subsets, steps = v.get("subsets", 1), v.get("steps_per_subset", 0)
     if subsets > 1 and steps < 1:
         raise ValueError(f"subsets={subsets} needs steps_per_subset >= 1")
@@ -165,8 +166,9 @@ def _check_family(v, n_prompts):
 
 def _check_fixed_n(v, n_prompts):
     _check_family(v, n_prompts)
-    if v["budget"] % v["batch_size"]:
-        raise ValueError(f"budget {v['budget']} must be a multiple of batch_size {v['batch_size']} (fixed n)")
+    if v["rollouts_per_step"] % v["prompts_per_step"]:
+        raise ValueError(f"rollouts_per_step {v['rollouts_per_step']} must be a multiple of prompts_per_step "
+                         f"{v['prompts_per_step']} (fixed n)")
 
 
 def _check_uniform(v, n_prompts):
@@ -217,7 +219,7 @@ by default. The paper does not say how Eq. 20 is rounded; here it is the exact i
 
 _register(
     name="cures-sampling",
-    summary="Ablation: CurES's rho* prompt sampling (Eq. 14) with a fixed n = budget / batch_size.",
+    summary="Ablation: CurES's rho* prompt sampling (Eq. 14) with a fixed n = rollouts_per_step / prompts_per_step.",
     params=(*(p for p in common_params() if p.name not in ("n_min", "n_max")), _TAU),
     fixed={"sigma_allocation": False},
     arrays=("sigma", "tree"),

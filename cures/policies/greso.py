@@ -5,7 +5,7 @@ those with mean <= 0.11 (all wrong). A candidate is skipped, before any rollout,
 
     1 - max(q_easy^c_e, 0.01)   if c_e > 0,        1 - max(q_hard^c_h, 0.01)   if c_h > 0,
 
-and survivors go through DAPO-style dynamic sampling (n rollouts, keep mixed groups, refill until `batch_size`).
+and survivors go through DAPO-style dynamic sampling (n rollouts, keep mixed groups, refill until `prompts_per_step`).
 Self-tuning after each step: q_easy moves -0.01 when the step's all-correct share of generated groups is above
 target/3 and +0.01 otherwise; q_hard likewise against 2 target/3 for the all-wrong share (target 0.25), both kept in
 [0.05, 0.95]. A refill round asks for remaining / (1 - z) x 1.25 surviving prompts, z the last zero-variance ratio.
@@ -33,7 +33,7 @@ from cures.policies.kernels import (
 from cures.policies.spec import Param, PolicySpec, integer, kernel_record, real, register, reporting_prior
 
 PARAMS = (
-    Param("batch_size", 64, "mixed groups to train per step", integer(1)),
+    Param("prompts_per_step", 64, "mixed groups to train per step", integer(1)),
     Param("n", 8, "rollouts per prompt", integer(2)),
     Param("target", 0.25, "target zero-variance ratio", real(0.0, 1.0)),
     Param("q_init", 0.5, "initial keep base q_easy = q_hard", real(0.0, 1.0)),
@@ -68,7 +68,7 @@ def skip_probability(P, S, x):
 def plan(P, S, B, rng):
     ensure_subset(S)
     begin_training_round(B)
-    remaining = P.batch_size - B.vars.n_groups
+    remaining = P.prompts_per_step - B.vars.n_groups
     z = min(S.vars.zero_var, 0.95)
     wanted = max(1, min(int(math.ceil(remaining / (1.0 - z) * P.gen_growth)), P.gen_batch_size))
     one = np.empty(1, np.int64)
@@ -98,23 +98,23 @@ def observe(P, S, B, rng):
         else:
             S.streak[x, EASY] = 0
             S.streak[x, HARD] = 0
-    keep_mixed_groups(B, P.batch_size)
+    keep_mixed_groups(B, P.prompts_per_step)
     generated = max(B.vars.generated_groups, 1)
     S.vars.zero_var = (B.vars.all_correct + B.vars.all_wrong) / generated
-    if B.vars.n_groups < P.batch_size and B.vars.n_rounds < P.max_gen_batches:
+    if B.vars.n_groups < P.prompts_per_step and B.vars.n_rounds < P.max_gen_batches:
         return False
     # self-tuning toward the target zero-variance ratio
     step_q = P.q_step if B.vars.all_correct / generated <= P.target / 3.0 else -P.q_step
     S.vars.q_easy = min(max(S.vars.q_easy + step_q, P.q_min), P.q_max)
     step_q = P.q_step if B.vars.all_wrong / generated <= 2.0 * P.target / 3.0 else -P.q_step
     S.vars.q_hard = min(max(S.vars.q_hard + step_q, P.q_min), P.q_max)
-    record_shortfall(S, B, P.batch_size)
+    record_shortfall(S, B, P.prompts_per_step)
     finish_step(S, B)
     return True
 
 
 def _resolve(v, n_prompts):
-    v["gen_batch_size"] = 25 * v["batch_size"]  # cap on one round's prompts (remaining / 0.05 x 1.25)
+    v["gen_batch_size"] = 25 * v["prompts_per_step"]  # cap on one round's prompts (remaining / 0.05 x 1.25)
     return v
 
 

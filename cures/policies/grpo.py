@@ -20,9 +20,10 @@ from cures.policies.spec import (
 )
 
 PARAMS = (
-    Param("batch_size", 64, "prompts per training step m", integer(1)),
-    Param("budget", None, "rollouts per training step N (default 8 x batch_size)", integer(2, optional=True),
-          display="8*batch_size"),
+    Param("prompts_per_step", 64, "prompts per training step m", integer(1)),
+    Param("rollouts_per_step", None, "rollouts per training step N (default 8 x prompts_per_step)", integer(2,
+                                                                                                            optional=True),
+          display="8*prompts_per_step"),
     reporting_prior(),
 )
 Params = kernel_record(__name__, PARAMS, decay=1.0)  # the reported posterior never forgets
@@ -30,7 +31,7 @@ Params = kernel_record(__name__, PARAMS, decay=1.0)  # the reported posterior ne
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    uniform_round(S, B, rng, P.batch_size, P.budget // P.batch_size)
+    uniform_round(S, B, rng, P.prompts_per_step, P.rollouts_per_step // P.prompts_per_step)
 
 
 @njit(cache=True)
@@ -39,15 +40,16 @@ def observe(P, S, B, rng):
 
 
 def _check(v, n_prompts):
-    m, budget = v["batch_size"], v["budget"]
+    m, rollouts_per_step = v["prompts_per_step"], v["rollouts_per_step"]
     fits_dataset()(v, n_prompts)
-    if budget % m or budget // m < 2:
-        raise ValueError(f"budget {budget} must be a multiple of batch_size {m} with at least 2 rollouts per prompt")
+    if rollouts_per_step % m or rollouts_per_step // m < 2:
+        raise ValueError(f"rollouts_per_step {rollouts_per_step} must be a multiple of prompts_per_step {m} with at "
+                         f"least 2 rollouts per prompt")
 
 
 SPEC = register(PolicySpec(
     name="grpo",
-    summary="Uniform GRPO: epoch-shuffled prompts, fixed n = budget / batch_size rollouts each.",
+    summary="Uniform GRPO: epoch-shuffled prompts, fixed n = rollouts_per_step / prompts_per_step rollouts each.",
     params=PARAMS,
     kernel_params=Params,
     plan=plan,

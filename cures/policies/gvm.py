@@ -40,12 +40,13 @@ from cures.policies.spec import (
 )
 
 PARAMS = (
-    Param("batch_size", 64, "prompts per training step m", integer(1)),
+    Param("prompts_per_step", 64, "prompts per training step m", integer(1)),
     Param("n_pre", 8, "stage-1 samples per prompt of a subset", integer(1)),
     Param("avg_rollouts", 8, "mean stage-2 rollouts per prompt (the subset's total / |D_t|)", integer(1)),
     Param("a", 1e-3, "weight parameter a", real(0.0, lo_open=True)),
     Param("b", 2.0, "weight parameter b", real()),
-    Param("subsets", 0, "disjoint subsets (0: auto, about steps_per_subset x batch_size prompts each)", integer(0)),
+    Param("subsets", 0, "disjoint subsets (0: auto, about steps_per_subset x prompts_per_step prompts each)",
+          integer(0)),
     Param("steps_per_subset", 10, "steps per EM iteration", integer(1)),
 )
 Params = kernel_record(__name__, PARAMS, decay=1.0)
@@ -66,8 +67,8 @@ def plan(P, S, B, rng):
         screen_subset(S, B, lo, hi, P.n_pre)
         return
     begin_training_round(B)
-    batch = np.empty(P.batch_size, np.int64)
-    draw_uniform(S, P.batch_size, rng, batch)
+    batch = np.empty(P.prompts_per_step, np.int64)
+    draw_uniform(S, P.prompts_per_step, rng, batch)
     for x in batch:
         add_slot(B, x, S.n_static[x])
     end_plan(S, B)
@@ -96,9 +97,9 @@ def observe(P, S, B, rng):
 
 def _check(v, n_prompts):
     subset = n_prompts // min(v["subsets"], n_prompts)
-    if subset < v["batch_size"]:
-        raise ValueError(f"subsets of about {subset} prompts are smaller than batch_size "
-                         f"{v['batch_size']}")
+    if subset < v["prompts_per_step"]:
+        raise ValueError(f"subsets of about {subset} prompts are smaller than prompts_per_step "
+                         f"{v['prompts_per_step']}")
 
 
 SPEC = register(PolicySpec(

@@ -147,9 +147,9 @@ def finish_step(S, B):
 
 
 @njit(cache=True, inline="always")
-def record_shortfall(S, B, batch_size):
-    """Count a step that ends with fewer training groups than `batch_size` (DAPO-style caps)."""
-    missing = batch_size - B.vars.n_groups
+def record_shortfall(S, B, prompts_per_step):
+    """Count a step that ends with fewer training groups than `prompts_per_step` (DAPO-style caps)."""
+    missing = prompts_per_step - B.vars.n_groups
     if missing > 0:
         S.vars.short_steps += 1
         S.vars.short_groups += missing
@@ -162,14 +162,15 @@ def is_mixed(B, j):
 
 
 @njit(cache=True)
-def keep_mixed_groups(B, batch_size):
+def keep_mixed_groups(B, prompts_per_step):
     """DAPO's filter on the latest round: mixed slots become training groups, in generation order, until the step
-    holds `batch_size` groups; all-equal and surplus slots stay untrained. Also counts the zero-variance groups."""
+    holds `prompts_per_step` groups; all-equal and surplus slots stay untrained. Also counts the zero-variance
+    groups."""
     lo, hi = round_slots(B)
     for j in range(lo, hi):
         B.vars.generated_groups += 1
         if is_mixed(B, j):
-            if B.vars.n_groups < batch_size:
+            if B.vars.n_groups < prompts_per_step:
                 B.group[j] = B.vars.n_groups
                 B.vars.n_groups += 1
         elif B.succ[j] > 0:

@@ -26,9 +26,10 @@ from cures.policies.kernels import (
 from cures.policies.spec import Param, PolicySpec, batch_capacity, fits_dataset, integer, kernel_record, register
 
 PARAMS = (
-    Param("batch_size", 64, "prompts per training step m", integer(1)),
-    Param("budget", None, "rollouts per training step N (default 8 x batch_size)", integer(2, optional=True),
-          display="8*batch_size"),
+    Param("prompts_per_step", 64, "prompts per training step m", integer(1)),
+    Param("rollouts_per_step", None, "rollouts per training step N (default 8 x prompts_per_step)", integer(2,
+                                                                                                            optional=True),
+          display="8*prompts_per_step"),
     Param("n_min", 2, "fewest rollouts of a mixed prompt", integer(1)),
     Param("n_max", 128, "most rollouts of one prompt", integer(1)),
     Param("min_observations", 8, "rollouts a prompt's last observation needs before p_hat is trusted", integer(1)),
@@ -74,7 +75,7 @@ def solve(p, total, n_min, n_max, out):
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    m = P.batch_size
+    m = P.prompts_per_step
     batch = uniform_batch(S, m, rng)
     begin_training_round(B)
     n = np.zeros(m, np.int64)
@@ -83,7 +84,7 @@ def plan(P, S, B, rng):
     for i in range(m):
         s, t = S.last[batch[i], 0], S.last[batch[i], 1]
         if t < P.min_observations:
-            status[i], n[i] = UNKNOWN, P.budget // m  # too little history: the default n
+            status[i], n[i] = UNKNOWN, P.rollouts_per_step // m  # too little history: the default n
         elif s == 0.0:
             status[i], n[i] = HOPELESS, EDGE_N
         elif s == t:
@@ -91,11 +92,11 @@ def plan(P, S, B, rng):
         else:
             status[i], p_hat[i] = MIXED, s / t
     mixed = np.flatnonzero(status == MIXED)
-    remaining = P.budget - n.sum()
+    remaining = P.rollouts_per_step - n.sum()
     if mixed.shape[0] > 0:
         take = min(remaining, mixed.shape[0] * P.n_max)
         alloc = np.full(mixed.shape[0], P.n_min, np.int64)
-        solve(p_hat[mixed], take, P.n_min, P.n_max, alloc)  # feasible: budget >= m n_min, defaults >= n_min
+        solve(p_hat[mixed], take, P.n_min, P.n_max, alloc)  # feasible: rollouts_per_step >= m n_min, defaults >= n_min
         for i in range(mixed.shape[0]):
             n[mixed[i]] = alloc[i]
         remaining -= alloc.sum()
@@ -123,13 +124,13 @@ def observe(P, S, B, rng):
 
 
 def _check(v, n_prompts):
-    m, budget = v["batch_size"], v["budget"]
+    m, rollouts_per_step = v["prompts_per_step"], v["rollouts_per_step"]
     fits_dataset()(v, n_prompts)
-    if budget < m * max(v["n_min"], EDGE_N) or budget // m < v["n_min"]:
-        raise ValueError(f"budget {budget} is below batch_size x n_min = {m * v['n_min']}")
-    if v["n_max"] < v["n_min"] or budget > m * v["n_max"]:
-        raise ValueError(f"n_max {v['n_max']} must be >= n_min {v['n_min']} and allow the budget: batch_size x "
-                         f"n_max >= {budget}")
+    if rollouts_per_step < m * max(v["n_min"], EDGE_N) or rollouts_per_step // m < v["n_min"]:
+        raise ValueError(f"rollouts_per_step {rollouts_per_step} is below prompts_per_step x n_min = {m * v['n_min']}")
+    if v["n_max"] < v["n_min"] or rollouts_per_step > m * v["n_max"]:
+        raise ValueError(f"n_max {v['n_max']} must be >= n_min {v['n_min']} and allow the budget: prompts_per_step x "
+                         f"n_max >= {rollouts_per_step}")
 
 
 SPEC = register(PolicySpec(

@@ -25,7 +25,7 @@ STATE_VARS = (
     ("cursor", np.int64),  # next position in that pass
     ("epoch", np.int64),  # passes started
     ("tree_height", np.int64),  # levels of the sum tree State.tree (0: no tree)
-    ("short_steps", np.int64),  # steps that ended with fewer training groups than batch_size (capped refills)
+    ("short_steps", np.int64),  # steps that ended with fewer training groups than prompts_per_step (capped refills)
     ("short_groups", np.int64),  # the groups those steps missed
     ("slots_made", np.int64),  # slots generated so far: the next slot's id (StepBuffer.slot_id)
 )

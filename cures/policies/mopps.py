@@ -30,9 +30,9 @@ from cures.policies.spec import (
 )
 
 PARAMS = (
-    Param("batch_size", 64, "prompts per training step m", integer(1)),
+    Param("prompts_per_step", 64, "prompts per training step m", integer(1)),
     Param("n", 8, "rollouts per prompt", integer(2)),
-    Param("ts_ratio", 16, "candidate pool = ts_ratio x batch_size (16 math, 8 Countdown/Geo3k)", integer(1)),
+    Param("ts_ratio", 16, "candidate pool = ts_ratio x prompts_per_step (16 math, 8 Countdown/Geo3k)", integer(1)),
     Param("target", 0.5, "target success rate", real(0.0, 1.0)),
     Param("decay", 1.0, "discount lambda (1: no forgetting, the math setting; 0.5 elsewhere)", real(0.0, 1.0)),
     Param("prior", (1.0, 1.0), "Beta prior (alpha0, beta0)", prior_pair()),
@@ -42,14 +42,14 @@ Params = kernel_record(__name__, PARAMS)
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    pool = uniform_batch(S, min(P.ts_ratio * P.batch_size, S.order.shape[0]), rng)
+    pool = uniform_batch(S, min(P.ts_ratio * P.prompts_per_step, S.order.shape[0]), rng)
     begin_training_round(B)
     distance = np.empty(pool.shape[0])
     for i in range(pool.shape[0]):
         x = pool[i]
         gamma = rng.beta(max(S.alpha[x], 1e-12), max(S.beta[x], 1e-12))  # Thompson draw
         distance[i] = (gamma - P.target) ** 2
-    for i in np.argsort(distance, kind="mergesort")[: P.batch_size]:
+    for i in np.argsort(distance, kind="mergesort")[: P.prompts_per_step]:
         add_slot(B, pool[i], P.n)
     end_plan(S, B)
 

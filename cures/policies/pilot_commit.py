@@ -2,7 +2,7 @@
 
 Each round (`RayPCTrainer.fit`, pc_ray_trainer.py):
 
-1. Commit: k = min(batch_size - committed, |buffer|) prompts leave the survivor buffer (uniformly at random, or
+1. Commit: k = min(prompts_per_step - committed, |buffer|) prompts leave the survivor buffer (uniformly at random, or
    by largest pilot std sqrt(p(1-p)) then newest, `max_variance`) and get n_commit fresh rollouts each. A committed
    prompt trains as one group: its n_pilot pilot rollouts, generated in an earlier round or step and kept since,
    plus the n_commit new ones (`PolicyState.held_slot_ids` tells the trainer which pilots to keep).
@@ -10,12 +10,12 @@ Each round (`RayPCTrainer.fit`, pc_ray_trainer.py):
    p_lower <= s/n_pilot <= 1 - p_upper enters the buffer (replacing an older pilot of the same prompt); one with
    s/n_pilot >= p_solve is excluded from later epochs. Too hard and too easy pilots are dropped (the prompt
    returns next epoch).
-3. Rounds repeat until batch_size prompts are committed or max_gen_batches rounds were made (the code raises
+3. Rounds repeat until prompts_per_step prompts are committed or max_gen_batches rounds were made (the code raises
    there; this policy trains on what it has and records the shortfall). At the end of step t, buffered pilots with
    t - t_added > max_off_steps are dropped; at the end of an epoch the buffer is cleared and the exclusions apply.
 
 Every generated rollout counts (pilots included, also those never committed). Defaults are the README's key values
-and the 1.5B script (p_lower 0.125, p_upper 0.25, p_solve 1.0, max_off_steps 4, gen_batch_size 3 x batch_size),
+and the 1.5B script (p_lower 0.125, p_upper 0.25, p_solve 1.0, max_off_steps 4, gen_batch_size 3 x prompts_per_step),
 with the yaml's pilot of 8 and a commit of 24 (the scripts' 25 % pilot share); buffer sampling is the yaml's
 `random`. Two simplifications: the GPU-divisibility trim of k is omitted, and a step in progress at the end of an
 epoch is not dropped.
@@ -55,7 +55,7 @@ TO_EXCLUDE, EXCLUDED = 1, 2  # State.flags
 
 
 PARAMS = (
-    Param("batch_size", 64, "prompts committed (trained) per step (train_batch_size; the scripts' 128)",
+    Param("prompts_per_step", 64, "prompts committed (trained) per step (train_batch_size; the scripts' 128)",
           integer(1)),
     Param("n_pilot", 8, "pilot rollouts per prompt (exploration.n; the 1.5B script's 32)", integer(2)),
     Param("n_commit", 24, "commit rollouts per survivor (rollout.n; the 1.5B script's 96)", integer(1)),
@@ -121,7 +121,7 @@ def plan(P, S, B, rng):
         end_epoch(S)
     committed = 0 if B.vars.done else B.vars.n_groups
     begin_training_round(B)
-    commits = choose_commits(P, S, P.batch_size - committed, rng)
+    commits = choose_commits(P, S, P.prompts_per_step - committed, rng)
     for x in commits:  # 1: commit rollouts for buffered survivors
         add_slot(B, x, P.n_commit)
     B.vars.commits = commits.shape[0]
@@ -150,19 +150,19 @@ def observe(P, S, B, rng):
         if P.p_lower <= mean <= 1.0 - P.p_upper:
             S.held[x, SLOT], S.held[x, SUCC], S.held[x, ROLLOUTS] = B.slot_id[j], int(B.succ[j]), B.n[j]
             S.held[x, ADDED] = S.vars.step
-    if B.vars.n_groups < P.batch_size and B.vars.n_rounds < P.max_gen_batches:
+    if B.vars.n_groups < P.prompts_per_step and B.vars.n_rounds < P.max_gen_batches:
         return False
     for x in buffered(S):  # step end: stale pilots are flushed
         if S.vars.step - S.held[x, ADDED] > P.max_off_steps:
             S.held[x, SLOT] = -1
-    record_shortfall(S, B, P.batch_size)
+    record_shortfall(S, B, P.prompts_per_step)
     finish_step(S, B)
     return True
 
 
 def _capacity(P, subset_size):
     """Each committed prompt takes a commit slot and its pilot's; pilots come gen_batch_size a round."""
-    return 2 * P.batch_size + P.gen_batch_size * P.max_gen_batches
+    return 2 * P.prompts_per_step + P.gen_batch_size * P.max_gen_batches
 
 
 def _resolve(v, n_prompts):

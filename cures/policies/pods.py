@@ -31,7 +31,7 @@ from cures.policies.spec import (
 )
 
 PARAMS = (
-    Param("batch_size", 64, "prompts per training step", integer(1)),
+    Param("prompts_per_step", 64, "prompts per training step", integer(1)),
     Param("n", 32, "rollouts generated per prompt (code default 32; paper's main experiment 64)", integer(2)),
     Param("m", None, "rollouts trained per prompt (default n / 4: the code's 32 -> 8, the paper's 64 -> 16)",
           integer(2, optional=True), display="n/4"),
@@ -58,7 +58,7 @@ def kept_successes(k, n, m):
 
 @njit(cache=True)
 def plan(P, S, B, rng):
-    uniform_round(S, B, rng, P.batch_size, P.n)
+    uniform_round(S, B, rng, P.prompts_per_step, P.n)
 
 
 @njit(cache=True)

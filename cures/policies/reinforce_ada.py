@@ -11,7 +11,7 @@ t_neg = min(n - t_pos, neg), the shortfall filled from the remaining positives, 
 active after N rounds keeps min(n, pos + neg) of them (positive_focused: t_pos = max(min(ceil(pos/(pos+neg) n),
 take - 1), 1)). Its advantages use the global statistics of every rollout the prompt got in the step
 (`global_stat_est`, the paper's script): baseline = pos / (pos + neg). The paper's advantage is Reinforce with that
-baseline, unscaled (`norm_adv_by_std_in_grpo=False`): `--set estimator=drgrpo` in the simulator,
+baseline, unscaled (`norm_adv_by_std_in_grpo=False`): `--set estimator=dr_grpo` in the simulator,
 `scale_rewards=none` in training. Every generated rollout counts: between m M and m M N per step.
 """
 
@@ -46,7 +46,7 @@ POS, NEG = 0, 1  # columns of State.counts
 
 
 PARAMS = (
-    Param("batch_size", 64, "prompts per training step (the paper's 512)", integer(1)),
+    Param("prompts_per_step", 64, "prompts per training step (the paper's 512)", integer(1)),
     Param("round_repeat", 8, "M: rollouts per active prompt per round", integer(1)),
     Param("max_rounds", 4, "N: rounds per step (at most M N rollouts per prompt)", integer(1)),
     Param("n", 4, "rollouts trained per prompt (the effective group size)", integer(2)),
@@ -87,7 +87,7 @@ def trained_counts(P, pos, neg, done):
 @njit(cache=True)
 def plan(P, S, B, rng):
     if B.vars.done:  # round 0 of a new step: m fresh prompts, counters reset
-        batch = uniform_batch(S, P.batch_size, rng)
+        batch = uniform_batch(S, P.prompts_per_step, rng)
         begin_training_round(B)
         for x in batch:
             S.counts[x, POS] = 0
@@ -145,7 +145,7 @@ def _resolve(v, n_prompts):
 
 
 def _capacity(P, subset_size):
-    return P.batch_size * P.max_rounds
+    return P.prompts_per_step * P.max_rounds
 
 
 SPEC = register(PolicySpec(

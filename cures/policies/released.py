@@ -44,13 +44,14 @@ from cures.policies.spec import (
 )
 
 PARAMS = (
-    Param("batch_size", 64, "prompts per step m (released: 1024)", integer(1)),
+    Param("prompts_per_step", 64, "prompts per step m (released: 1024)", integer(1)),
     Param("n_pre", 4, "N': pre-rollouts per prompt per iteration", integer(1)),
-    Param("subsets", 0, "iterations' disjoint subsets (0: auto, about steps_per_subset x batch_size prompts each)",
+    Param("subsets", 0,
+          "iterations' disjoint subsets (0: auto, about steps_per_subset x prompts_per_step prompts each)",
           integer(0)),
     Param("steps_per_subset", 10, "M: steps per iteration", integer(1)),
     Param("shards", 8, "contiguous shards with their own budget (the GPUs of stage 0)", integer(1)),
-    Param("budget_coef", 8, "per-shard budget = batch_size x budget_coef (num_rollout_max)", integer(1)),
+    Param("budget_coef", 8, "per-shard budget = prompts_per_step x budget_coef (num_rollout_max)", integer(1)),
     Param("rollout_multiplier", 4, "rollouts per allocated unit (vLLM rollout.n)", integer(1)),
     Param("temperature_scale", 100.0, "per-prompt temperature = scale x (accepted + 1)", real(0.0, lo_open=True)),
     Param("within_batch_replacement", False, "draw the batch with replacement (released: False)", boolean()),
@@ -64,7 +65,7 @@ def _draw_batch(P, S, members, rng):
     """m prompts of `members` with probability proportional to S.weight: distinct (Efraimidis-Spirakis keys) or
     i.i.d. with replacement."""
     k = members.shape[0]
-    m = min(P.batch_size, k) if not P.within_batch_replacement else P.batch_size
+    m = min(P.prompts_per_step, k) if not P.within_batch_replacement else P.prompts_per_step
     if P.within_batch_replacement:
         cum = np.cumsum(S.weight[members])
         out = np.empty(m, np.int64)
@@ -87,7 +88,7 @@ def _static_allocation(P, S, B):
         S.weight[x] = np.exp(np.sqrt(q * (1.0 - q)) / (P.temperature_scale * (s + 1.0)))
         S.sigma[x] = sigma_from_counts(s / nn, B.score[j, 0], B.score[j, 1], B.score[j, 2])
     width = (hi - lo) // P.shards
-    budget = P.batch_size * P.budget_coef
+    budget = P.prompts_per_step * P.budget_coef
     for k in range(P.shards):
         a = lo + k * width
         b = hi if k == P.shards - 1 else a + width

@@ -105,11 +105,12 @@ class Param:
     display: str | None = None  # how listings show the default, when not its value
 
 
-def common_params(budget_help: str = "rollouts per training step N (default 8 x batch_size)") -> tuple[Param, ...]:
-    """Parameters every budgeted policy shares: batch size, budget, group clamps and the Beta posterior."""
+def common_params(budget_help: str = "rollouts per training step N (default 8 x prompts_per_step)") -> tuple[Param,
+                                                                                                             ...]:
+    """Parameters every budgeted policy shares: prompts and rollouts per step, group clamps and the Beta posterior."""
     return (
-        Param("batch_size", 64, "prompts drawn per training step m", integer(1)),
-        Param("budget", None, budget_help, integer(1, optional=True), display="8*batch_size"),
+        Param("prompts_per_step", 64, "prompts drawn per training step m", integer(1)),
+        Param("rollouts_per_step", None, budget_help, integer(1, optional=True), display="8*prompts_per_step"),
         Param("n_min", 2, "fewest rollouts of a prompt that gets any (a group of 1 has no advantage)", integer(1)),
         Param("n_max", None, "most rollouts of one prompt (None: no limit)", integer(1, optional=True)),
         Param("prior", (1.0, 1.0), "Beta prior (alpha0, beta0) of every pass rate", prior_pair()),
@@ -124,22 +125,22 @@ def reporting_prior() -> Param:
 
 
 def gen_batch_param(factor: int, help: str) -> Param:
-    return Param("gen_batch_size", None, f"{help} (default {factor} x batch_size)", integer(1, optional=True),
-                 display=f"{factor}*batch_size")
+    return Param("gen_batch_size", None, f"{help} (default {factor} x prompts_per_step)", integer(1, optional=True),
+                 display=f"{factor}*prompts_per_step")
 
 
 def default_gen_batch(factor: int) -> Callable[[dict, int], dict]:
-    """`resolve` hook: gen_batch_size defaults to factor x batch_size."""
+    """`resolve` hook: gen_batch_size defaults to factor x prompts_per_step."""
 
     def resolve(v: dict, n_prompts: int) -> dict:
         if v["gen_batch_size"] is None:
-            v["gen_batch_size"] = factor * v["batch_size"]
+            v["gen_batch_size"] = factor * v["prompts_per_step"]
         return v
 
     return resolve
 
 
-def fits_dataset(key: str = "batch_size") -> Callable[[dict, int], None]:
+def fits_dataset(key: str = "prompts_per_step") -> Callable[[dict, int], None]:
     """`check` hook: v[key] distinct prompts must exist."""
 
     def check(v: dict, n_prompts: int) -> None:
@@ -150,9 +151,10 @@ def fits_dataset(key: str = "batch_size") -> Callable[[dict, int], None]:
 
 
 def auto_subsets(v: dict, n_prompts: int) -> dict:
-    """`resolve` hook: subsets = 0 means subsets of about steps_per_subset x batch_size prompts (the released code)."""
+    """`resolve` hook: subsets = 0 means subsets of about steps_per_subset x prompts_per_step prompts (the released
+    code)."""
     if v["subsets"] == 0:
-        v["subsets"] = max(1, round(n_prompts / (v["steps_per_subset"] * v["batch_size"])))
+        v["subsets"] = max(1, round(n_prompts / (v["steps_per_subset"] * v["prompts_per_step"])))
     return v
 
 
@@ -188,7 +190,7 @@ class PolicySpec:
     `kernel_params` (a NamedTuple class, made by `kernel_record` from the declared parameters) is what `plan` and
     `observe` receive as P: its fields are the public parameters of the same names, after `resolve`, with `fixed`
     values and the record's defaults for the rest.
-    `group_size_params(n)` says how a policy without a `budget` spends GRPO's n rollouts per prompt (used by
+    `group_size_params(n)` says how a policy without a `rollouts_per_step` spends GRPO's n rollouts per prompt (used by
     `make_policy_for_budget`). `arrays` names the optional per-prompt arrays of `layout.State` the kernels use
     (`load(values, n_prompts)` may supply some of them, e.g. features read from a file, instead of their zero
     start); `state_vars` and `step_vars` add (name, dtype) scalars to S.vars and B.vars, with starting values from
@@ -213,7 +215,8 @@ class PolicySpec:
     loss_weighting: str = "per-prompt"  # "per-prompt" (paper Eq. 16) or "per-rollout" (token-mean)
     resolve: Callable[[dict, int], dict] | None = None  # fills values that depend on others or on n_prompts
     check: Callable[[dict, int], None] | None = None  # checks that need n_prompts
-    group_size_params: Callable[[int], dict] | None = None  # its parameters at GRPO's group size n (budget / m)
+    group_size_params: Callable[[int],
+                                dict] | None = None  # its parameters at GRPO's group size n (rollouts_per_step / m)
     doc: str = ""
 
     def defaults(self) -> dict:
@@ -221,13 +224,13 @@ class PolicySpec:
 
 
 def batch_capacity(P, subset_size: int) -> int:
-    """`capacity` of a one-round step of batch_size slots."""
-    return P.batch_size
+    """`capacity` of a one-round step of prompts_per_step slots."""
+    return P.prompts_per_step
 
 
 def screening_capacity(P, subset_size: int) -> int:
     """`capacity` of a screening round over the largest subset and one training round."""
-    return subset_size + P.batch_size
+    return subset_size + P.prompts_per_step
 
 
 _REGISTRY: dict[str, PolicySpec] = {}

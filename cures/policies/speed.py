@@ -3,7 +3,7 @@
 Each screening round gives N_init rollouts to each of `gen_batch_size` epoch-shuffled prompts and keeps those with
 mixed results; the next round gives n_continue more rollouts to as many of them as the batch still needs, and each
 continued prompt trains on all N_init + n_continue rollouts as one group (the screening rollouts are reused).
-Screening rounds repeat until `batch_size` prompts are continued or `max_gen_batches` screens were made (then the
+Screening rounds repeat until `prompts_per_step` prompts are continued or `max_gen_batches` screens were made (then the
 step trains on what it has and records the shortfall). Source: Zanette-Labs/speed-rl
 verl/trainer/ppo/data_controller.py. Two simplifications, both where the code batches work across steps: the
 continuation runs as its own round instead of riding with the next screening batch, and screened-mixed prompts that
@@ -38,7 +38,7 @@ from cures.policies.spec import (
 )
 
 PARAMS = (
-    Param("batch_size", 64, "prompts to train per step", integer(1)),
+    Param("prompts_per_step", 64, "prompts to train per step", integer(1)),
     Param("n_init", 4, "screening rollouts per candidate (N_init)", integer(2)),
     Param("n_continue", 20, "rollouts added to a screened-mixed prompt", integer(1)),
     gen_batch_param(4, "candidates per screening round (the paper's 64 / 16)"),
@@ -60,7 +60,7 @@ def _continue_mixed(P, S, B):
     lo, hi = round_slots(B)
     begin_training_round(B)
     for j in range(lo, hi):
-        if B.vars.n_groups >= P.batch_size:
+        if B.vars.n_groups >= P.prompts_per_step:
             break
         if is_mixed(B, j):
             g = B.vars.n_groups
@@ -96,15 +96,15 @@ def observe(P, S, B, rng):
             if is_mixed(B, j):
                 B.vars.continue_mixed = True
                 return False
-    if B.vars.n_groups < P.batch_size and B.vars.screens < P.max_gen_batches:
+    if B.vars.n_groups < P.prompts_per_step and B.vars.screens < P.max_gen_batches:
         return False
-    record_shortfall(S, B, P.batch_size)
+    record_shortfall(S, B, P.prompts_per_step)
     finish_step(S, B)
     return True
 
 
 def _capacity(P, subset_size):
-    return (P.gen_batch_size + P.batch_size) * P.max_gen_batches
+    return (P.gen_batch_size + P.prompts_per_step) * P.max_gen_batches
 
 
 SPEC = register(PolicySpec(

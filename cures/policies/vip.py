@@ -55,9 +55,10 @@ EPS = 1e-6  # clip of p and of observed pass rates
 
 
 PARAMS = (
-    Param("batch_size", 64, "candidate prompts per training step", integer(1)),
-    Param("budget", None, "rollouts per training step B (default 8 x batch_size)", integer(2, optional=True),
-          display="8*batch_size"),
+    Param("prompts_per_step", 64, "candidate prompts per training step", integer(1)),
+    Param("rollouts_per_step", None, "rollouts per training step B (default 8 x prompts_per_step)", integer(2,
+                                                                                                            optional=True),
+          display="8*prompts_per_step"),
     Param("objective", "rloo", "variance objective: rloo (the trainer's default) or grpo (Dr. GRPO)",
           choice("rloo", "grpo")),
     Param("gamma", None, "weight of the hard-prompt bonus gamma log p (default 7e-4 rloo, 4e-4 grpo)",
@@ -108,19 +109,19 @@ def allocate(rloo, a, b, lower, upper, budget, out):
 def uniform_fallback(P, k, rng, n):
     """The code's allocation when the predictions are all equal."""
     n[:] = 0
-    if P.budget < 4 * k:
-        for _ in range(P.budget // 4):
+    if P.rollouts_per_step < 4 * k:
+        for _ in range(P.rollouts_per_step // 4):
             n[int(rng.random() * k)] += 4
     else:
         for i in range(k):
-            n[i] = P.budget // k + (1 if i < P.budget % k else 0)
+            n[i] = P.rollouts_per_step // k + (1 if i < P.rollouts_per_step % k else 0)
 
 
 @njit(cache=True)
 def plan(P, S, B, rng):
     if S.vars.step == 0 and B.vars.n_rounds == 0:  # nothing observed yet: the prior for every prompt
         S.latent[:] = P.prior_logit
-    batch = uniform_batch(S, P.batch_size, rng)
+    batch = uniform_batch(S, P.prompts_per_step, rng)
     begin_training_round(B)
     k = batch.shape[0]
     n = np.empty(k, np.int64)
@@ -135,11 +136,12 @@ def plan(P, S, B, rng):
         else:
             a = p * (1.0 - p)
             b = P.gamma * np.log(p)
-            allocate(P.rloo, a, b, 2 if P.rloo else 3, P.upper, P.budget, n)  # where every term is convex
+            allocate(P.rloo, a, b, 2 if P.rloo else 3, P.upper, P.rollouts_per_step, n)  # where every term is convex
             kept = np.flatnonzero(n >= P.min_keep)  # the code zeroes groups below min_keep ...
             n[:] = 0
             second = np.empty(kept.shape[0], np.int64)
-            allocate(P.rloo, a[kept], b[kept], P.min_keep, P.upper, P.budget, second)  # ... and re-spends on the rest
+            allocate(P.rloo, a[kept], b[kept], P.min_keep, P.upper, P.rollouts_per_step,
+                     second)  # ... and re-spends on the rest
             n[kept] = second
     for i in range(k):
         add_slot(B, batch[i], n[i])  # n = 0: not generated
@@ -217,9 +219,10 @@ def _load(v, n_prompts):
 
 def _check(v, n_prompts):
     fits_dataset()(v, n_prompts)
-    m, budget, lower = v["batch_size"], v["budget"], 2 if v["rloo"] else 3
-    if budget < lower * m:
-        raise ValueError(f"budget {budget} is below {lower} x batch_size = {lower * m} (the objective's convex range)")
+    m, rollouts_per_step, lower = v["prompts_per_step"], v["rollouts_per_step"], 2 if v["rloo"] else 3
+    if rollouts_per_step < lower * m:
+        raise ValueError(f"rollouts_per_step {rollouts_per_step} is below {lower} x prompts_per_step = {lower * m} "
+                         f"(the objective's convex range)")
     if not lower <= v["min_keep"] <= v["upper"]:
         raise ValueError(f"min_keep {v['min_keep']} must lie in [{lower}, upper = {v['upper']}]")
 

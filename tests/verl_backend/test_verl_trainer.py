@@ -249,6 +249,7 @@ class Rows(dict):
     ("algorithm.use_kl_in_reward=true", "use_kl_in_reward is not supported"),
     ("trainer.v1.trainer_mode=sync", "needs 'cures'"),
     ("+cures.bogus=1", "unknown cures.bogus"),
+    ("+cures.budget=64", "'cures.budget' was renamed 'cures.rollouts_per_step' in cures 0.3"),
     ("+cures.uid_prefix=a_b", "hold no '_'"),
     ("nonexistent_key=1", "--config"),
 ])
