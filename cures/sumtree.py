@@ -165,7 +165,7 @@ def tree_find(tree, h, u, out):
         out[k] = _scan_draw(tree, h, u[k])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def tree_draws(tree, h, rng, out):
     """Fill `out` with independent leaves, each drawn with probability proportional to its weight (the root must be
     > 0): u_i = U(0, 1) x root in order, then `tree_find`. One compiled call for the batch: a call per draw would

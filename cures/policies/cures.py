@@ -68,7 +68,7 @@ Params = kernel_record(__name__, PARAMS,
                        sigma_allocation=True)  # line 12: n_i by Eq. 20 (else N / m each)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _start_estimates(P, S, lo, hi):
     """Lines 6-8: rho* over D_t from the current counts (sigma_i is set by the pre-rollout round, if any)."""
     if P.rho_sampling:
