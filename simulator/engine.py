@@ -94,6 +94,13 @@ def pass_rates_of(M, ids, tabular, out):
 
 
 @njit(cache=True)
+def binomial(rng, n, p):
+    """k ~ Binomial(n, p) from rng, as rng.binomial(n, p). A function of its own, cached on disk: `run_steps` is
+    compiled once per policy, and Numba's own Generator.binomial (about 1 s to compile) is not cached between runs."""
+    return rng.binomial(n, p)
+
+
+@njit(cache=True)
 def score_statistics(M, C, x, p):
     """The exact Eq. 21 inputs of prompt x at pass rate p: E1||s||^2, E0||s||^2 and ||E1 s - E0 s||^2, for scores
     s = (r - p) a + sigma_r xi, whose conditional means are (1 - p) a (correct) and -p a (wrong)."""
@@ -212,7 +219,7 @@ def run_steps(P, S, B, prng, srng, M, C, T, steps):
             for j in range(lo, hi):
                 x = B.prompt[j]
                 p = T.slot_p[j]
-                k = srng.binomial(B.n[j], p)
+                k = binomial(srng, B.n[j], p)
                 B.succ[j] = k
                 zero = 1 if (k == 0 or k == B.n[j]) else 0
                 T.vars.slots += 1
