@@ -5,6 +5,7 @@
     python tests/checkout_timings.py pieces /path/to/old/checkout . --repeats 3
     python tests/checkout_timings.py startup . --repeats 5
     python tests/checkout_timings.py cold . --repeats 2
+    python tests/checkout_timings.py first-use . --repeats 1
 
 `compile`: cold compile time of the twelve first policies through both of their callers. Each run is a fresh
 interpreter with an empty NUMBA_CACHE_DIR that plans and observes one step of each through the Python interface and
@@ -23,6 +24,9 @@ as `cures bench` does (marginal seconds per step, compiled code warm).
 
 `cold`: the same demo with an empty NUMBA_CACHE_DIR (what it compiles), then `simulate --policy grpo` in that cache
 (the first use of another policy, compiling what `cures` did not).
+
+`first-use`: the demo with an empty NUMBA_CACHE_DIR, then `simulate --policy P` for every other policy in that cache,
+each the first use of P (the aim: at most 10 s each).
 
 Checkouts alternate within each repeat, so machine noise hits them alike; the table gives each checkout's median and
 its ratio to the first checkout's.
@@ -147,6 +151,15 @@ def measure(what: str, root: Path) -> dict[str, float]:
             first = _wall(root, DEMO, {"NUMBA_CACHE_DIR": cache})
             other = _wall(root, ("simulate", "--policy", "grpo", "--n-prompts", "10000"), {"NUMBA_CACHE_DIR": cache})
         return {"cold simulate cures s": first, "then grpo s": other}
+    if what == "first-use":
+        policies = _run(root, ["-c", "from cures.policies import available; print(' '.join(available()))"], {})
+        with tempfile.TemporaryDirectory() as cache:
+            times = {"cold simulate cures s": _wall(root, DEMO, {"NUMBA_CACHE_DIR": cache})}
+            for name in policies.split():
+                if name != "cures":
+                    times[f"then {name} s"] = _wall(root, ("simulate", "--policy", name, "--n-prompts", "10000"),
+                                                    {"NUMBA_CACHE_DIR": cache})
+        return times
     if what == "compile":
         with tempfile.TemporaryDirectory() as cache:
             t0 = time.perf_counter()
@@ -158,14 +171,14 @@ def measure(what: str, root: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("compile", "steps", "pieces", "startup", "cold"))
+    parser.add_argument("what", choices=("compile", "steps", "pieces", "startup", "cold", "first-use"))
     parser.add_argument("roots", nargs="+", type=Path, help="checkouts to compare (the first is the reference)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     for root in args.roots:
         if not (root / "cures" / "sumtree.py").is_file():
             parser.error(f"{root} is not a checkout of this project (no cures/sumtree.py)")
-    if args.what not in ("compile", "cold"):
+    if args.what not in ("compile", "cold", "first-use"):
         for root in args.roots:  # compile (or load) each checkout's kernels before timing anything
             measure(args.what, root.resolve())
     runs: dict[Path, list[dict]] = {root: [] for root in args.roots}
