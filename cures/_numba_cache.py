@@ -27,14 +27,15 @@ STALE_DAYS = 7
 
 
 def source_digest(roots: list[Path] | None = None) -> str:
-    """sha256 over the relative path and bytes of every module under `roots` that uses Numba (only those can change
-    compiled code); the default roots are the directories of `cures` and its subpackages, wherever they live."""
+    """sha256 over the relative path and bytes of every module under `roots` that uses Numba, directly or through
+    `cures._jit.njit` (only those can change compiled code); the default roots are the directories of `cures` and
+    its subpackages, wherever they live."""
     roots = _package_roots() if roots is None else roots
     digest = hashlib.sha256()
     for root in roots:
         for path in sorted(root.rglob("*.py")):
             data = path.read_bytes()
-            if b"numba" in data:
+            if b"numba" in data or b"njit" in data:
                 digest.update(f"{root.name}/{path.relative_to(root)}".encode())
                 digest.update(data)
     return digest.hexdigest()

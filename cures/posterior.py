@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
 from cures._io import atomic_save_npz, load_npz
+from cures._jit import njit
 
 __all__ = ["BetaPosterior", "successes_from_rewards"]
 

@@ -8,7 +8,8 @@ them to equal; on exact sums both are the inverse CDF of the weights (`cures.rul
 """
 
 import numpy as np
-from numba import njit
+
+from cures._jit import njit
 
 FANOUT = 16
 

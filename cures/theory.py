@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, vectorize
+from numba import vectorize
+
+from cures._jit import njit
 
 __all__ = [
     "allocate_rollouts",

@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
+from cures._jit import njit
 from cures.policies.dispatch import observe_round, plan_round
 from cures.policies.kernels import kept, round_slots
 from cures.policies.layout import new_vars

@@ -11,18 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cures.policies import Policy, make_policy_for_budget
 from cures.policies.dispatch import specialised
 from cures.simulator.config import SimConfig
-from cures.simulator.engine import (
-    COLUMNS,
-    ESTIMATOR_CODES,
-    EngineConfig,
-    evaluate,
-    new_tally,
-    run_steps,
-)
-from cures.simulator.population import build_population
+from cures.simulator.engine import COLUMNS, evaluate, run_steps
+from cures.simulator.warmup import compile_helper
+from cures.simulator.world import engine_config, policy_for, seed_streams, seed_world  # noqa: F401 (also here)
 
 Progress = Callable[[int], None]
 
@@ -40,28 +33,6 @@ class SeedRun:
     steps: int
 
 
-def policy_for(name: str, cfg: SimConfig) -> Policy:
-    """The policy with the scenario's prompts and rollouts per step and parameters (`make_policy_for_budget`)."""
-    return make_policy_for_budget(name, cfg.prompts_per_step, cfg.rollouts_per_step, **cfg.policy_params)
-
-
-def engine_config(cfg: SimConfig, policy: Policy, max_rollouts: int | None = None) -> EngineConfig:
-    weighting = policy.spec.loss_weighting if cfg.weighting == "policy" else cfg.weighting
-    return EngineConfig(
-        tabular=cfg.mode == "tabular", estimator=ESTIMATOR_CODES[cfg.estimator],
-        per_prompt=weighting in ("prompt", "per-prompt"), lr=cfg.lr, clip=cfg.clip,
-        sigma_correct=cfg.sigma_correct, sigma_wrong=cfg.sigma_wrong, eps=cfg.eps, score_norms=cfg.score_norms,
-        max_rollouts=cfg.max_rollouts if max_rollouts is None else max_rollouts, train_cost=cfg.train_cost,
-        max_compute=cfg.max_compute,
-    )
-
-
-def seed_streams(seed: int) -> tuple[np.random.SeedSequence, np.random.SeedSequence, np.random.SeedSequence]:
-    """Independent streams for the population, the policy and the simulated rollouts of one seed."""
-    pop, pol, sim = np.random.SeedSequence(seed).spawn(3)
-    return pop, pol, sim
-
-
 class Stopped(Exception):
     """A seed was told to stop (Ctrl-C in another thread) between two chunks of steps."""
 
@@ -75,13 +46,7 @@ def run_seed(name: str, cfg: SimConfig, seed: int, progress: Progress | None = N
     every = chunk or cfg.eval_every
     if cfg.eval_every % every:
         raise ValueError(f"chunk {every} must divide eval_every {cfg.eval_every}")
-    policy = policy_for(name, cfg)
-    pop_ss, pol_ss, sim_ss = seed_streams(seed)
-    model, _ = build_population(cfg, np.random.default_rng(pop_ss))
-    state = policy.init(cfg.n_prompts, seed=pol_ss)
-    srng = np.random.default_rng(sim_ss)
-    C = engine_config(cfg, policy, max_rollouts)
-    T = new_tally(model.theta.shape[0], state.step.prompt.shape[0])
+    state, model, srng, C, T = seed_world(name, cfg, seed, max_rollouts)
     P, S, B, prng = state.kernel, state.arrays, state.step, state.rng
     steps_fn = specialised(run_steps, P, S, B, prng, srng, model, C, T, 1)
     rows, hists = [], []
@@ -221,5 +186,6 @@ def simulate(name: str, cfg: SimConfig, progress: Progress | None = None, max_ro
     """Run every seed of one policy; returns (summary, per-seed runs)."""
     policy_for(name, cfg).kernel_params(cfg.n_prompts)  # fail fast on a policy that cannot run this population
     t0 = time.perf_counter()
-    runs = run_seeds(name, cfg, progress, max_rollouts)
+    with compile_helper(name, cfg):  # a first run: the engine's kernels compile in a second process meanwhile
+        runs = run_seeds(name, cfg, progress, max_rollouts)
     return summarize(name, cfg, runs, time.perf_counter() - t0), runs

@@ -12,6 +12,9 @@ from threads import limit_threads
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The first-run compile helper (cures.simulator.warmup) uses a spare core; the suite already runs one worker per core,
+# so it stays off here except where tests/test_warmup.py turns it on.
+os.environ.setdefault("CURES_COMPILE_HELPER", "0")
 limit_threads()  # one worker per core: each gets its share of OpenMP threads (tests/threads.py)
 
 settings.register_profile("cures", deadline=None)

@@ -26,6 +26,13 @@ def test_digest_changes_exactly_when_a_numba_source_changes(tmp_path):
     assert source_digest(roots) == first
     (tmp_path / "simulator" / "mod.py").rename(tmp_path / "simulator" / "moved.py")  # same bytes, other module
     assert source_digest(roots) != first
+    second = source_digest(roots)
+    kernel = tmp_path / "cures" / "policy.py"  # a kernel written with cures._jit.njit, no "numba" in its text
+    kernel.write_text("from cures._jit import njit\n@njit(cache=True)\ndef f(x):\n    return x\n")
+    third = source_digest(roots)
+    assert third != second
+    kernel.write_text("from cures._jit import njit\n@njit(cache=True)\ndef f(x):\n    return x + 1\n")
+    assert source_digest(roots) != third
 
 
 def test_default_roots_cover_the_checkouts_top_level_folders():

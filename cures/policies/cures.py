@@ -9,8 +9,8 @@ Every draw is its own training group, so a prompt drawn twice forms two groups.
 """
 
 import numpy as np
-from numba import njit
 
+from cures._jit import njit
 from cures.policies.kernels import (
     add_slot,
     allocate_or_uniform,

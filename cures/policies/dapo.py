@@ -8,8 +8,7 @@ the groups it has and records the shortfall (`state.vars.short_steps`, `short_gr
 counts, so the expected cost per kept group is n / (1 - f0) with f0 the zero-variance fraction.
 """
 
-from numba import njit
-
+from cures._jit import njit
 from cures.policies.kernels import (
     finish_step,
     keep_mixed_groups,

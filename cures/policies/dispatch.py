@@ -16,9 +16,10 @@ import importlib
 import pkgutil
 from pathlib import Path
 
-from numba import njit, typeof, types
+from numba import typeof, types
 from numba.extending import overload
 
+from cures._jit import njit
 from cures.policies.spec import kernels_of
 
 # Every module of this package except the shared machinery below is one policy file, which registers its policies

@@ -16,8 +16,8 @@ pass; a skipped candidate is spent for that pass. A round examines at most one p
 import math
 
 import numpy as np
-from numba import njit
 
+from cures._jit import njit
 from cures.policies.kernels import (
     add_slot,
     begin_training_round,

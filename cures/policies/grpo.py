@@ -5,8 +5,7 @@ permutation per pass, incomplete last chunk dropped) and gives each the same n =
 updated with the results (Eq. 23-24) only so that callers can report p_hat; it never influences the plan.
 """
 
-from numba import njit
-
+from cures._jit import njit
 from cures.policies.kernels import complete_single_round_step, uniform_round
 from cures.policies.spec import (
     Param,

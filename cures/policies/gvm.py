@@ -13,8 +13,8 @@ its fixed n_i (prompts with n_i = 0 are skipped), so a step's rollout count vari
 """
 
 import numpy as np
-from numba import njit
 
+from cures._jit import njit
 from cures.policies.kernels import (
     add_slot,
     begin_training_round,

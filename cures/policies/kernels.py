@@ -19,8 +19,8 @@ function grows faster than its size (the whole CurES plan inlined took 35 s inst
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from cures._jit import njit
 from cures.posterior import posterior_mean, update_counts
 from cures.sumtree import FANOUT, tree_draws, tree_rebuild, tree_set
 from cures.theory import allocate_into, sampling_weight, sigma2_nb

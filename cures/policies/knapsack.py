@@ -13,8 +13,8 @@ p_hat is the last epoch's success rate (or its last 16 rewards); here it is the 
 """
 
 import numpy as np
-from numba import njit
 
+from cures._jit import njit
 from cures.policies.kernels import (
     add_slot,
     begin_training_round,

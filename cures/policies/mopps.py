@@ -8,8 +8,8 @@ are the paper's math settings: ts_ratio 16, lambda 1 (no forgetting), n 8. The p
 """
 
 import numpy as np
-from numba import njit
 
+from cures._jit import njit
 from cures.policies.kernels import (
     add_slot,
     begin_training_round,

@@ -22,8 +22,8 @@ epoch is not dropped.
 """
 
 import numpy as np
-from numba import njit
 
+from cures._jit import njit
 from cures.policies.kernels import (
     add_carried_slot,
     add_slot,

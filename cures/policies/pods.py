@@ -11,8 +11,7 @@ own statistics. Defaults follow the code's config (n = 32, m = 8), and m = n / 4
 paper's main experiment, n = 64, m = 16).
 """
 
-from numba import njit
-
+from cures._jit import njit
 from cures.policies.kernels import (
     complete_single_round_step,
     keep_part,

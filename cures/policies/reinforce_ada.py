@@ -17,8 +17,7 @@ baseline, unscaled (`norm_adv_by_std_in_grpo=False`): `--set estimator=dr_grpo` 
 
 import math
 
-from numba import njit
-
+from cures._jit import njit
 from cures.policies.kernels import (
     add_slot,
     begin_training_round,

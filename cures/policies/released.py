@@ -16,8 +16,8 @@ Per iteration over a subset D_t (read from that commit's sampler and rollout-all
 """
 
 import numpy as np
-from numba import njit
 
+from cures._jit import njit
 from cures.policies.kernels import (
     add_slot,
     begin_training_round,

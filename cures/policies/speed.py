@@ -11,8 +11,8 @@ the batch no longer needs are dropped (their screening rollouts still count), so
 """
 
 import numpy as np
-from numba import njit
 
+from cures._jit import njit
 from cures.policies.kernels import (
     add_slot,
     begin_screening_round,

@@ -26,8 +26,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-from numba import njit
 
+from cures._jit import njit
 from cures.policies.kernels import (
     add_slot,
     begin_training_round,
