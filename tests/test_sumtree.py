@@ -1,6 +1,7 @@
 """The sum tree's batched draws: the same leaves as the documented scan, on any tree, and weight-proportional."""
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -106,3 +107,20 @@ def test_on_exact_sums_a_draw_is_the_inverse_cdf(w, data):
     out = np.empty(u.size, np.int64)
     tree_find(tree, h, u, out)
     np.testing.assert_array_equal(out, [inverse_cdf_draw(w, float(v)) for v in u])
+
+
+@pytest.mark.parametrize("n", [1, 17, 10_000, 70_000])
+def test_every_node_s_children_start_a_cache_line_wherever_the_tree_comes_from(n, tmp_path):
+    """new_tree places the tree so that each node's 16 children fill two 64-byte lines (element 1 on a line's
+    start); a policy state's tree keeps that placement when it is created, copied, saved and loaded."""
+    from cures.policies import make_policy
+    from cures.policies.core import PolicyState
+
+    tree, h = new_tree(n)
+    assert tree.flags.c_contiguous and (tree == 0).all()
+    state = make_policy("cures", prompts_per_step=1, rollouts_per_step=2).init(n, seed=0)
+    state.save(tmp_path / "s.npz")
+    for t in (tree, state.arrays.tree, state.copy().arrays.tree, PolicyState.load(tmp_path / "s.npz").arrays.tree):
+        assert (t.ctypes.data + 8) % 64 == 0 and t.size == tree.size
+        offsets = [(FANOUT**level - 1) // (FANOUT - 1) for level in range(1, h + 1)]
+        assert all((t.ctypes.data + 8 * o) % 64 == 0 for o in offsets)

@@ -39,7 +39,7 @@ from cures.policies.layout import (
 from cures.policies.spec import INIT_ONLY, PolicySpec, get_spec
 from cures.posterior import BetaPosterior, successes_from_rewards
 from cures.renamed import refuse_renamed
-from cures.sumtree import leaves, tree_height
+from cures.sumtree import copy_tree, leaves, tree_height
 
 STATE_FORMAT = "cures.PolicyState"
 STATE_VERSION = 2  # 2: named scalars (`vars` records) and per-policy kernel parameters; 1: integer registers
@@ -194,8 +194,13 @@ class PolicyState:
 
 
 def _copied(part):
-    """A deep copy of a State or StepBuffer (arrays and vars record)."""
-    return type(part)(*(copy_vars(a) if isinstance(a, np.record) else a.copy() for a in part))
+    """A deep copy of a State or StepBuffer (arrays and vars record; the sum tree placed as `new_tree` places it)."""
+    def copied(name, a):
+        if isinstance(a, np.record):
+            return copy_vars(a)
+        return copy_tree(a) if name == "tree" else a.copy()
+
+    return type(part)(**{name: copied(name, a) for name, a in part._asdict().items()})
 
 
 def _checked_state(meta: dict, arrays: dict) -> PolicyState:
@@ -232,7 +237,11 @@ def _checked_state(meta: dict, arrays: dict) -> PolicyState:
             if got.dtype.descr != want.dtype.descr or got.shape != want.shape:
                 raise ValueError(f"array {key} has dtype {got.dtype} and shape {got.shape}; expected {want.dtype} "
                                  f"and {want.shape}")
-            loaded[key] = vars_from_array(got) if name == "vars" else np.ascontiguousarray(got)
+            if name == "vars":
+                loaded[key] = vars_from_array(got)
+            else:  # into the fresh state's array, which has the layout this version gives it (the sum tree's placement)
+                np.copyto(want, got)
+                loaded[key] = want
     unknown = set(arrays) - set(loaded)
     if unknown:
         raise ValueError(f"unknown arrays {', '.join(sorted(unknown))}")
