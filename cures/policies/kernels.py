@@ -219,7 +219,7 @@ def current_subset(S):
     return subset_bounds(S, S.vars.subset)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def enter_next_subset(S, reset):
     """Move to the next subset (cycling), reset its posterior to the prior if `reset`, refill the uniform queue;
     returns its bounds in `order`."""
@@ -264,7 +264,7 @@ def ensure_subset(S):
         enter_next_subset(S, False)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def draw_uniform(S, m, rng, out):
     """m distinct prompts from the current subset, epoch-wise shuffled like TRL's RepeatSampler.
 
@@ -311,7 +311,7 @@ def rho_weight(S, x, tau):
     return sampling_weight(posterior_mean(S.alpha, S.beta, x), tau)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def fill_rho_tree(S, lo, hi, tau):
     """Weights of the prompts order[lo:hi] by Eq. 14; every other prompt gets weight 0."""
     h = S.vars.tree_height
@@ -330,7 +330,7 @@ def rho_draws(S, rng, out):
     tree_draws(S.tree, S.vars.tree_height, rng, out)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def rho_update(S, ids, tau):
     """Line 15 of Algorithm 1 for the prompts `ids`: their Eq. 14 weights from their new posterior means."""
     weights = np.empty(ids.shape[0])
@@ -352,7 +352,7 @@ def sigma_from_counts(p, g2_correct, g2_wrong, gap2):
     return np.sqrt(sigma2_nb(p, 1.0, 1.0, 0.0))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def posterior_sigmas(S, ids, out):
     """out[i] = sqrt(p_hat (1 - p_hat)) of prompt ids[i]: Eq. 21 with equal score norms at the posterior mean."""
     alpha, beta = S.alpha, S.beta
