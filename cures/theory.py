@@ -100,7 +100,7 @@ def _before(gain, idx, a, b):
     return gain[a] > gain[b] or (gain[a] == gain[b] and idx[a] < idx[b])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sift_down(gain, idx, size, pos):
     while True:
         best, left = pos, 2 * pos + 1
