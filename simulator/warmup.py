@@ -103,9 +103,13 @@ def compile_helper(name: str, cfg: SimConfig):
         except Exception:  # a world this check cannot build small: the run itself will say what is wrong
             done = None
         if done is not None and not done.exists():
-            helper = subprocess.Popen(
-                [sys.executable, "-m", "cures.simulator.warmup", name, json.dumps(cfg.to_dict()), str(os.getpid())],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                helper = subprocess.Popen(
+                    [sys.executable, "-m", "cures.simulator.warmup", name, json.dumps(cfg.to_dict()),
+                     str(os.getpid())],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            except OSError:  # no interpreter to start: the run compiles everything itself, as without a helper
+                helper = None
     try:
         yield helper
     finally:
@@ -116,15 +120,25 @@ def compile_helper(name: str, cfg: SimConfig):
 
 
 def warm(name: str, cfg: SimConfig) -> Path | None:
-    """Compile (or load) every kernel of `engine_kernels` for this run's types, then write the marker."""
+    """Compile (or load) every kernel of `engine_kernels` for this run's types, then write the marker. A kernel that
+    fails to compile here still gets the marker written: the run compiles it itself (and says why, if it fails
+    there too), and no later run starts a helper that can only fail again."""
     sigs = signatures(engine_kernels(name, cfg))
-    for dispatcher, sig in sigs:
-        dispatcher.compile(sig)
     done = marker(sigs)
-    if done is not None:
-        done.parent.mkdir(parents=True, exist_ok=True)
-        done.touch()
+    try:
+        for dispatcher, sig in sigs:
+            dispatcher.compile(sig)
+    except Exception:
+        _touch(done)
+        raise
+    _touch(done)
     return done
+
+
+def _touch(path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
 
 
 def _exit_with_parent(parent: int) -> None:

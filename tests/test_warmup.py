@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cures.simulator.config import build_config
+from cures.simulator.config import SimConfig, build_config
 from cures.simulator.warmup import compile_helper, engine_kernels, marker, signatures
 
 SMALL = {"n_prompts": 300, "n_heldout": 20, "prompts_per_step": 8, "rollouts_per_step": 32, "steps": 4,
@@ -20,7 +20,7 @@ SMALL = {"n_prompts": 300, "n_heldout": 20, "prompts_per_step": 8, "rollouts_per
 RECORD = """
 import json, sys
 from numba.core import event
-from cures.simulator.config import build_config
+from cures.simulator.config import SimConfig, build_config
 from cures.simulator.run import run_seed
 from cures.simulator.warmup import warm
 what, name, cfg = sys.argv[1], sys.argv[2], build_config(None, json.loads(sys.argv[3]))
@@ -124,3 +124,9 @@ def test_helper_ends_when_its_parent_is_gone(tmp_path):
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(pid)
+
+
+@pytest.mark.parametrize("scenario", ["default", "paper-1.5b"])
+def test_the_helper_rebuilds_the_runs_config_from_its_command_line(scenario):
+    cfg = build_config(scenario, {"policy_params": {"tau": 0.2}, "init_pass_rate": "beta:0.3,0.3+zero:0.3"})
+    assert SimConfig(**json.loads(json.dumps(cfg.to_dict()))) == cfg
