@@ -105,7 +105,7 @@ def test_every_policy_runs_in_the_engine_and_counts_every_rollout(policy):
     cfg = build_config(None, {"n_prompts": 400, "n_heldout": 50, "steps": 12, "prompts_per_step": 8, "eval_every": 4,
                               "seeds": 1, "policy_params": {"subsets": 2} if policy == "cures-paper" else {}})
     timer = []
-    from cures.simulator import run as run_module
+    from cures.simulator import world as run_module
 
     captured = {}
     original = run_module.new_tally

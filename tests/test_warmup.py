@@ -46,22 +46,17 @@ def _compiled(what: str, policy: str, overrides: dict, cache) -> list[str]:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("mode", ["irt", "tabular"])
-def test_the_run_loads_every_kernel_the_helper_compiled(tmp_path, mode):
-    overrides = {**SMALL, "mode": mode}
-    helper = _compiled("warm", "grpo", overrides, tmp_path)
+def test_the_run_loads_every_kernel_the_helper_compiled(tmp_path):
+    helper = _compiled("warm", "grpo", SMALL, tmp_path / "warmed")
     assert {"binomial", "gradient_step", "evaluate", "observe_round", "update_counts"} <= set(helper)
-    run = _compiled("run", "grpo", overrides, tmp_path)
+    run = _compiled("run", "grpo", SMALL, tmp_path / "warmed")
     # each loaded from the cache, none compiled again, but for the policy's own `observe`: compiled into each of its
     # callers (`cures.policies.dispatch`), it has no cache entry of its own
     assert "run_steps" in run and set(run) & set(helper) == {"observe"}
-    assert (tmp_path / "cures-warm").is_dir()
-
-
-def test_without_the_helper_the_run_compiles_them_itself(tmp_path):
-    """The check above can fail: from an empty cache the same run compiles the kernels the helper covers."""
-    run = _compiled("run", "grpo", SMALL, tmp_path)
-    assert {"binomial", "gradient_step", "evaluate", "update_counts"} <= set(run)
+    assert (tmp_path / "warmed" / "cures-warm").is_dir()
+    # the control: from an empty cache the same run compiles the kernels the helper covers (the check above can fail)
+    alone = _compiled("run", "grpo", SMALL, tmp_path / "empty")
+    assert {"binomial", "gradient_step", "evaluate", "update_counts", "observe"} <= set(alone)
 
 
 def test_marker_names_the_signatures_and_the_cache_directory(tmp_path, monkeypatch):
