@@ -33,22 +33,22 @@ def new_tree(n: int) -> tuple[np.ndarray, int]:
     lines instead of straddling three: a draw in a tree too large for the caches reads a third fewer lines (256
     draws from 10 million leaves: about 25 to 21 us). Only the placement differs; the values are the same."""
     h = tree_height(n)
-    return _placed(np.zeros((FANOUT ** (h + 1) - 1) // (FANOUT - 1))), h
+    return _placed_zeros((FANOUT ** (h + 1) - 1) // (FANOUT - 1)), h
 
 
-def _placed(values: np.ndarray) -> np.ndarray:
-    """A copy of the float64 vector `values` whose element 1 starts a cache line (see `new_tree`)."""
+def _placed_zeros(size: int) -> np.ndarray:
+    """`size` float64 zeros whose element 1 starts a cache line (see `new_tree`)."""
     per_line = CACHE_LINE // 8
-    buf = np.zeros(values.size + per_line - 1)
+    buf = np.zeros(size + per_line - 1)
     skip = -(buf.ctypes.data // 8 + 1) % per_line  # elements before the one that puts element 1 on a line's start
-    out = buf[skip : skip + values.size]
-    out[:] = values
-    return out
+    return buf[skip : skip + size]
 
 
 def copy_tree(tree: np.ndarray) -> np.ndarray:
     """A copy of a tree, placed as `new_tree` places one."""
-    return _placed(tree)
+    out = _placed_zeros(tree.size)
+    out[:] = tree
+    return out
 
 
 @njit(cache=True, inline="always")
@@ -170,7 +170,8 @@ def tree_find(tree, h, u, out):
     root's scan ends at its last positive child, since the scan skips the ones after it: with 10,000 leaves only 3
     of its 16 children hold any, so a draw scans 51 children instead of 64. The positions go down the tree a level
     at a time, all of them before the next level, so that the nodes the next groups will scan are known and are
-    requested from memory (`prefetch`, three cache lines a node) while this group scans: with 10 million leaves,
+    requested from memory (`prefetch` of every line a node's children can span: two in a tree placed by
+    `new_tree`, three in any other) while this group scans: with 10 million leaves,
     where the lower levels are not in any cache, that halves the time of 256 draws (47 to 24 us); with 10,000 it
     changes nothing."""
     m = out.shape[0]

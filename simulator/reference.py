@@ -15,7 +15,8 @@ import numpy as np
 from cures.policies.step import trained_rollouts
 from cures.simulator.config import SimConfig
 from cures.simulator.population import build_population, pass_rates
-from cures.simulator.run import SeedRun, Stopped, engine_config, policy_for, seed_streams
+from cures.simulator.run import SeedRun, Stopped
+from cures.simulator.world import engine_config, policy_for, seed_streams
 
 
 def group_advantages(rewards: np.ndarray, estimator: str, eps: float, batch_mean: float, batch_sd: float,

@@ -15,7 +15,7 @@ from cures.policies.dispatch import specialised
 from cures.simulator.config import SimConfig
 from cures.simulator.engine import COLUMNS, evaluate, run_steps
 from cures.simulator.warmup import compile_helper
-from cures.simulator.world import engine_config, policy_for, seed_streams, seed_world  # noqa: F401 (also here)
+from cures.simulator.world import policy_for, seed_world
 
 Progress = Callable[[int], None]
 

@@ -15,7 +15,8 @@ from cures.simulator.config import build_config, load_scenario, parse_overrides
 from cures.simulator.engine import COLUMNS, EngineConfig, score_statistics
 from cures.simulator.population import build_population, parse_pass_rate_spec
 from cures.simulator.reference import reference_seed, rollout_scores, vectorised_seed
-from cures.simulator.run import run_seed, run_seeds, seed_streams
+from cures.simulator.run import run_seed, run_seeds
+from cures.simulator.world import seed_streams
 from cures.theory import rollout_sigma, zero_variance_prob
 
 SMALL = {"n_prompts": 300, "n_heldout": 200, "steps": 30, "prompts_per_step": 16, "eval_every": 10, "seeds": 24}

@@ -10,9 +10,10 @@ P is the policy's own parameter NamedTuple, S its `State`, B the `StepBuffer` of
 a prompt drawn twice gets two slots. The blocks below take the arrays and scalars they need, never P, so that one
 compiled copy serves every policy.
 
-Short blocks, and blocks that only call others, are `inline="always"` (inlined in Numba's IR): a compiled function of
-their own would be optimised and emitted again together with everything they call, which is most of a policy's
-compile time (`cures.policies.dispatch`). Inlining everything is no better: Numba's typing of one very large
+Short blocks, blocks that only call others, and small blocks that take the whole state S are `inline="always"`
+(inlined in Numba's IR): a compiled function of their own would be optimised and emitted again together with
+everything they call, which is most of a policy's compile time (`cures.policies.dispatch`), and one taking S also
+gets a Python wrapper that unpacks its twenty arrays. Inlining everything is no better: Numba's typing of one very large
 function grows faster than its size (the whole CurES plan inlined took 35 s instead of 10 s).
 """
 
