@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cures.policies import available, get_spec
+from cures.policies.kernels import stable_argsort
 from cures.policies.spec import Param, integer, register
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,3 +158,11 @@ def test_kernel_records_are_derived_from_the_declared_parameters_and_importable(
         assert declared - set(cls._fields) <= {"sigma", "buffer_sampling", "choice", "objective"}, name
     with pytest.raises(ValueError, match="declared twice: n"):
         kernel_record(__name__, (Param("n", 2, "", integer(1)),), n=3)
+
+
+@given(st.lists(st.sampled_from([-1.0, -0.0, 0.0, 0.5, 2.0, 1e300]) | st.floats(-1e6, 1e6), max_size=60))
+def test_the_shared_stable_sort_is_numpys_stable_argsort(values):
+    """`stable_argsort`, the one sort every policy calls, orders like NumPy's stable sort: ties (0.0 and -0.0
+    included) keep their positions' order."""
+    x = np.array(values, dtype=np.float64)
+    np.testing.assert_array_equal(stable_argsort(x), np.argsort(x, kind="stable"))

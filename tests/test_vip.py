@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cures.policies import make_policy
-from cures.policies.vip import allocate, objective
+from cures.policies.vip import allocate, cholesky_solve, objective
 
 
 def brute_force(rloo, a, b, lower, upper, budget):
@@ -38,6 +38,21 @@ def test_allocation_is_the_exact_optimum(rloo, ps, gamma, extra, data):
     assert n.sum() == min(budget, p.size * upper) and n.min() >= lower and n.max() <= upper
     value = sum(objective(rloo, a[i], b[i], float(n[i])) for i in range(p.size))
     assert value == pytest.approx(best, rel=1e-12, abs=1e-15)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(0, 2**32 - 1), st.sampled_from([1e-4, 1e-2, 1.0]))
+def test_cholesky_solve_solves_any_kernel_system(k, seed, jitter):
+    """The GP's solve: for a kernel matrix plus jitter (symmetric positive definite, possibly with repeated points),
+    K x = y to rounding, and the same x as LAPACK's general solver."""
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(k, 3))
+    emb[rng.integers(0, k, size=k // 3)] = emb[0]  # some prompts share an embedding: K has equal rows but the jitter
+    K = np.exp(-0.5 * ((emb[:, None, :] - emb[None, :, :]) ** 2).sum(-1)) + jitter * np.eye(k)
+    y = rng.normal(size=k)
+    x = cholesky_solve(K, y)
+    np.testing.assert_allclose(K @ x, y, rtol=0, atol=1e-9 * max(1.0, np.abs(y).max()) / jitter)
+    np.testing.assert_allclose(x, np.linalg.solve(K, y), rtol=1e-6, atol=1e-6 / jitter)
 
 
 def step(policy, state, successes_of):

@@ -363,6 +363,14 @@ def posterior_sigmas(S, ids, out):
 
 
 @njit(cache=True)
+def stable_argsort(x):
+    """`np.argsort(x, kind="mergesort")` of a float64 vector (ties keep their order), one kernel for every policy.
+    Numba compiles a sort into each function that calls np.argsort itself (about 1 s each on 2 cores, measured);
+    a call to this kernel loads its machine code from the cache, compiled once by the first policy that sorts."""
+    return np.argsort(x, kind="mergesort")
+
+
+@njit(cache=True)
 def largest_remainder(weights, total, out):
     """Integers proportional to `weights` summing exactly to `total` (floors, then +1 by largest remainder);
     all-zero weights give zeros."""
@@ -374,7 +382,7 @@ def largest_remainder(weights, total, out):
     for i in range(weights.shape[0]):
         out[i] = int(np.floor(exact[i]))
     rest = total - out.sum()
-    order = np.argsort(-(exact - out), kind="mergesort")
+    order = stable_argsort(-(exact - out))
     for r in range(rest):
         out[order[r]] += 1
 

@@ -15,6 +15,7 @@ from cures.policies.kernels import (
     begin_training_round,
     complete_single_round_step,
     end_plan,
+    stable_argsort,
     uniform_batch,
 )
 from cures.policies.spec import (
@@ -49,7 +50,7 @@ def plan(P, S, B, rng):
         x = pool[i]
         gamma = rng.beta(max(S.alpha[x], 1e-12), max(S.beta[x], 1e-12))  # Thompson draw
         distance[i] = (gamma - P.target) ** 2
-    for i in np.argsort(distance, kind="mergesort")[: P.prompts_per_step]:
+    for i in stable_argsort(distance)[: P.prompts_per_step]:
         add_slot(B, pool[i], P.n)
     end_plan(S, B)
 

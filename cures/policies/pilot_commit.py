@@ -35,6 +35,7 @@ from cures.policies.kernels import (
     record_shortfall,
     round_slots,
     shuffle,
+    stable_argsort,
     update_posterior_from_round,
 )
 from cures.policies.spec import (
@@ -93,7 +94,7 @@ def choose_commits(P, S, k, rng):
         for i in range(pool.shape[0]):
             p = S.held[pool[i], SUCC] / S.held[pool[i], ROLLOUTS]
             key[i] = -(np.sqrt(p * (1.0 - p)) * 1e9 + S.held[pool[i], ADDED])
-        return pool[np.argsort(key, kind="mergesort")[:k]]
+        return pool[stable_argsort(key)[:k]]
     shuffle(pool, rng)
     return pool[:k]
 

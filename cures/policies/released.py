@@ -28,6 +28,7 @@ from cures.policies.kernels import (
     round_slots,
     screen_subset,
     sigma_from_counts,
+    stable_argsort,
     train_on_round,
     update_posterior_from_round,
 )
@@ -75,7 +76,7 @@ def _draw_batch(P, S, members, rng):
     keys = np.empty(k)
     for i in range(k):
         keys[i] = np.log(rng.random()) / S.weight[members[i]]
-    return members[np.argsort(-keys, kind="mergesort")[:m]]
+    return members[stable_argsort(-keys)[:m]]
 
 
 @njit(cache=True)
@@ -113,7 +114,7 @@ def plan(P, S, B, rng):
     n = S.n_static[chosen].copy()
     total = n.sum()
     if total > 0 and P.align_to > 1:  # pad to a multiple of the GPU count, largest n first
-        desc = np.argsort(-n.astype(np.float64), kind="mergesort")  # as floats (exact): one compiled sort, not two
+        desc = stable_argsort(-n.astype(np.float64))  # as floats (exact): one compiled sort, not two
         n_pos = np.count_nonzero(n)
         for r in range((-total) % P.align_to):
             n[desc[r % n_pos]] += 1

@@ -34,6 +34,7 @@ from cures.policies.kernels import (
     complete_single_round_step,
     end_plan,
     round_slots,
+    stable_argsort,
     uniform_batch,
 )
 from cures.policies.spec import (
@@ -100,7 +101,7 @@ def allocate(rloo, a, b, lower, upper, budget, out):
     for i in range(k):
         out[i] = lower
     rest = min(budget - k * lower, k * width)
-    order = np.argsort(marginal, kind="mergesort")
+    order = stable_argsort(marginal)
     for r in range(rest):
         out[order[r] // width] += 1
 
@@ -142,7 +143,8 @@ def plan(P, S, B, rng):
             second = np.empty(kept.shape[0], np.int64)
             allocate(P.rloo, a[kept], b[kept], P.min_keep, P.upper, P.rollouts_per_step,
                      second)  # ... and re-spends on the rest
-            n[kept] = second
+            for i in range(kept.shape[0]):  # n[kept] = second (a loop: the fancy-index store compiles 1.7 s)
+                n[kept[i]] = second[i]
     for i in range(k):
         add_slot(B, batch[i], n[i])  # n = 0: not generated
     end_plan(S, B)
@@ -158,6 +160,39 @@ def rbf(S, x, y, length_scale):
 
 
 @njit(cache=True)
+def cholesky_solve(K, y):
+    """x with K x = y for a symmetric positive definite K (a kernel matrix plus jitter): K = L L^T (Cholesky), then
+    L z = y and L^T x = z by substitution, as Rasmussen & Williams (2006), Algorithm 2.1, lines 2-3. Written out
+    because Numba's np.linalg.solve (LAPACK through SciPy, with its checks and copies) takes about 1 s to compile and
+    these systems have one row per prompt of a step."""
+    k = y.shape[0]
+    L = np.zeros((k, k))
+    for j in range(k):
+        d = K[j, j]
+        for c in range(j):
+            d -= L[j, c] * L[j, c]
+        L[j, j] = math.sqrt(d)
+        for i in range(j + 1, k):
+            s = K[i, j]
+            for c in range(j):
+                s -= L[i, c] * L[j, c]
+            L[i, j] = s / L[j, j]
+    z = np.empty(k)
+    for i in range(k):
+        s = y[i]
+        for c in range(i):
+            s -= L[i, c] * z[c]
+        z[i] = s / L[i, i]
+    x = np.empty(k)
+    for i in range(k - 1, -1, -1):
+        s = z[i]
+        for c in range(i + 1, k):
+            s -= L[c, i] * x[c]
+        x[i] = s / L[i, i]
+    return x
+
+
+@njit(cache=True)
 def gp_update(P, S, T, g):
     """The GP's recursive update from the prompts T of one step and their logit pass rates g."""
     k = T.shape[0]
@@ -168,7 +203,7 @@ def gp_update(P, S, T, g):
     resid = np.empty(k)
     for a in range(k):
         resid[a] = g[a] - S.latent[T[a]]
-    alpha = np.linalg.solve(K, resid)
+    alpha = cholesky_solve(K, resid)
     for x in range(S.latent.shape[0]):
         for a in range(k):
             S.latent[x] += rbf(S, x, T[a], P.length_scale) * alpha[a]
