@@ -16,7 +16,7 @@ if (_CHECKOUT / "pyproject.toml").is_file() and (_CHECKOUT / "simulator" / "__in
     # them in a wheel.
     __path__.append(str(_CHECKOUT))
 
-__version__ = "0.3.1"
+__version__ = "0.3.2"
 
 _numba_cache.configure()  # before any kernel is defined: Numba's cache directory for these sources
 

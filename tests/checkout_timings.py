@@ -6,6 +6,7 @@
     python tests/checkout_timings.py startup . --repeats 5
     python tests/checkout_timings.py cold . --repeats 2
     python tests/checkout_timings.py first-use . --repeats 1
+    python tests/checkout_timings.py first-use /path/to/old/checkout . --policies vip,mopps --repeats 3
 
 `compile`: cold compile time of the twelve first policies through both of their callers. Each run is a fresh
 interpreter with an empty NUMBA_CACHE_DIR that plans and observes one step of each through the Python interface and
@@ -26,7 +27,8 @@ as `cures bench` does (marginal seconds per step, compiled code warm).
 (the first use of another policy, compiling what `cures` did not).
 
 `first-use`: the demo with an empty NUMBA_CACHE_DIR, then `simulate --policy P` for every other policy in that cache,
-each the first use of P (the aim: at most 10 s each).
+each the first use of P (the aim: at most 10 s each); `--policies` times only those, so that a few can be compared
+over several alternating rounds.
 
 Checkouts alternate within each repeat, so machine noise hits them alike; the table gives each checkout's median and
 its ratio to the first checkout's.
@@ -143,7 +145,7 @@ def _wall(root: Path, args: tuple[str, ...], env: dict) -> float:
     return time.perf_counter() - t0
 
 
-def measure(what: str, root: Path) -> dict[str, float]:
+def measure(what: str, root: Path, only: list[str] | None = None) -> dict[str, float]:
     if what == "startup":
         return {key: _wall(root, args, {}) for key, args in STARTUP.items()}
     if what == "cold":
@@ -156,7 +158,7 @@ def measure(what: str, root: Path) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as cache:
             times = {"cold simulate cures s": _wall(root, DEMO, {"NUMBA_CACHE_DIR": cache})}
             for name in policies.split():
-                if name != "cures":
+                if name != "cures" and (only is None or name in only):
                     times[f"then {name} s"] = _wall(root, ("simulate", "--policy", name, "--n-prompts", "10000"),
                                                     {"NUMBA_CACHE_DIR": cache})
         return times
@@ -174,6 +176,7 @@ def main() -> None:
     parser.add_argument("what", choices=("compile", "steps", "pieces", "startup", "cold", "first-use"))
     parser.add_argument("roots", nargs="+", type=Path, help="checkouts to compare (the first is the reference)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--policies", help="first-use: only these policies (comma-separated)")
     args = parser.parse_args()
     for root in args.roots:
         if not (root / "cures" / "sumtree.py").is_file():
@@ -184,7 +187,7 @@ def main() -> None:
     runs: dict[Path, list[dict]] = {root: [] for root in args.roots}
     for _ in range(args.repeats):
         for root in args.roots:
-            runs[root].append(measure(args.what, root.resolve()))
+            runs[root].append(measure(args.what, root.resolve(), args.policies and args.policies.split(",")))
     ref = {k: statistics.median(r[k] for r in runs[args.roots[0]]) for k in runs[args.roots[0]][0]}
     for key in ref:
         print(key)
