@@ -155,6 +155,10 @@ def measure(what: str, root: Path, only: list[str] | None = None) -> dict[str, f
         return {"cold simulate cures s": first, "then grpo s": other}
     if what == "first-use":
         policies = _run(root, ["-c", "from cures.policies import available; print(' '.join(available()))"], {})
+        unknown = sorted(set(only or ()) - set(policies.split()))
+        if unknown:
+            print(f"checkout_timings.py: error: --policies: {root} has no policy {', '.join(unknown)}", file=sys.stderr)
+            sys.exit(2)
         with tempfile.TemporaryDirectory() as cache:
             times = {"cold simulate cures s": _wall(root, DEMO, {"NUMBA_CACHE_DIR": cache})}
             for name in policies.split():
