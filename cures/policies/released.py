@@ -114,7 +114,7 @@ def plan(P, S, B, rng):
     n = S.n_static[chosen].copy()
     total = n.sum()
     if total > 0 and P.align_to > 1:  # pad to a multiple of the GPU count, largest n first
-        desc = stable_argsort(-n.astype(np.float64))  # as floats (exact): one compiled sort, not two
+        desc = stable_argsort(-n.astype(np.float64))  # as floats (exact): the type the shared sort is compiled for
         n_pos = np.count_nonzero(n)
         for r in range((-total) % P.align_to):
             n[desc[r % n_pos]] += 1
