@@ -102,24 +102,21 @@ def test_monte_carlo_gradient_variance_of_one_prompt_is_eq21(p, mode):
 
 
 @pytest.mark.parametrize("policy", available())
-def test_every_policy_runs_in_the_engine_and_counts_every_rollout(policy):
+def test_every_policy_runs_in_the_engine_and_counts_every_rollout(policy, monkeypatch):
     cfg = build_config(None, {"n_prompts": 400, "n_heldout": 50, "steps": 12, "prompts_per_step": 8, "eval_every": 4,
                               "seeds": 1, "policy_params": {"subsets": 2} if policy == "cures-paper" else {}})
     timer = []
-    from cures.simulator import world as run_module
+    from cures.simulator import world
 
     captured = {}
-    original = run_module.new_tally
+    original = world.new_tally
 
     def spy(dim, capacity):
         captured["tally"] = original(dim, capacity)
         return captured["tally"]
 
-    run_module.new_tally = spy
-    try:
-        result = run_seed(policy, cfg, 0, timer=timer)
-    finally:
-        run_module.new_tally = original
+    monkeypatch.setattr(world, "new_tally", spy)  # where seed_world builds the tally
+    result = run_seed(policy, cfg, 0, timer=timer)
     assert result.steps == 12 and result.curves.shape == (4, len(COLUMNS))
     # what the simulator generated equals what the policy asked for (screening and refills included)
     assert captured["tally"].vars.simulated == result.rollouts_total > 0
